@@ -1,0 +1,14 @@
+//! autosnap's AWS layer: client construction (credential chain, profile,
+//! assumed role, endpoint override, retries) and thin typed wrappers over
+//! EC2 and STS that return autosnap-core models and classified errors.
+//!
+//! Nothing here decides *what* to do; the CLI and the planning code decide,
+//! this crate only does it.
+
+pub mod context;
+pub mod ec2;
+pub mod error;
+
+pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};
+pub use ec2::{Ec2, NewVolume, SnapshotQuery, VolumeQuery, WaitObserver};
+pub use error::{AwsError, CallSite};

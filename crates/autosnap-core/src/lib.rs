@@ -1,0 +1,14 @@
+//! autosnap's pure core: the types, parsing and decisions that do not need AWS.
+//!
+//! Nothing in this crate talks to the AWS SDK, starts a tokio runtime, reads the clock or does
+//! I/O: functions take the data and the current time (`now`) as parameters and return values,
+//! so everything here is deterministic and unit-testable.
+
+pub mod duration;
+pub mod retention;
+
+pub mod config;
+pub mod deletion;
+pub mod ids;
+pub mod model;
+pub mod tags;

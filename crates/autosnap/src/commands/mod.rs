@@ -1,0 +1,67 @@
+//! One module per command group; each exposes `run` functions that take
+//! parsed arguments and the resolved settings and return an exit code.
+
+mod config;
+mod docs;
+mod init;
+mod snapshot;
+mod volume;
+
+use autosnap_aws::AwsContext;
+
+use crate::cli::{Cli, Command, ConfigCommand, SnapshotCommand, VolumeCommand};
+use crate::exit::Exit;
+use crate::settings::{self, Settings};
+
+/// What every command gets: the settings, the output format and whether
+/// progress may be drawn.
+pub struct Env {
+    pub settings: Settings,
+    pub output: crate::cli::OutputFormat,
+    pub progress: bool,
+}
+
+impl Env {
+    /// Connects to AWS (region and credentials are checked here).
+    pub async fn connect(&self) -> anyhow::Result<AwsContext> {
+        Ok(AwsContext::connect(&self.settings.aws).await?)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    // Commands that need no configuration.
+    match &cli.command {
+        Command::Completions(args) => return docs::completions(args),
+        Command::Man(args) => return docs::man(args),
+        _ => {}
+    }
+
+    let config = settings::load(cli.global.config.as_deref())?;
+    let env = Env {
+        settings: settings::resolve(&cli.global, config)?,
+        output: cli.global.output,
+        progress: !cli.global.no_progress && !cli.global.quiet,
+    };
+
+    match cli.command {
+        Command::Init(args) => init::run(&env, &cli.global, &args).await,
+        Command::Config(ConfigCommand::Show) => config::show(&env),
+        Command::Config(ConfigCommand::Check) => config::check(&env).await,
+        Command::Volume(VolumeCommand::List(args)) => volume::list(&env, &args).await,
+        Command::Volume(VolumeCommand::Create(args)) => volume::create(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::List(args)) => snapshot::list(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Create(args)) => snapshot::create(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Delete(args)) => snapshot::delete(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
+    }
+}
+
+/// Parses a `--wait-timeout` value.
+pub fn wait_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
+    let d = autosnap_core::duration::parse_age(text)
+        .map_err(|e| crate::exit::UsageError(format!("--wait-timeout: {e}")))?;
+    d.to_std().map_err(|_| {
+        crate::exit::UsageError(format!("--wait-timeout '{text}' must be positive")).into()
+    })
+}

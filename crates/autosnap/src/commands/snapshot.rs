@@ -1,0 +1,533 @@
+//! `autosnap snapshot list | create | delete | copy`.
+
+use autosnap_aws::{AwsError, Ec2, SnapshotQuery};
+use autosnap_core::deletion::{plan_deletes, DeleteAction};
+use autosnap_core::ids::{is_plausible_region, SnapshotTarget};
+use autosnap_core::model::Snapshot;
+use autosnap_core::tags::{self, settable_tags, Tags};
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::cli::{SnapshotCopyArgs, SnapshotCreateArgs, SnapshotDeleteArgs, SnapshotListArgs};
+use crate::commands::{wait_timeout, Env};
+use crate::exit::{Exit, UsageError};
+use crate::output;
+use crate::progress::WaitProgress;
+
+/// Targets snapshotted at once. CreateSnapshot's token bucket refills at
+/// 5 per second; a handful in flight stays well inside it.
+const CREATE_CONCURRENCY: usize = 4;
+/// Deletes in flight (DeleteSnapshot refills at 5 per second).
+const DELETE_CONCURRENCY: usize = 4;
+/// Copies started at once (AWS allows 20 concurrent copies per destination).
+const COPY_CONCURRENCY: usize = 4;
+
+pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
+    let older_than = args
+        .older_than
+        .as_deref()
+        .map(|t| {
+            autosnap_core::duration::parse_age(t)
+                .map_err(|e| UsageError(format!("--older-than: {e}")))
+        })
+        .transpose()?;
+    let mut tag_filters: Vec<(String, Option<String>)> = args
+        .tags
+        .iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect();
+    if args.managed {
+        tag_filters.push((tags::MANAGED.into(), Some(tags::MANAGED_VALUE.into())));
+    }
+
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let now = Utc::now();
+    let mut snaps = ec2
+        .list_snapshots(&SnapshotQuery {
+            snapshot_ids: vec![],
+            volume_ids: args.volumes.iter().map(|v| v.to_string()).collect(),
+            tags: tag_filters,
+        })
+        .await?;
+    if let Some(age) = older_than {
+        let cutoff = now - age;
+        snaps.retain(|s| s.start_time.is_some_and(|t| t < cutoff));
+    }
+    output::emit(env.output, &snaps, || snapshot_table(&snaps, now))?;
+    Ok(Exit::Success)
+}
+
+fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> comfy_table::Table {
+    let mut t = output::table([
+        "SNAPSHOT ID",
+        "VOLUME",
+        "NAME",
+        "STATE",
+        "STARTED",
+        "AGE",
+        "SIZE",
+        "ENCRYPTED",
+        "MANAGED",
+    ]);
+    for s in snaps {
+        let state = match (&s.state[..], s.progress_percent()) {
+            ("pending", Some(p)) => format!("pending {p}%"),
+            (st, _) => st.to_string(),
+        };
+        t.add_row([
+            s.snapshot_id.clone(),
+            output::opt(&s.volume_id),
+            s.name().unwrap_or("-").to_string(),
+            state,
+            output::time(s.start_time),
+            output::age(s.start_time, now),
+            s.size_gib
+                .map(|g| format!("{g} GiB"))
+                .unwrap_or_else(|| "-".into()),
+            output::yes_no(s.encrypted).into(),
+            output::yes_no(s.managed).into(),
+        ]);
+    }
+    t
+}
+
+/// A per-item failure, printed to stderr and counted for the exit code.
+fn report_failure(what: &str, err: &anyhow::Error) {
+    eprintln!("error: {what}: {err:#}");
+}
+
+pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit> {
+    let user_tags = settable_tags(&args.tags)?;
+    let timeout = if args.wait.wait {
+        Some(wait_timeout(&args.wait.wait_timeout)?)
+    } else {
+        None
+    };
+    let copy_volume_tags = !args.no_copy_tags && env.settings.config.file.defaults.copy_volume_tags;
+    let mut base_tags = env.settings.config.file.defaults.tags.clone();
+    base_tags.extend(user_tags);
+    base_tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+
+    let mut targets = args.targets.clone();
+    targets.dedup();
+    let results: Vec<(SnapshotTarget, anyhow::Result<Vec<Snapshot>>)> = stream::iter(targets)
+        .map(|target| {
+            let ec2 = ec2.clone();
+            let base_tags = base_tags.clone();
+            async move {
+                let r = snapshot_target(&ec2, &target, &base_tags, copy_volume_tags, args).await;
+                (target, r)
+            }
+        })
+        .buffered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut created = Vec::new();
+    let mut failed = 0;
+    for (target, r) in results {
+        match r {
+            Ok(snaps) => {
+                for s in &snaps {
+                    tracing::info!(
+                        "created snapshot {} of {}",
+                        s.snapshot_id,
+                        output::opt(&s.volume_id)
+                    );
+                }
+                created.extend(snaps);
+            }
+            Err(e) => {
+                failed += 1;
+                report_failure(&format!("cannot snapshot {target}"), &e);
+            }
+        }
+    }
+
+    if let (Some(timeout), false) = (timeout, created.is_empty()) {
+        let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
+        let progress = WaitProgress::new(&format!("{} snapshot(s)", ids.len()), env.progress);
+        match ec2.wait_snapshots_completed(&ids, timeout, &progress).await {
+            Ok(done) => created = done,
+            Err(e) => {
+                progress.finish();
+                output::emit(env.output, &created, || {
+                    snapshot_table(&created, Utc::now())
+                })?;
+                return Err(e.into());
+            }
+        }
+        progress.finish();
+    }
+
+    output::emit(env.output, &created, || {
+        snapshot_table(&created, Utc::now())
+    })?;
+    let succeeded = args.targets.len().saturating_sub(failed);
+    Ok(Exit::from_counts(succeeded, failed))
+}
+
+async fn snapshot_target(
+    ec2: &Ec2,
+    target: &SnapshotTarget,
+    base_tags: &Tags,
+    copy_volume_tags: bool,
+    args: &SnapshotCreateArgs,
+) -> anyhow::Result<Vec<Snapshot>> {
+    match target {
+        SnapshotTarget::Volume(vol) => {
+            if args.exclude_boot {
+                tracing::debug!(
+                    "--exclude-boot only applies to instance targets; ignored for {vol}"
+                );
+            }
+            let volume = ec2.get_volume(vol.as_str()).await?;
+            let mut tags = if copy_volume_tags {
+                tags::copyable_user_tags(&volume.tags)
+            } else {
+                Tags::new()
+            };
+            tags.extend(base_tags.clone());
+            tags.insert(tags::SOURCE_VOLUME.into(), volume.volume_id.clone());
+            if let Some(a) = volume.attachments.first() {
+                tags.insert(tags::SOURCE_INSTANCE.into(), a.instance_id.clone());
+            }
+            let description = args
+                .description
+                .clone()
+                .unwrap_or_else(|| match &volume.name {
+                    Some(n) => format!("autosnap: {} ({n})", volume.volume_id),
+                    None => format!("autosnap: {}", volume.volume_id),
+                });
+            Ok(vec![
+                ec2.create_snapshot(&volume.volume_id, &description, &tags)
+                    .await?,
+            ])
+        }
+        SnapshotTarget::Instance(inst) => {
+            let info = ec2.get_instance(inst.as_str()).await?;
+            let data_volumes = info
+                .volumes
+                .iter()
+                .filter(|(dev, _)| {
+                    !(args.exclude_boot && Some(dev) == info.root_device_name.as_ref())
+                })
+                .count();
+            if data_volumes == 0 {
+                return Err(UsageError(format!(
+                    "instance {inst} has no EBS volumes to snapshot{}",
+                    if args.exclude_boot {
+                        " besides its boot volume"
+                    } else {
+                        ""
+                    }
+                ))
+                .into());
+            }
+            let started = Utc::now();
+            let mut tags = base_tags.clone();
+            tags.insert(tags::SOURCE_INSTANCE.into(), inst.to_string());
+            tags.insert(
+                tags::SET_ID.into(),
+                format!("{inst}-{}", started.format("%Y%m%dT%H%M%SZ")),
+            );
+            let name = info.tags.get("Name");
+            let description = args.description.clone().unwrap_or_else(|| match name {
+                Some(n) => format!("autosnap: {inst} ({n}) multi-volume set"),
+                None => format!("autosnap: {inst} multi-volume set"),
+            });
+            Ok(ec2
+                .create_snapshot_set(
+                    inst.as_str(),
+                    args.exclude_boot,
+                    copy_volume_tags,
+                    &description,
+                    &tags,
+                )
+                .await?)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeleteResult {
+    snapshot_id: String,
+    /// `deleted`, `would_delete`, `refused`, `missing` or `failed`.
+    result: &'static str,
+    reason: String,
+}
+
+pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit> {
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let requested: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
+    let found = ec2
+        .list_snapshots(&SnapshotQuery {
+            snapshot_ids: requested.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let found_ids: Vec<String> = found.iter().map(|s| s.snapshot_id.clone()).collect();
+    let images = ec2.images_using_snapshots(&found_ids).await?;
+    let plan = plan_deletes(&requested, &found, &images, args.force, ec2.region());
+
+    let results: Vec<DeleteResult> = stream::iter(plan)
+        .map(|d| {
+            let ec2 = ec2.clone();
+            let dry_run = args.dry_run;
+            async move {
+                let (result, reason) = match d.action {
+                    DeleteAction::Missing => ("missing", d.reason),
+                    DeleteAction::Refuse => ("refused", d.reason),
+                    DeleteAction::Delete if dry_run => ("would_delete", d.reason),
+                    DeleteAction::Delete => match ec2.delete_snapshot(&d.snapshot_id).await {
+                        Ok(()) => {
+                            tracing::info!("deleted snapshot {}", d.snapshot_id);
+                            ("deleted", d.reason)
+                        }
+                        Err(e) => ("failed", e.to_string()),
+                    },
+                };
+                DeleteResult {
+                    snapshot_id: d.snapshot_id,
+                    result,
+                    reason,
+                }
+            }
+        })
+        .buffered(DELETE_CONCURRENCY)
+        .collect()
+        .await;
+
+    output::emit(env.output, &results, || {
+        let mut t = output::table(["SNAPSHOT ID", "RESULT", "REASON"]);
+        for r in &results {
+            t.add_row([
+                r.snapshot_id.clone(),
+                r.result.replace('_', " "),
+                r.reason.clone(),
+            ]);
+        }
+        t
+    })?;
+    let ok = results
+        .iter()
+        .filter(|r| matches!(r.result, "deleted" | "would_delete"))
+        .count();
+    let bad = results.len() - ok;
+    if bad > 0 {
+        eprintln!(
+            "{} {ok} of {} snapshot(s); {bad} not deleted (see REASON)",
+            if args.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            },
+            results.len()
+        );
+    }
+    Ok(Exit::from_counts(ok, bad))
+}
+
+#[derive(Serialize)]
+struct CopyResult {
+    source_snapshot_id: String,
+    source_region: String,
+    region: String,
+    snapshot_id: Option<String>,
+    /// `created`, `exists` or `failed`.
+    result: &'static str,
+    state: Option<String>,
+    detail: Option<String>,
+}
+
+pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
+    if !is_plausible_region(&args.to_region) {
+        return Err(UsageError(format!(
+            "--to-region '{}' is not a region name such as us-west-2",
+            args.to_region
+        ))
+        .into());
+    }
+    let timeout = if args.wait.wait {
+        Some(wait_timeout(&args.wait.wait_timeout)?)
+    } else {
+        None
+    };
+    let ctx = env.connect().await?;
+    let source = ctx.ec2().await?;
+    let dest = ctx.ec2_in(&args.to_region).await?;
+    let encrypt = args.encrypt || args.kms_key.is_some();
+
+    let mut ids: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
+    ids.dedup();
+    let mut results: Vec<CopyResult> = stream::iter(ids)
+        .map(|id| {
+            let (source, dest) = (source.clone(), dest.clone());
+            async move {
+                let r = copy_one(&source, &dest, &id, encrypt, args.kms_key.as_deref()).await;
+                match r {
+                    Ok((snapshot_id, result)) => CopyResult {
+                        source_snapshot_id: id,
+                        source_region: source.region().to_string(),
+                        region: dest.region().to_string(),
+                        snapshot_id: Some(snapshot_id),
+                        result,
+                        state: None,
+                        detail: None,
+                    },
+                    Err(e) => CopyResult {
+                        source_snapshot_id: id,
+                        source_region: source.region().to_string(),
+                        region: dest.region().to_string(),
+                        snapshot_id: None,
+                        result: "failed",
+                        state: None,
+                        detail: Some(e.to_string()),
+                    },
+                }
+            }
+        })
+        .buffered(COPY_CONCURRENCY)
+        .collect()
+        .await;
+
+    let copies: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.snapshot_id.clone())
+        .collect();
+    if !copies.is_empty() {
+        let states = match timeout {
+            Some(timeout) => {
+                let progress = WaitProgress::new(
+                    &format!("{} copie(s) in {}", copies.len(), dest.region()),
+                    env.progress,
+                );
+                let r = dest
+                    .wait_snapshots_completed(&copies, timeout, &progress)
+                    .await;
+                progress.finish();
+                r
+            }
+            None => current_states(&dest, &copies).await,
+        };
+        match states {
+            Ok(snaps) => {
+                for r in &mut results {
+                    r.state = snaps
+                        .iter()
+                        .find(|s| Some(&s.snapshot_id) == r.snapshot_id.as_ref())
+                        .map(|s| s.state.clone());
+                }
+            }
+            Err(e) if timeout.is_some() => {
+                print_copy_results(env, &results)?;
+                return Err(e.into());
+            }
+            Err(e) => tracing::warn!("cannot read the state of the copies: {e}"),
+        }
+    }
+
+    print_copy_results(env, &results)?;
+    let failed = results.iter().filter(|r| r.result == "failed").count();
+    for r in results.iter().filter(|r| r.result == "failed") {
+        eprintln!(
+            "error: cannot copy {}: {}",
+            r.source_snapshot_id,
+            r.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(Exit::from_counts(results.len() - failed, failed))
+}
+
+async fn current_states(ec2: &Ec2, ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+    ec2.list_snapshots(&SnapshotQuery {
+        snapshot_ids: ids.to_vec(),
+        ..Default::default()
+    })
+    .await
+}
+
+fn print_copy_results(env: &Env, results: &[CopyResult]) -> anyhow::Result<()> {
+    output::emit(env.output, results, || {
+        let mut t = output::table(["SOURCE", "REGION", "COPY", "RESULT", "STATE"]);
+        for r in results {
+            t.add_row([
+                format!("{} ({})", r.source_snapshot_id, r.source_region),
+                r.region.clone(),
+                output::opt(&r.snapshot_id),
+                r.result.to_string(),
+                output::opt(&r.state),
+            ]);
+        }
+        t
+    })
+}
+
+/// Copies one snapshot unless a copy of it already exists in the
+/// destination (found by its source-snapshot tag): re-running is safe.
+async fn copy_one(
+    source: &Ec2,
+    dest: &Ec2,
+    id: &str,
+    encrypt: bool,
+    kms_key: Option<&str>,
+) -> anyhow::Result<(String, &'static str)> {
+    let snap = source.get_snapshot(id).await?;
+    let existing = dest
+        .list_snapshots(&SnapshotQuery {
+            tags: vec![
+                (tags::SOURCE_SNAPSHOT.into(), Some(id.to_string())),
+                (
+                    tags::SOURCE_REGION.into(),
+                    Some(source.region().to_string()),
+                ),
+            ],
+            ..Default::default()
+        })
+        .await?;
+    if let Some(copy) = existing.iter().find(|s| s.state != "error") {
+        tracing::info!(
+            "{id} already has a copy in {}: {}",
+            dest.region(),
+            copy.snapshot_id
+        );
+        return Ok((copy.snapshot_id.clone(), "exists"));
+    }
+    if !snap.is_completed() {
+        return Err(UsageError(format!(
+            "snapshot {id} is {}: only completed snapshots can be copied (wait for it, e.g. `snapshot create --wait`)",
+            snap.state
+        ))
+        .into());
+    }
+    // The copy carries the source's tags (EC2 does not copy them) plus where
+    // it came from, and is autosnap's own.
+    let mut tags: Tags = snap
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    tags.insert(tags::SOURCE_SNAPSHOT.into(), id.to_string());
+    tags.insert(tags::SOURCE_REGION.into(), source.region().to_string());
+    let description = format!("autosnap copy of {id} from {}", source.region());
+    let new_id = dest
+        .copy_snapshot_from(
+            source.region(),
+            id,
+            &description,
+            encrypt || snap.encrypted,
+            kms_key,
+            &tags,
+        )
+        .await?;
+    tracing::info!("copying {id} to {} as {new_id}", dest.region());
+    Ok((new_id, "created"))
+}
