@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         import ebs_corrections
 
         ebs_corrections.apply()
+        if args.verbose:
+            for name, what in ebs_corrections.CORRECTIONS.items():
+                print(f"autosnap-testbed: EBS correction {name}: {what}", file=sys.stderr)
 
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.

@@ -33,6 +33,11 @@ fail() { echo "testbed/setup.sh: $*" >&2; echo "--- log ---" >&2; cat "$log" >&2
 
 command -v "$py" >/dev/null 2>&1 || fail "$py not found (install python3)"
 
+# A venv whose interpreter no longer runs (base python removed/upgraded) is rebuilt.
+if [[ -e "$venv" ]] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$venv"
+fi
+
 if [[ ! -x "$venv/bin/python" ]]; then
     mkdir -p "$(dirname "$venv")"
     if ! "$py" -m venv "$venv" >>"$log" 2>&1; then

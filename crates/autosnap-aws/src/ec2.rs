@@ -418,6 +418,20 @@ impl Ec2 {
                 }
             })
             .collect();
+        // CreateSnapshots answers with a partial description (no KMS key,
+        // sometimes no state); describe the set once for the full picture.
+        let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+        if let Ok(full) = self
+            .list_snapshots(&SnapshotQuery {
+                snapshot_ids: ids,
+                ..Default::default()
+            })
+            .await
+        {
+            if full.len() == snaps.len() {
+                snaps = full;
+            }
+        }
         snaps.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
         Ok(snaps)
     }

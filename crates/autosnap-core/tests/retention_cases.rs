@@ -15,7 +15,9 @@
 //!
 //! After an intended change of behaviour, regenerate the files with
 //! `AUTOSNAP_BLESS=1 cargo test -p autosnap-core --test retention_cases` and review the diff:
-//! the files are the specification a reviewer reads.
+//! the files are the specification a reviewer reads. When they were first written, every file
+//! was also checked line by line against a separate implementation of restic's algorithm on
+//! Go's own `time.AddDate` and `ISOWeek` (restic's reasons, plus autosnap's "newest backup").
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -1,0 +1,313 @@
+//! The test bed for end-to-end tests: each test starts its own emulator
+//! (moto, through testbed/autosnap_testbed.py) on a free loopback port, so
+//! tests are isolated and run in parallel, and runs the real `autosnap`
+//! binary against it with a scrubbed environment.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The test bed's Python: `$AUTOSNAP_TESTBED_VENV/bin/python` or the
+/// project-local venv that testbed/setup.sh creates.
+fn testbed_python() -> PathBuf {
+    let venv = std::env::var_os("AUTOSNAP_TESTBED_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".testbed/venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "the test bed is not installed at {}: run testbed/setup.sh (the README's test command does)",
+        venv.display()
+    );
+    py
+}
+
+/// One emulator process; stopped when dropped (and, because it watches its
+/// stdin, also when the test process dies).
+pub struct TestBed {
+    child: Child,
+    _stdin: ChildStdin,
+    pub port: u16,
+    pub home: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl TestBed {
+    pub fn start() -> TestBed {
+        let script = repo_root().join("testbed/autosnap_testbed.py");
+        let mut child = StdCommand::new(testbed_python())
+            .arg(&script)
+            .args(["--port", "0", "--exit-on-stdin-close"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the test bed");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut port = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read test bed output");
+            if let Some(p) = line.trim().strip_prefix("AUTOSNAP_TESTBED_PORT=") {
+                port = Some(p.parse().expect("port number"));
+                break;
+            }
+        }
+        let port = port.expect("the test bed printed no AUTOSNAP_TESTBED_PORT line");
+        let home = tempfile::tempdir().expect("temp home");
+        // Empty shared AWS files: the SDK finds nothing in them and stays quiet.
+        std::fs::write(home.path().join("aws-config"), "").expect("aws config");
+        std::fs::write(home.path().join("aws-credentials"), "").expect("aws credentials");
+        TestBed {
+            child,
+            _stdin: stdin,
+            port,
+            home,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The autosnap binary with an environment that points only at this
+    /// test bed: fake keys, no shared AWS files, no instance metadata, a
+    /// private HOME and working directory.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = self.bare_cmd();
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_ENDPOINT_URL", self.endpoint());
+        cmd
+    }
+
+    /// The binary with no credentials, region or endpoint at all.
+    pub fn bare_cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("autosnap").expect("binary");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") || k.starts_with("AUTOSNAP_") {
+                cmd.env_remove(k);
+            }
+        }
+        let home = self.home.path();
+        cmd.current_dir(home)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("AWS_CONFIG_FILE", home.join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Runs autosnap with `-o json` and parses standard output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self
+            .cmd()
+            .args(args)
+            .args(["-o", "json"])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "autosnap {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "autosnap {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Creates a volume with tags; returns its id.
+    pub fn volume(&self, size: i32, tags: &[(&str, &str)]) -> String {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            let mut req = ec2
+                .create_volume()
+                .size(size)
+                .availability_zone("us-east-1a");
+            if !tags.is_empty() {
+                req = req.tag_specifications(tag_spec(ResourceType::Volume, tags));
+            }
+            req.send()
+                .await
+                .expect("create volume")
+                .volume_id
+                .expect("id")
+        })
+    }
+
+    /// Starts an instance with one extra data volume; returns
+    /// (instance id, data volume id).
+    pub fn instance(&self, name: &str) -> (String, String) {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            let out = ec2
+                .run_instances()
+                .image_id("ami-12345678")
+                .min_count(1)
+                .max_count(1)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .placement(
+                    aws_sdk_ec2::types::Placement::builder()
+                        .availability_zone("us-east-1a")
+                        .build(),
+                )
+                .block_device_mappings(
+                    aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                        .device_name("/dev/sdf")
+                        .ebs(
+                            aws_sdk_ec2::types::EbsBlockDevice::builder()
+                                .volume_size(4)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(tag_spec(ResourceType::Instance, &[("Name", name)]))
+                .send()
+                .await
+                .expect("run instance");
+            let inst = &out.instances()[0];
+            let vol = inst.block_device_mappings()[0]
+                .ebs()
+                .and_then(|e| e.volume_id())
+                .expect("volume")
+                .to_string();
+            (inst.instance_id().expect("id").to_string(), vol)
+        })
+    }
+
+    /// A snapshot made behind autosnap's back (not managed).
+    pub fn foreign_snapshot(&self, volume_id: &str) -> String {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            ec2.create_snapshot()
+                .volume_id(volume_id)
+                .send()
+                .await
+                .expect("create snapshot")
+                .snapshot_id
+                .expect("id")
+        })
+    }
+
+    /// Registers an AMI that uses the given snapshot.
+    pub fn image_using(&self, snapshot_id: &str) -> String {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            ec2.register_image()
+                .name(format!("test-image-{snapshot_id}"))
+                .root_device_name("/dev/xvda")
+                .block_device_mappings(
+                    aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(
+                            aws_sdk_ec2::types::EbsBlockDevice::builder()
+                                .snapshot_id(snapshot_id)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("register image")
+                .image_id
+                .expect("id")
+        })
+    }
+
+    pub fn snapshot_exists(&self, region: &str, snapshot_id: &str) -> bool {
+        let ec2 = self.ec2(region);
+        self.block(async {
+            ec2.describe_snapshots()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("snapshot-id")
+                        .values(snapshot_id)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("describe")
+                .snapshots()
+                .iter()
+                .any(|s| s.snapshot_id() == Some(snapshot_id))
+        })
+    }
+
+    /// Writes a config file into the test's home and returns its path.
+    pub fn write_config(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.home.path().join(name);
+        std::fs::write(&p, text).expect("write config");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tag_spec(kind: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// A loopback port where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub const QUICK: Duration = Duration::from_secs(20);
