@@ -36,7 +36,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         _ => {}
     }
 
-    let config = settings::load(cli.global.config.as_deref())?;
+    // `init` creates the config file, so it does not read one.
+    let config = match &cli.command {
+        Command::Init(_) => settings::LoadedConfig {
+            path: None,
+            file: Default::default(),
+        },
+        _ => settings::load(cli.global.config.as_deref())?,
+    };
     let env = Env {
         settings: settings::resolve(&cli.global, config)?,
         output: cli.global.output,

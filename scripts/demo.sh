@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The demo: autosnap's main job against the local test bed (an AWS emulator
+# on 127.0.0.1; nothing reaches AWS). Installs the test bed if missing, builds
+# autosnap, seeds tagged volumes and an instance, then snapshots, lists,
+# copies across regions with a KMS key, deletes safely and restores a volume.
+#
+#   scripts/demo.sh
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/autosnap/target}"
+
+echo "==> installing the test bed (once) and building autosnap"
+venv_line="$(testbed/setup.sh)"
+venv="${venv_line#AUTOSNAP_TESTBED_VENV=}"
+cargo build --quiet --bin autosnap
+autosnap_bin="$CARGO_TARGET_DIR/debug/autosnap"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/autosnap-demo.XXXXXX")"
+"$venv/bin/python" testbed/autosnap_testbed.py --port 0 --port-file "$work/port" \
+    >"$work/testbed.log" 2>&1 &
+testbed_pid=$!
+cleanup() { kill "$testbed_pid" 2>/dev/null || true; wait "$testbed_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do [[ -s "$work/port" ]] && break; sleep 0.1; done
+[[ -s "$work/port" ]] || { echo "the test bed did not start:"; cat "$work/testbed.log"; exit 1; }
+endpoint="http://127.0.0.1:$(cat "$work/port")"
+
+# Only the test bed: fake keys, a private config location, no instance metadata.
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL="$endpoint" AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE="$work/aws-config" AWS_SHARED_CREDENTIALS_FILE="$work/aws-credentials"
+touch "$AWS_CONFIG_FILE" "$AWS_SHARED_CREDENTIALS_FILE"
+export AUTOSNAP_CONFIG="$work/autosnap.toml"
+unset AWS_PROFILE
+
+echo "==> test bed at $endpoint; seeding volumes and an instance"
+seed="$("$venv/bin/python" - "$endpoint" <<'PY'
+import sys, boto3
+ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1")
+def vol(size, **tags):
+    spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    return ec2.create_volume(Size=size, AvailabilityZone="us-east-1a", VolumeType="gp3",
+                             TagSpecifications=spec)["VolumeId"]
+db = vol(20, Name="db-data", Env="prod", Backup="daily")
+logs = vol(8, Name="logs", Env="prod", Backup="weekly")
+vol(4, Name="scratch", Env="dev")
+inst = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+    Placement={"AvailabilityZone": "us-east-1a"},
+    BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 10}}],
+    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+)["Instances"][0]["InstanceId"]
+foreign = ec2.create_snapshot(VolumeId=logs, Description="made by hand")["SnapshotId"]
+print(db, logs, inst, foreign)
+PY
+)"
+read -r db logs inst foreign <<<"$seed"
+
+run() { printf '\n$ autosnap %s\n' "$*"; "$autosnap_bin" "$@"; }
+json_field() { "$venv/bin/python" -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+run init
+run config check
+run volume list
+run snapshot create "$db" "$logs" --tag Purpose=demo --wait
+run snapshot create "$inst" --wait
+run snapshot list
+db_snap="$("$autosnap_bin" snapshot list --volume "$db" -o json | json_field '[0]["snapshot_id"]')"
+run snapshot copy "$db_snap" --to-region us-west-2 --kms-key alias/backup --wait
+echo "# running the same copy again finds the existing copy:"
+run snapshot copy "$db_snap" --to-region us-west-2
+run snapshot list --region us-west-2
+echo "# autosnap refuses to delete what it did not create:"
+run snapshot delete "$db_snap" "$foreign" --dry-run || echo "(exit $?: partial, as planned)"
+run volume create --snapshot "$db_snap" --availability-zone us-east-1b --tag Restored=demo --wait
+run snapshot delete "$db_snap"
+run volume list --tag Env=prod
+echo
+echo "demo finished: every result above came from the test bed at $endpoint"
