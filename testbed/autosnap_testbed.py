@@ -130,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             for name, what in ebs_corrections.CORRECTIONS.items():
                 print(f"autosnap-testbed: EBS correction {name}: {what}", file=sys.stderr)
 
+    # EC2 AMI corrections (RegisterImage mappings, the snapshot filter, in-use
+    # snapshots) are always on: autosnap's safety checks depend on them.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import ec2_corrections
+
+    ec2_corrections.apply()
+    if args.verbose:
+        for name, what in ec2_corrections.CORRECTIONS.items():
+            print(f"autosnap-testbed: EC2 correction {name}: {what}", file=sys.stderr)
+
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)

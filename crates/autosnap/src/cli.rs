@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use autosnap_core::duration::CalendarDuration;
 use autosnap_core::ids::{SnapshotId, SnapshotTarget};
+use autosnap_core::retention::Count;
 use autosnap_core::tags::TagArg;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -127,6 +129,10 @@ pub enum Command {
     /// List, create, delete and copy EBS snapshots
     #[command(subcommand, visible_alias = "snapshots")]
     Snapshot(SnapshotCommand),
+
+    /// Preview retention rules offline
+    #[command(subcommand)]
+    Retention(RetentionCommand),
 
     /// Print a shell completion script
     Completions(CompletionsArgs),
@@ -293,6 +299,67 @@ pub struct SnapshotCopyArgs {
     pub encrypt: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Apply retention rules to a list of backups and show what is kept and why
+    #[command(
+        long_about = "Apply retention rules to a list of backups and show, for every \
+        backup, whether it is kept and by which rules. Works offline. The rules mean exactly \
+        what they mean in restic's `forget`. Input: a JSON array of \
+        {\"id\": \"...\", \"time\": \"RFC 3339\", \"tags\": [\"...\"]}."
+    )]
+    Simulate(RetentionSimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionSimulateArgs {
+    /// JSON file with the backups, or - for standard input
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Keep the N newest backups (a count or `unlimited`)
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<Count>,
+    /// Keep the newest backup of each of the N newest hours that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<Count>,
+    /// Keep the newest backup of each of the N newest days that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<Count>,
+    /// Keep the newest backup of each of the N newest ISO weeks that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<Count>,
+    /// Keep the newest backup of each of the N newest months that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<Count>,
+    /// Keep the newest backup of each of the N newest years that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<Count>,
+    /// Keep every backup newer than the newest backup minus DURATION (e.g. 2d, 1y2m3d4h)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<CalendarDuration>,
+    /// Keep one backup per hour within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<CalendarDuration>,
+    /// Keep one backup per day within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<CalendarDuration>,
+    /// Keep one backup per ISO week within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<CalendarDuration>,
+    /// Keep one backup per month within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<CalendarDuration>,
+    /// Keep one backup per year within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<CalendarDuration>,
+    /// Keep backups carrying all of these tags (comma-separated); repeatable
+    #[arg(long, value_name = "TAG[,TAG]")]
+    pub keep_tag: Vec<String>,
+    /// Evaluate as of this time (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,7 @@ fn ids(v: &Value, key: &str) -> Vec<String> {
 
 #[test]
 fn help_lists_commands_and_exit_codes() {
-    let bed = TestBed::start();
+    let bed = TestBed::offline();
     bed.bare_cmd()
         .arg("--help")
         .assert()
@@ -47,7 +47,7 @@ fn help_lists_commands_and_exit_codes() {
 
 #[test]
 fn completions_and_man_page() {
-    let bed = TestBed::start();
+    let bed = TestBed::offline();
     bed.bare_cmd()
         .args(["completions", "bash"])
         .assert()

@@ -4,12 +4,13 @@
 mod config;
 mod docs;
 mod init;
+mod retention;
 mod snapshot;
 mod volume;
 
 use autosnap_aws::AwsContext;
 
-use crate::cli::{Cli, Command, ConfigCommand, SnapshotCommand, VolumeCommand};
+use crate::cli::{Cli, Command, ConfigCommand, RetentionCommand, SnapshotCommand, VolumeCommand};
 use crate::exit::Exit;
 use crate::settings::{self, Settings};
 
@@ -32,6 +33,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     // Commands that need no configuration.
     match &cli.command {
         Command::Completions(args) => return docs::completions(args),
+        Command::Retention(RetentionCommand::Simulate(args)) => {
+            return retention::simulate(cli.global.output, args)
+        }
         Command::Man(args) => return docs::man(args),
         _ => {}
     }
@@ -60,7 +64,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshot::create(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Delete(args)) => snapshot::delete(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
-        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) | Command::Retention(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -41,8 +41,7 @@ fn testbed_python() -> PathBuf {
 /// One emulator process; stopped when dropped (and, because it watches its
 /// stdin, also when the test process dies).
 pub struct TestBed {
-    child: Child,
-    _stdin: ChildStdin,
+    child: Option<(Child, ChildStdin)>,
     pub port: u16,
     pub home: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
@@ -75,9 +74,24 @@ impl TestBed {
         std::fs::write(home.path().join("aws-config"), "").expect("aws config");
         std::fs::write(home.path().join("aws-credentials"), "").expect("aws credentials");
         TestBed {
-            child,
-            _stdin: stdin,
+            child: Some((child, stdin)),
             port,
+            home,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    /// A sandbox without an emulator, for commands that never call AWS.
+    pub fn offline() -> TestBed {
+        let home = tempfile::tempdir().expect("temp home");
+        std::fs::write(home.path().join("aws-config"), "").expect("aws config");
+        std::fs::write(home.path().join("aws-credentials"), "").expect("aws credentials");
+        TestBed {
+            child: None,
+            port: closed_port(),
             home,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -288,8 +302,10 @@ impl TestBed {
 
 impl Drop for TestBed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some((child, _stdin)) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
