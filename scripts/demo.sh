@@ -76,5 +76,47 @@ run snapshot delete "$db_snap" "$foreign" --dry-run || echo "(exit $?: partial, 
 run volume create --snapshot "$db_snap" --availability-zone us-east-1b --tag Restored=demo --wait
 run snapshot delete "$db_snap"
 run volume list --tag Env=prod
+
+echo
+echo "==> backup policies: tag-selected volumes, a schedule, retention with reasons, a copy"
+cat >>"$AUTOSNAP_CONFIG" <<'TOML'
+
+[[policy]]
+name = "prod-daily"
+resource = "volume"
+select = [{ tags = { Env = "prod" } }]
+schedule = "0 3 * * *"
+retain = { last = 2, daily = 7, weekly = 4 }
+tags = { Team = "$(tag:Name)-owners", Source = "$(volume-id)" }
+copy = [{ region = "us-west-2", kms_key = "alias/backup", retain = { last = 3 } }]
+
+[[policy]]
+name = "web-sets"
+resource = "instance"
+select = [{ tags = { Name = "web-1" } }]
+schedule = "6h"
+retain = { last = 4 }
+TOML
+echo "# the logs volume already has 20 days of daily backups from earlier runs:"
+"$venv/bin/python" - "$endpoint" "$logs" <<'PY'
+import sys, datetime, boto3
+ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1")
+now = datetime.datetime.now(datetime.timezone.utc).replace(hour=3, minute=0, second=0, microsecond=0)
+for day in range(1, 21):
+    t = now - datetime.timedelta(days=day)
+    ec2.create_snapshot(VolumeId=sys.argv[2], TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "autosnap:managed", "Value": "true"},
+        {"Key": "autosnap:policy", "Value": "prod-daily"},
+        {"Key": "autosnap:source-volume", "Value": sys.argv[2]},
+        # test bed only: backdate the snapshot
+        {"Key": "autosnap-testbed:start-time", "Value": t.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    ]}])
+PY
+run plan
+run run
+echo "# running again does nothing: every target's newest backup covers its schedule slot"
+run run
+run status || echo "(exit $?: status reports what is not covered)"
+run prune --dry-run
 echo
 echo "demo finished: every result above came from the test bed at $endpoint"

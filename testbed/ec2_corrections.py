@@ -19,7 +19,19 @@ CORRECTIONS = {
         "DeleteSnapshot answers InvalidSnapshot.InUse for a snapshot behind any registered "
         "image's mappings (moto only knew CreateImage's own snapshot)"
     ),
+    "test-controls": (
+        "TEST-BED ONLY, not AWS behaviour: the tags autosnap-testbed:start-time=<RFC 3339> "
+        "and autosnap-testbed:state=<pending|error|completed> on a snapshot set its start "
+        "time and state, so tests can build a backup history (moto stamps every snapshot "
+        "'now' and has no pending phase); autosnap-testbed:fail=CreateSnapshot on a volume "
+        "makes snapshots of it fail (IncorrectState), for partial-failure tests"
+    ),
 }
+
+# Tags that drive the test-controls correction.
+START_TIME_TAG = "autosnap-testbed:start-time"
+STATE_TAG = "autosnap-testbed:state"
+FAIL_TAG = "autosnap-testbed:fail"
 
 _applied = False
 
@@ -126,3 +138,43 @@ def apply() -> None:
         return original_delete(self, snapshot_id)
 
     EBSBackend.delete_snapshot = delete_snapshot
+
+    # --- test-controls ---------------------------------------------------------
+    from datetime import datetime
+
+    from moto.ec2.models.tags import TagBackend
+
+    original_create_tags = TagBackend.create_tags
+
+    def create_tags(self: Any, resource_ids: list, tags: dict) -> bool:
+        result = original_create_tags(self, resource_ids, tags)
+        snapshots = getattr(self, "snapshots", {})
+        for rid in resource_ids:
+            snap = snapshots.get(rid)
+            if snap is None:
+                continue
+            if START_TIME_TAG in tags:
+                t = datetime.fromisoformat(tags[START_TIME_TAG].replace("Z", "+00:00"))
+                if t.tzinfo is not None:
+                    # moto keeps naive UTC datetimes.
+                    t = (t - t.utcoffset()).replace(tzinfo=None)
+                snap.start_time = t
+            if STATE_TAG in tags:
+                snap.status = tags[STATE_TAG]
+        return result
+
+    TagBackend.create_tags = create_tags
+
+    from moto.ec2.exceptions import EC2ClientError
+
+    original_create_snapshot = EBSBackend.create_snapshot
+
+    def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+        tags = getattr(self, "tags", {}).get(volume_id, {})
+        if tags.get(FAIL_TAG) == "CreateSnapshot":
+            raise EC2ClientError(
+                "IncorrectState", f"test bed: snapshots of {volume_id} are set to fail"
+            )
+        return original_create_snapshot(self, volume_id, *args, **kwargs)
+
+    EBSBackend.create_snapshot = create_snapshot

@@ -69,3 +69,28 @@ def test_register_with_unknown_snapshot_fails(ec2):
     with pytest.raises(ClientError) as e:
         register(ec2, "snap-0123456789abcdef0", name="img-missing")
     assert e.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+
+
+def test_test_controls_set_start_time_and_state(ec2):
+    vol, _ = volume_and_snapshot(ec2)
+    snap = ec2.create_snapshot(
+        VolumeId=vol,
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": "autosnap-testbed:start-time", "Value": "2025-03-01T03:00:00Z"},
+            {"Key": "autosnap-testbed:state", "Value": "pending"},
+        ]}],
+    )["SnapshotId"]
+    s = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert s["StartTime"].isoformat().startswith("2025-03-01T03:00:00")
+    assert s["State"] == "pending"
+
+
+def test_test_controls_fail_create_snapshot(ec2):
+    vol = ec2.create_volume(
+        Size=1, AvailabilityZone="us-east-1a",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [
+            {"Key": "autosnap-testbed:fail", "Value": "CreateSnapshot"}]}],
+    )["VolumeId"]
+    with pytest.raises(ClientError) as e:
+        ec2.create_snapshot(VolumeId=vol)
+    assert e.value.response["Error"]["Code"] == "IncorrectState"

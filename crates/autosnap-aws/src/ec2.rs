@@ -20,6 +20,7 @@ const MAX_FILTER_VALUES: usize = 200;
 /// Page size for describes (EC2 allows up to 1000 for snapshots, 500 for volumes).
 const SNAPSHOT_PAGE_SIZE: i32 = 1000;
 const VOLUME_PAGE_SIZE: i32 = 500;
+const INSTANCE_PAGE_SIZE: i32 = 1000;
 
 /// An EC2 client for one region and account.
 #[derive(Clone)]
@@ -372,19 +373,21 @@ impl Ec2 {
         &self,
         instance_id: &str,
         exclude_boot: bool,
+        exclude_volumes: &[String],
         copy_volume_tags: bool,
         description: &str,
         tags: &Tags,
     ) -> Result<Vec<Snapshot>, AwsError> {
+        let mut spec = InstanceSpecification::builder()
+            .instance_id(instance_id)
+            .exclude_boot_volume(exclude_boot);
+        for v in exclude_volumes {
+            spec = spec.exclude_data_volume_ids(v);
+        }
         let mut req = self
             .client
             .create_snapshots()
-            .instance_specification(
-                InstanceSpecification::builder()
-                    .instance_id(instance_id)
-                    .exclude_boot_volume(exclude_boot)
-                    .build(),
-            )
+            .instance_specification(spec.build())
             .description(description)
             .tag_specifications(tag_spec(ResourceType::Snapshot, tags));
         if copy_volume_tags {
@@ -574,6 +577,29 @@ impl Ec2 {
         Ok(out)
     }
 
+    /// All instances that are not terminated, paged through completely.
+    pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(filter(
+                "instance-state-name",
+                ["pending", "running", "stopping", "stopped"].map(String::from),
+            ))
+            .max_results(INSTANCE_PAGE_SIZE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(e, "DescribeInstances", None))?;
+            for inst in page.reservations().iter().flat_map(|r| r.instances()) {
+                out.push(instance_from_sdk(inst));
+            }
+        }
+        out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(out)
+    }
+
     /// Describes one instance, or `NotFound` naming it.
     pub async fn get_instance(&self, instance_id: &str) -> Result<InstanceInfo, AwsError> {
         let out = self
@@ -589,29 +615,7 @@ impl Ec2 {
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(instance_id))
             .ok_or_else(|| self.not_found("instance", instance_id))?;
-        Ok(InstanceInfo {
-            instance_id: instance_id.to_string(),
-            state: inst
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string()),
-            availability_zone: inst
-                .placement()
-                .and_then(|p| p.availability_zone())
-                .map(str::to_string),
-            root_device_name: inst.root_device_name().map(str::to_string),
-            volumes: inst
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        m.device_name()?.to_string(),
-                        m.ebs()?.volume_id()?.to_string(),
-                    ))
-                })
-                .collect(),
-            tags: sdk_tags(inst.tags()),
-        })
+        Ok(instance_from_sdk(inst))
     }
 
     pub fn not_found(&self, kind: &'static str, id: &str) -> AwsError {
@@ -670,6 +674,32 @@ pub(crate) fn sdk_tags(tags: &[Tag]) -> Tags {
 
 pub(crate) fn to_chrono(t: &SmithyDateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn instance_from_sdk(inst: &aws_sdk_ec2::types::Instance) -> InstanceInfo {
+    InstanceInfo {
+        instance_id: inst.instance_id().unwrap_or_default().to_string(),
+        state: inst
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string()),
+        availability_zone: inst
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        root_device_name: inst.root_device_name().map(str::to_string),
+        volumes: inst
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.device_name()?.to_string(),
+                    m.ebs()?.volume_id()?.to_string(),
+                ))
+            })
+            .collect(),
+        tags: sdk_tags(inst.tags()),
+    }
 }
 
 fn sort_newest_first(snaps: &mut [Snapshot]) {

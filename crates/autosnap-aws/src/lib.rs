@@ -8,6 +8,9 @@
 pub mod context;
 pub mod ec2;
 pub mod error;
+pub mod execute;
+pub mod inventory;
+pub mod rate;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};
 pub use ec2::{Ec2, NewVolume, SnapshotQuery, VolumeQuery, WaitObserver};

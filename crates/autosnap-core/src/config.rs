@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::is_plausible_region;
+use crate::policy::{validate_policies, PolicyConfig};
 use crate::tags::Tags;
 
 /// The whole file. Unknown keys anywhere are errors (with line and column).
@@ -18,6 +19,9 @@ pub struct ConfigFile {
     pub aws: AwsSection,
     #[serde(default)]
     pub defaults: DefaultsSection,
+    /// `[[policy]]` tables: backup policies (see [`crate::policy`]).
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyConfig>,
 }
 
 /// `[aws]`: where and as whom autosnap talks to AWS. Everything is optional:
@@ -118,11 +122,17 @@ impl ConfigFile {
     /// Parses and validates the text of a config file. `path` is only used in
     /// messages.
     pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
             // toml's message names the key with its line and column and
-            // shows the offending line.
-            message: e.to_string().trim_end().to_string(),
+            // shows the offending line; inside a [[policy]] we add which one.
+            let mut message = e.to_string().trim_end().to_string();
+            if let Some(policy) = failing_policy(text) {
+                message.push_str(&format!("\n(in {policy})"));
+            }
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })?;
         file.validate(path)?;
         Ok(file)
@@ -214,13 +224,45 @@ impl ConfigFile {
                 ));
             }
         }
+        // Reads `config file F: policy "name": field problem`.
+        validate_policies(&self.policies, aws.region.as_deref()).map_err(|e| {
+            let message = e.to_string();
+            invalid(
+                "policy",
+                message
+                    .strip_prefix("policy ")
+                    .unwrap_or(&message)
+                    .to_owned(),
+            )
+        })?;
         Ok(())
+    }
+
+    /// The policy called `name`.
+    pub fn policy(&self, name: &str) -> Option<&PolicyConfig> {
+        self.policies.iter().find(|p| p.name == name)
     }
 
     /// Whether the file holds static credentials (and so must be private).
     pub fn has_static_keys(&self) -> bool {
         self.aws.access_key_id.is_some() || self.aws.secret_access_key.is_some()
     }
+}
+
+/// When a config file does not deserialize, the `[[policy]]` that does not (`policy "name"`
+/// or `policy #N`), if the problem is inside one.
+fn failing_policy(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let policies = table.get("policy")?.as_array()?;
+    policies.iter().enumerate().find_map(|(index, value)| {
+        if value.clone().try_into::<PolicyConfig>().is_ok() {
+            return None;
+        }
+        Some(match value.get("name").and_then(toml::Value::as_str) {
+            Some(name) if !name.is_empty() => format!("policy {name:?}"),
+            _ => format!("policy #{}", index + 1),
+        })
+    })
 }
 
 /// An endpoint must be an absolute http(s) URL.

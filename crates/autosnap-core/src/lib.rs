@@ -7,6 +7,11 @@
 pub mod duration;
 pub mod retention;
 
+pub mod plan;
+pub mod policy;
+pub mod schedule;
+pub mod variables;
+
 pub mod config;
 pub mod deletion;
 pub mod ids;

@@ -445,6 +445,38 @@ fn inside(threshold: Option<DateTime<Utc>>, t: &DateTime<Utc>) -> bool {
     threshold.is_none_or(|threshold| *t > threshold)
 }
 
+/// What the engine needs to know about one backup: its time and whether it carries a tag.
+///
+/// [`RetentionItem`] implements it; the planner implements it for EBS snapshots and
+/// multi-volume sets so that it can apply a policy without copying every backup first.
+pub trait Retainable {
+    /// When the backup was taken.
+    fn time(&self) -> DateTime<Utc>;
+    /// Whether the backup carries `tag` (as the `tags` rule spells it).
+    fn has_tag(&self, tag: &str) -> bool;
+}
+
+impl Retainable for RetentionItem {
+    fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// What the policy decided for the backup at `index` of the input; see [`apply_indexed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Position of the backup in the input slice.
+    pub index: usize,
+    /// Whether the backup is kept.
+    pub keep: bool,
+    /// Every rule that keeps it, in rule order (empty when removed).
+    pub reasons: Vec<String>,
+}
+
 /// Applies `policy` to one group of backups and explains every decision.
 ///
 /// Returns one [`Decision`] per item, newest first (items with equal times keep their input
@@ -452,19 +484,40 @@ fn inside(threshold: Option<DateTime<Utc>>, t: &DateTime<Utc>) -> bool {
 /// are not considered for `latest`, which anchors the within-windows). Runs in
 /// `O(n log n)` for the sort and one linear walk.
 pub fn apply(policy: &KeepPolicy, items: &[RetentionItem], now: DateTime<Utc>) -> Vec<Decision> {
+    apply_indexed(policy, items, now)
+        .into_iter()
+        .map(|verdict| {
+            let item = &items[verdict.index];
+            Decision {
+                id: item.id.clone(),
+                time: item.time,
+                keep: verdict.keep,
+                reasons: verdict.reasons,
+            }
+        })
+        .collect()
+}
+
+/// [`apply`] for any [`Retainable`] backups: the same decisions, newest first, naming each
+/// backup by its position in `items` instead of copying an id.
+pub fn apply_indexed<T: Retainable>(
+    policy: &KeepPolicy,
+    items: &[T],
+    now: DateTime<Utc>,
+) -> Vec<Verdict> {
     // 1. Newest first. Sorting (time, input position) pairs with the position as tie-breaker
     //    is a stable sort by time, and compact enough to be fast for millions of items.
     let mut order: Vec<(DateTime<Utc>, usize)> = items
         .iter()
         .enumerate()
-        .map(|(index, item)| (item.time, index))
+        .map(|(index, item)| (item.time(), index))
         .collect();
     order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
 
     if policy.is_empty() {
         return order
             .iter()
-            .map(|&(_, index)| decision(&items[index], vec![REASON_EMPTY_POLICY.to_owned()]))
+            .map(|&(_, index)| verdict(index, vec![REASON_EMPTY_POLICY.to_owned()]))
             .collect();
     }
 
@@ -518,7 +571,7 @@ pub fn apply(policy: &KeepPolicy, items: &[RetentionItem], now: DateTime<Utc>) -
 
     // 3. One walk, newest to oldest.
     let oldest_position = order.len().saturating_sub(1);
-    let mut decisions = Vec::with_capacity(order.len());
+    let mut verdicts = Vec::with_capacity(order.len());
     for (position, &(time, index)) in order.iter().enumerate() {
         let item = &items[index];
         let is_oldest = position == oldest_position;
@@ -526,7 +579,7 @@ pub fn apply(policy: &KeepPolicy, items: &[RetentionItem], now: DateTime<Utc>) -
 
         // keep-tag: uncounted; every matching tag list adds a reason.
         for (tags, reason) in &tag_rules {
-            if tags.iter().all(|tag| item.tags.contains(tag)) {
+            if tags.iter().all(|tag| item.has_tag(tag)) {
                 reasons.push(reason.clone());
             }
         }
@@ -578,24 +631,23 @@ pub fn apply(policy: &KeepPolicy, items: &[RetentionItem], now: DateTime<Utc>) -
             }
         }
 
-        decisions.push(decision(item, reasons));
+        verdicts.push(verdict(index, reasons));
     }
 
     // autosnap's safety rule: never remove the newest backup of a group.
-    if let Some(newest) = decisions.first_mut() {
+    if let Some(newest) = verdicts.first_mut() {
         if !newest.keep {
             newest.keep = true;
             newest.reasons.push(REASON_NEWEST.to_owned());
         }
     }
-    decisions
+    verdicts
 }
 
-/// A decision for `item`: kept exactly when some rule gave a reason.
-fn decision(item: &RetentionItem, reasons: Vec<String>) -> Decision {
-    Decision {
-        id: item.id.clone(),
-        time: item.time,
+/// A verdict for the item at `index`: kept exactly when some rule gave a reason.
+fn verdict(index: usize, reasons: Vec<String>) -> Verdict {
+    Verdict {
+        index,
         keep: !reasons.is_empty(),
         reasons,
     }

@@ -187,3 +187,9 @@ mod tests {
         assert!(!is_managed(&tags(&[("autosnap:managed", "false")])));
     }
 }
+
+/// The id shared by the snapshots of one multi-volume set: the instance and
+/// the second the set was taken.
+pub fn set_id(instance_id: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{instance_id}-{}", at.format("%Y%m%dT%H%M%SZ"))
+}

@@ -99,6 +99,8 @@ pub enum OutputFormat {
     Table,
     /// Stable JSON (documented in docs/json-output.md)
     Json,
+    /// Prometheus text format (`status` only), for node-exporter's textfile collector
+    Prometheus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +131,21 @@ pub enum Command {
     /// List, create, delete and copy EBS snapshots
     #[command(subcommand, visible_alias = "snapshots")]
     Snapshot(SnapshotCommand),
+
+    /// Show what `run` would do now, and why (reads the account, changes nothing)
+    Plan(PolicyArgs),
+
+    /// Run the backup policies: create due backups, copy them, delete expired ones
+    Run(RunArgs),
+
+    /// Delete the backups retention no longer keeps (creates nothing)
+    Prune(PruneArgs),
+
+    /// Coverage: what is protected, late or missing, and what no policy covers
+    Status(StatusArgs),
+
+    /// Run the policies on their schedules until stopped (SIGTERM/SIGINT)
+    Daemon(DaemonArgs),
 
     /// Preview retention rules offline
     #[command(subcommand)]
@@ -299,6 +316,61 @@ pub struct SnapshotCopyArgs {
     pub encrypt: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// Only this policy (repeatable; default: all policies in the config)
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Longest wait for a new backup to complete before copying it (e.g. 2h)
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub wait_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Print what would be deleted and why, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Exit with 1 when any target is late or missing, or any volume or instance is unprotected
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// On SIGTERM/SIGINT, let in-flight work finish for at most this long
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub shutdown_timeout: String,
+    /// Re-read the account at least this often (new volumes are picked up)
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub max_sleep: String,
+    /// After a failed run, try again after this long
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub retry_after: String,
+    /// Longest wait for a new backup to complete before copying it
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub wait_timeout: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -70,7 +70,8 @@ pub fn emit<T: Serialize + ?Sized>(
 ) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => print_json(value),
-        OutputFormat::Table => {
+        // `-o prometheus` is refused before any command other than `status` runs.
+        OutputFormat::Table | OutputFormat::Prometheus => {
             print_table(&table());
             Ok(())
         }

@@ -69,7 +69,7 @@ pub fn show(env: &Env) -> anyhow::Result<Exit> {
                 "defaults": shown.defaults,
             }))?;
         }
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Prometheus => {
             let file = match &s.config.path {
                 Some((p, o)) => format!("{} ({})", p.display(), origin_text(*o)),
                 None => "none found; using defaults".into(),

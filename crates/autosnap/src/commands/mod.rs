@@ -4,6 +4,7 @@
 mod config;
 mod docs;
 mod init;
+mod policy;
 mod retention;
 mod snapshot;
 mod volume;
@@ -33,6 +34,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     // Commands that need no configuration.
     match &cli.command {
         Command::Completions(args) => return docs::completions(args),
+        _ if cli.global.output == crate::cli::OutputFormat::Prometheus
+            && !matches!(cli.command, Command::Status(_)) =>
+        {
+            return Err(crate::exit::UsageError(
+                "-o prometheus is only available for `autosnap status`; use -o table or -o json"
+                    .into(),
+            )
+            .into())
+        }
         Command::Retention(RetentionCommand::Simulate(args)) => {
             return retention::simulate(cli.global.output, args)
         }
@@ -64,6 +74,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshot::create(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Delete(args)) => snapshot::delete(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
+        Command::Plan(args) => policy::plan(&env, &args).await,
+        Command::Run(args) => policy::run(&env, &args).await,
+        Command::Prune(args) => policy::prune(&env, &args).await,
+        Command::Status(args) => policy::status(&env, &args).await,
+        Command::Daemon(args) => policy::daemon(&env, &args).await,
         Command::Completions(_) | Command::Man(_) | Command::Retention(_) => {
             unreachable!("handled above")
         }

@@ -66,7 +66,7 @@ pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::R
     };
     match format {
         OutputFormat::Json => output::print_json(&result)?,
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Prometheus => {
             output::print(&format!("policy: {policy}\n"));
             let mut t = output::table(["ID", "TIME", "DECISION", "REASONS"]);
             for d in &decisions {

@@ -232,10 +232,7 @@ async fn snapshot_target(
             let started = Utc::now();
             let mut tags = base_tags.clone();
             tags.insert(tags::SOURCE_INSTANCE.into(), inst.to_string());
-            tags.insert(
-                tags::SET_ID.into(),
-                format!("{inst}-{}", started.format("%Y%m%dT%H%M%SZ")),
-            );
+            tags.insert(tags::SET_ID.into(), tags::set_id(inst.as_str(), started));
             let name = info.tags.get("Name");
             let description = args.description.clone().unwrap_or_else(|| match name {
                 Some(n) => format!("autosnap: {inst} ({n}) multi-volume set"),
@@ -245,6 +242,7 @@ async fn snapshot_target(
                 .create_snapshot_set(
                     inst.as_str(),
                     args.exclude_boot,
+                    &[],
                     copy_volume_tags,
                     &description,
                     &tags,

@@ -108,7 +108,12 @@ impl TestBed {
     /// test bed: fake keys, no shared AWS files, no instance metadata, a
     /// private HOME and working directory.
     pub fn cmd(&self) -> Command {
-        let mut cmd = self.bare_cmd();
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same as `cmd`, as a `std::process::Command` (for spawning).
+    pub fn std_cmd(&self) -> StdCommand {
+        let mut cmd = self.bare_std_cmd();
         cmd.env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", REGION)
@@ -118,7 +123,11 @@ impl TestBed {
 
     /// The binary with no credentials, region or endpoint at all.
     pub fn bare_cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("autosnap").expect("binary");
+        Command::from_std(self.bare_std_cmd())
+    }
+
+    fn bare_std_cmd(&self) -> StdCommand {
+        let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("autosnap"));
         for (k, _) in std::env::vars() {
             if k.starts_with("AWS_") || k.starts_with("AUTOSNAP_") {
                 cmd.env_remove(k);
@@ -192,6 +201,22 @@ impl TestBed {
         })
     }
 
+    /// A plain volume in another region.
+    pub fn volume_in(&self, region: &str, size: i32) -> String {
+        let ec2 = self.ec2(region);
+        let az = format!("{region}a");
+        self.block(async {
+            ec2.create_volume()
+                .size(size)
+                .availability_zone(az)
+                .send()
+                .await
+                .expect("create volume")
+                .volume_id
+                .expect("id")
+        })
+    }
+
     /// Starts an instance with one extra data volume; returns
     /// (instance id, data volume id).
     pub fn instance(&self, name: &str) -> (String, String) {
@@ -238,6 +263,27 @@ impl TestBed {
         self.block(async {
             ec2.create_snapshot()
                 .volume_id(volume_id)
+                .send()
+                .await
+                .expect("create snapshot")
+                .snapshot_id
+                .expect("id")
+        })
+    }
+
+    /// A snapshot with the given tags (the test bed's `autosnap-testbed:*`
+    /// tags set its start time, state, or make it fail).
+    pub fn snapshot_with_tags(
+        &self,
+        region: &str,
+        volume_id: &str,
+        tags: &[(&str, &str)],
+    ) -> String {
+        let ec2 = self.ec2(region);
+        self.block(async {
+            ec2.create_snapshot()
+                .volume_id(volume_id)
+                .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
                 .send()
                 .await
                 .expect("create snapshot")

@@ -1,0 +1,427 @@
+//! Carrying out a plan: create the due backups, copy them once they are
+//! complete, and delete what retention let go. Targets are worked on
+//! concurrently (bounded), each EC2 action is paced by a token bucket, and
+//! copies respect EC2's 20 concurrent copies per destination region. One
+//! target's failure is recorded and the others go on.
+//!
+//! Safety: deletions in a group are skipped when the step they depended on
+//! failed (the plan's retention assumed the new backup or copy exists).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use autosnap_core::model::Snapshot;
+use autosnap_core::plan::{CopySource, Plan, PolicyPlan, TargetPlan};
+use autosnap_core::policy::ResourceKind;
+use autosnap_core::tags::{self, Tags};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
+use crate::rate::Ec2RateLimits;
+use crate::{AwsContext, AwsError};
+
+/// Targets worked on at once.
+pub const TARGET_CONCURRENCY: usize = 16;
+/// EC2 allows 20 concurrent snapshot copies into one region.
+pub const COPIES_PER_REGION: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Create due backups (and copy them); off for `prune`.
+    pub create: bool,
+    /// Copy backups to the policies' copy regions.
+    pub copy: bool,
+    /// Delete what retention does not keep.
+    pub prune: bool,
+    /// How long to wait for a new backup to complete before copying it, and
+    /// for a copy to complete.
+    pub wait_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    pub snapshot_ids: Vec<String>,
+    pub set_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Copied {
+    pub policy: String,
+    pub target_id: String,
+    pub from_region: String,
+    pub to_region: String,
+    pub source_snapshot_id: String,
+    pub snapshot_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    pub backup_id: String,
+    pub snapshot_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    /// `create`, `copy` or `delete`.
+    pub action: &'static str,
+    pub error: String,
+}
+
+/// What a run did, for output and the exit code.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    pub created: Vec<Created>,
+    pub copied: Vec<Copied>,
+    pub deleted: Vec<Deleted>,
+    /// Groups whose deletions were skipped because an earlier step failed.
+    pub skipped_prunes: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+impl RunReport {
+    pub fn successes(&self) -> usize {
+        self.created.len() + self.copied.len() + self.deleted.len()
+    }
+
+    fn merge(&mut self, other: RunReport) {
+        self.created.extend(other.created);
+        self.copied.extend(other.copied);
+        self.deleted.extend(other.deleted);
+        self.skipped_prunes.extend(other.skipped_prunes);
+        self.failures.extend(other.failures);
+    }
+}
+
+/// Told as actions finish, so the CLI can show progress.
+pub trait RunObserver: Send + Sync {
+    fn done(&self, _what: &str) {}
+}
+
+struct NoWaitProgress;
+impl WaitObserver for NoWaitProgress {}
+
+struct Regions {
+    clients: HashMap<String, Ec2>,
+    limits: HashMap<String, Ec2RateLimits>,
+    copy_slots: HashMap<String, Semaphore>,
+}
+
+impl Regions {
+    fn ec2(&self, region: &str) -> &Ec2 {
+        &self.clients[region]
+    }
+    fn limits(&self, region: &str) -> &Ec2RateLimits {
+        &self.limits[region]
+    }
+}
+
+/// Executes the plan's actions allowed by `opts`.
+pub async fn execute(
+    ctx: &AwsContext,
+    plan: &Plan,
+    opts: &RunOptions,
+    observer: &dyn RunObserver,
+) -> Result<RunReport, AwsError> {
+    let mut names = BTreeSet::new();
+    for p in &plan.policies {
+        for t in &p.targets {
+            names.insert(t.region.clone());
+            for c in &t.copies {
+                names.insert(c.to_region.clone());
+            }
+            for g in &t.groups {
+                names.insert(g.region.clone());
+            }
+        }
+    }
+    let mut regions = Regions {
+        clients: HashMap::new(),
+        limits: HashMap::new(),
+        copy_slots: HashMap::new(),
+    };
+    for r in names {
+        regions.clients.insert(r.clone(), ctx.ec2_in(&r).await?);
+        regions.limits.insert(r.clone(), Ec2RateLimits::default());
+        regions
+            .copy_slots
+            .insert(r.clone(), Semaphore::new(COPIES_PER_REGION));
+    }
+    let regions = Arc::new(regions);
+
+    let work: Vec<(&PolicyPlan, &TargetPlan)> = plan
+        .policies
+        .iter()
+        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+        .collect();
+    let reports: Vec<RunReport> = stream::iter(work)
+        .map(|(p, t)| {
+            let regions = regions.clone();
+            async move { run_target(&regions, p, t, plan.now, opts, observer).await }
+        })
+        .buffer_unordered(TARGET_CONCURRENCY)
+        .collect()
+        .await;
+    let mut report = RunReport::default();
+    for r in reports {
+        report.merge(r);
+    }
+    Ok(report)
+}
+
+async fn run_target(
+    regions: &Regions,
+    policy: &PolicyPlan,
+    target: &TargetPlan,
+    now: DateTime<Utc>,
+    opts: &RunOptions,
+    observer: &dyn RunObserver,
+) -> RunReport {
+    let mut report = RunReport::default();
+    let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
+        tracing::warn!(
+            "policy {}: {action} for {} in {region} failed: {e}",
+            policy.policy,
+            target.target_id
+        );
+        report.failures.push(Failure {
+            policy: policy.policy.clone(),
+            target_id: target.target_id.clone(),
+            region: region.to_string(),
+            action,
+            error: e,
+        });
+    };
+    // Regions whose retention must not run because a step it relied on failed.
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+
+    // 1. Create.
+    let mut created: Vec<Snapshot> = Vec::new();
+    if let (true, Some(create)) = (opts.create, &target.create) {
+        let ec2 = regions.ec2(&create.region);
+        regions
+            .limits(&create.region)
+            .create_snapshot
+            .acquire()
+            .await;
+        let result = match create.kind {
+            ResourceKind::Volume => ec2
+                .create_snapshot(&create.target_id, &create.description, &create.tags)
+                .await
+                .map(|s| (vec![s], None)),
+            ResourceKind::Instance => {
+                let set = tags::set_id(&create.target_id, now);
+                let mut t = create.tags.clone();
+                t.insert(tags::SET_ID.into(), set.clone());
+                ec2.create_snapshot_set(
+                    &create.target_id,
+                    create.exclude_boot,
+                    &create.exclude_volumes,
+                    create.copy_tags_from_volumes,
+                    &create.description,
+                    &t,
+                )
+                .await
+                .map(|s| (s, Some(set)))
+            }
+        };
+        match result {
+            Ok((snaps, set_id)) => {
+                let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+                tracing::info!(
+                    "policy {}: created {} of {}",
+                    policy.policy,
+                    ids.join(", "),
+                    create.target_id
+                );
+                observer.done(&format!("created {}", ids.join(", ")));
+                report.created.push(Created {
+                    policy: policy.policy.clone(),
+                    target_id: create.target_id.clone(),
+                    region: create.region.clone(),
+                    snapshot_ids: ids,
+                    set_id,
+                });
+                created = snaps;
+            }
+            Err(e) => {
+                fail(&mut report, &create.region, "create", e.to_string());
+                blocked.insert(create.region.clone());
+            }
+        }
+    }
+
+    // 2. Copy (a new backup only once it is complete).
+    if opts.copy {
+        for copy in &target.copies {
+            let sources: Result<Vec<Snapshot>, AwsError> = match &copy.source {
+                CopySource::New => {
+                    if created.is_empty() {
+                        // The create was not run or failed: nothing to copy.
+                        blocked.insert(copy.to_region.clone());
+                        continue;
+                    }
+                    let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
+                    regions
+                        .ec2(&copy.from_region)
+                        .wait_snapshots_completed(&ids, opts.wait_timeout, &NoWaitProgress)
+                        .await
+                }
+                CopySource::Existing { snapshot_ids, .. } => {
+                    regions
+                        .ec2(&copy.from_region)
+                        .list_snapshots(&SnapshotQuery {
+                            snapshot_ids: snapshot_ids.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                }
+            };
+            let sources = match sources {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(&mut report, &copy.to_region, "copy", e.to_string());
+                    blocked.insert(copy.to_region.clone());
+                    continue;
+                }
+            };
+            for source in sources {
+                match copy_one(
+                    regions,
+                    &source,
+                    &copy.from_region,
+                    &copy.to_region,
+                    copy.kms_key.as_deref(),
+                    opts,
+                )
+                .await
+                {
+                    Ok(id) => {
+                        observer.done(&format!(
+                            "copied {} to {}",
+                            source.snapshot_id, copy.to_region
+                        ));
+                        report.copied.push(Copied {
+                            policy: policy.policy.clone(),
+                            target_id: target.target_id.clone(),
+                            from_region: copy.from_region.clone(),
+                            to_region: copy.to_region.clone(),
+                            source_snapshot_id: source.snapshot_id.clone(),
+                            snapshot_id: id,
+                        });
+                    }
+                    Err(e) => {
+                        fail(&mut report, &copy.to_region, "copy", e.to_string());
+                        blocked.insert(copy.to_region.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    // 3. Prune.
+    if opts.prune {
+        for group in &target.groups {
+            let doomed: Vec<_> = group.backups.iter().filter(|b| b.delete).collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            if blocked.contains(&group.region) {
+                report.skipped_prunes.push(format!(
+                    "policy {}: {} in {}: an earlier step failed, so nothing was deleted",
+                    policy.policy, target.target_id, group.region
+                ));
+                continue;
+            }
+            let ec2 = regions.ec2(&group.region);
+            for backup in doomed {
+                let mut ok = true;
+                for id in &backup.snapshot_ids {
+                    regions
+                        .limits(&group.region)
+                        .delete_snapshot
+                        .acquire()
+                        .await;
+                    if let Err(e) = ec2.delete_snapshot(id).await {
+                        fail(&mut report, &group.region, "delete", e.to_string());
+                        ok = false;
+                    }
+                }
+                if ok {
+                    tracing::info!(
+                        "policy {}: deleted {} of {} in {}",
+                        policy.policy,
+                        backup.backup_id,
+                        target.target_id,
+                        group.region
+                    );
+                    observer.done(&format!("deleted {}", backup.backup_id));
+                    report.deleted.push(Deleted {
+                        policy: policy.policy.clone(),
+                        target_id: target.target_id.clone(),
+                        region: group.region.clone(),
+                        backup_id: backup.backup_id.clone(),
+                        snapshot_ids: backup.snapshot_ids.clone(),
+                    });
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Copies one completed snapshot and waits for the copy, holding one of the
+/// destination's copy slots meanwhile.
+async fn copy_one(
+    regions: &Regions,
+    source: &Snapshot,
+    from_region: &str,
+    to_region: &str,
+    kms_key: Option<&str>,
+    opts: &RunOptions,
+) -> Result<String, AwsError> {
+    let _slot = regions.copy_slots[to_region]
+        .acquire()
+        .await
+        .expect("semaphore never closed");
+    regions.limits(to_region).copy_snapshot.acquire().await;
+    let mut t: Tags = source
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    t.insert(tags::SOURCE_SNAPSHOT.into(), source.snapshot_id.clone());
+    t.insert(tags::SOURCE_REGION.into(), from_region.to_string());
+    let dest = regions.ec2(to_region);
+    let id = dest
+        .copy_snapshot_from(
+            from_region,
+            &source.snapshot_id,
+            &format!("autosnap copy of {} from {from_region}", source.snapshot_id),
+            source.encrypted || kms_key.is_some(),
+            kms_key,
+            &t,
+        )
+        .await?;
+    dest.wait_snapshots_completed(
+        std::slice::from_ref(&id),
+        opts.wait_timeout,
+        &NoWaitProgress,
+    )
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,601 @@
+//! Backup policies: the `[[policy]]` tables of the config file, their validation, and the
+//! questions asked of one policy (which targets it selects, whether a target is due, how
+//! healthy it is).
+//!
+//! ```toml
+//! [[policy]]
+//! name = "prod-daily"
+//! resource = "volume"            # or "instance": one crash-consistent multi-volume set per run
+//! select = [{ tags = { Backup = "daily", Env = "prod" } }]
+//! exclude = { tags = { NoBackup = "true" }, ids = ["vol-0123456789abcdef0"] }
+//! schedule = "0 3 * * *"         # 5-field cron (UTC unless `timezone`) or an interval "6h"
+//! timezone = "Europe/Berlin"
+//! retain = { last = 3, daily = 7, weekly = 4, monthly = 12, within = "2d" }
+//! tags = { Team = "$(tag:Team)", Source = "$(volume-id)" }
+//! copy = [{ region = "us-west-2", kms_key = "alias/backup", retain = { daily = 30 } }]
+//! regions = ["us-east-1"]        # default: the configured region
+//! description = "$(policy) backup of $(name)"
+//! ```
+//!
+//! Selection: a target is selected when all tags of at least one selector match (a value of
+//! `"*"` matches any value of that key), and it is not excluded: any `exclude.tags` pair
+//! (again `"*"` for any value) or an id in `exclude.ids` excludes it. For an instance policy,
+//! volume ids in `exclude.ids` are left out of the instance's set instead
+//! ([`crate::plan::CreateAction::exclude_volumes`]).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{is_plausible_region, InstanceId, VolumeId};
+use crate::plan::Target;
+use crate::retention::KeepPolicy;
+pub use crate::schedule::{Due, Health, HealthState, Schedule};
+use crate::tags::{Tags, AWS_PREFIX, OWN_PREFIX};
+use crate::variables::check_template;
+
+/// The value in a selector or exclude tag that matches any value of the key.
+pub const ANY_VALUE: &str = "*";
+
+/// The longest policy name (it becomes the value of the `autosnap:policy` tag).
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// What a policy backs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceKind {
+    /// One snapshot per EBS volume.
+    Volume,
+    /// One crash-consistent set of snapshots of all of an instance's volumes.
+    Instance,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceKind::Volume => "volume",
+            ResourceKind::Instance => "instance",
+        })
+    }
+}
+
+/// One `select` entry: a target matches when it has all these tags.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    pub tags: Tags,
+}
+
+/// What a policy leaves out even when a selector matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclude {
+    /// Any one of these tags (value `"*"`: any value) excludes a target.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
+    /// Targets (or, for instance policies, volumes of the set) left out by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+}
+
+impl Exclude {
+    /// Whether nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.ids.is_empty()
+    }
+}
+
+/// A cross-region copy of every backup, with its own retention in that region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRule {
+    pub region: String,
+    /// KMS key (id, ARN or alias) that encrypts the copies; the default EBS key when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
+    /// Retention of the copies in `region`; the policy's `retain` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<KeepPolicy>,
+}
+
+/// One `[[policy]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub resource: ResourceKind,
+    pub select: Vec<Selector>,
+    #[serde(default, skip_serializing_if = "Exclude::is_empty")]
+    pub exclude: Exclude,
+    /// Instance policies: leave the root volume out of the set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_boot: bool,
+    pub schedule: Schedule,
+    /// IANA time zone the cron schedule is evaluated in (UTC when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    pub retain: KeepPolicy,
+    /// Tags put on every backup; values may use variables (see [`crate::variables`]).
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<CopyRule>,
+    /// Regions whose targets this policy backs up; the configured region when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// The snapshot description; may use variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What is wrong with a policy: which policy, which field, and the problem.
+///
+/// Displays as `policy "prod-daily": schedule "0 3 * *" is not …`, or `policy #2: name …`
+/// when the policy has no name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {field} {problem}", policy_label(.index, .policy))]
+pub struct PolicyError {
+    /// Position of the policy in the config (0-based).
+    pub index: usize,
+    /// Its name (may be empty when that is the problem).
+    pub policy: String,
+    /// The field, e.g. `schedule`, `copy[0].region`, `tags.Team`.
+    pub field: String,
+    /// What is wrong, phrased to follow the field name.
+    pub problem: String,
+}
+
+fn policy_label(index: &usize, name: &str) -> String {
+    if name.is_empty() {
+        format!("policy #{}:", index + 1)
+    } else {
+        format!("policy {name:?}:")
+    }
+}
+
+/// Checks every policy, in order, and returns the first problem.
+///
+/// `default_region` is the configured region (`aws.region`); policies without `regions` back
+/// up that region. When it is unknown (it may come from the environment at run time), the
+/// check that a copy does not go to a source region is skipped for such policies.
+pub fn validate_policies(
+    policies: &[PolicyConfig],
+    default_region: Option<&str>,
+) -> Result<(), PolicyError> {
+    let mut names = HashSet::new();
+    for (index, policy) in policies.iter().enumerate() {
+        policy.validate_at(index, default_region)?;
+        if !names.insert(policy.name.as_str()) {
+            return Err(PolicyError {
+                index,
+                policy: policy.name.clone(),
+                field: "name".into(),
+                problem: "is used by another policy: policy names must be unique".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl PolicyConfig {
+    /// Checks this policy on its own (uniqueness of names is [`validate_policies`]' job).
+    pub fn validate(&self, default_region: Option<&str>) -> Result<(), PolicyError> {
+        self.validate_at(0, default_region)
+    }
+
+    fn validate_at(&self, index: usize, default_region: Option<&str>) -> Result<(), PolicyError> {
+        let fail = |field: &str, problem: String| PolicyError {
+            index,
+            policy: self.name.clone(),
+            field: field.to_owned(),
+            problem,
+        };
+
+        // name
+        if self.name.trim().is_empty() {
+            return Err(fail("name", "is empty: give every policy a name".into()));
+        }
+        if let Some(bad) = self
+            .name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
+            return Err(fail(
+                "name",
+                format!("contains {bad:?}: use letters, digits, '_', '.' and '-'"),
+            ));
+        }
+        if self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(fail(
+                "name",
+                format!("is longer than {MAX_NAME_CHARS} characters"),
+            ));
+        }
+
+        // select / exclude
+        if self.select.is_empty() {
+            return Err(fail(
+                "select",
+                "is empty: add at least one selector, e.g. select = [{ tags = { Backup = \"daily\" } }]"
+                    .into(),
+            ));
+        }
+        for (i, selector) in self.select.iter().enumerate() {
+            if selector.tags.is_empty() {
+                return Err(fail(
+                    &format!("select[{i}]"),
+                    "has no tags: a selector needs at least one tag (use \"*\" to match any value)"
+                        .into(),
+                ));
+            }
+            if selector.tags.keys().any(|k| k.trim().is_empty()) {
+                return Err(fail(
+                    &format!("select[{i}].tags"),
+                    "has an empty key".into(),
+                ));
+            }
+        }
+        if self.exclude.tags.keys().any(|k| k.trim().is_empty()) {
+            return Err(fail("exclude.tags", "has an empty key".into()));
+        }
+        for id in &self.exclude.ids {
+            let is_volume = id.parse::<VolumeId>().is_ok();
+            let is_instance = id.parse::<InstanceId>().is_ok();
+            let ok = match self.resource {
+                ResourceKind::Volume => is_volume,
+                ResourceKind::Instance => is_volume || is_instance,
+            };
+            if !ok {
+                let expected = match self.resource {
+                    ResourceKind::Volume => "a volume id (vol-…)",
+                    ResourceKind::Instance => {
+                        "an instance id (i-…), or a volume id (vol-…) to leave out of the set"
+                    }
+                };
+                return Err(fail(
+                    "exclude.ids",
+                    format!("has {id:?}: expected {expected}"),
+                ));
+            }
+        }
+        if self.exclude_boot && self.resource == ResourceKind::Volume {
+            return Err(fail(
+                "exclude_boot",
+                "only applies to instance policies (resource = \"instance\"): remove it, or \
+                 exclude boot volumes by tag"
+                    .into(),
+            ));
+        }
+
+        // timezone (the schedule itself was checked when it was parsed)
+        if let Some(tz) = &self.timezone {
+            if tz.parse::<Tz>().is_err() {
+                return Err(fail(
+                    "timezone",
+                    format!(
+                        "{tz:?} is not an IANA time zone name such as \"Europe/Berlin\" or \"UTC\""
+                    ),
+                ));
+            }
+            if !self.schedule.is_cron() {
+                return Err(fail(
+                    "timezone",
+                    format!(
+                        "only applies to cron schedules; schedule {:?} is an interval",
+                        self.schedule.as_str()
+                    ),
+                ));
+            }
+        }
+
+        // retention
+        if let Err(e) = self.retain.validate() {
+            return Err(fail("retain", format!("is invalid: {e}")));
+        }
+
+        // tags and description
+        for (key, value) in &self.tags {
+            let field = format!("tags.{key}");
+            if key.trim().is_empty() {
+                return Err(fail("tags", "has an empty key".into()));
+            }
+            let lower = key.to_ascii_lowercase();
+            if lower.starts_with(AWS_PREFIX) || lower.starts_with(OWN_PREFIX) {
+                return Err(fail(
+                    "tags",
+                    format!("has key {key:?}: the prefixes aws: and autosnap: are reserved"),
+                ));
+            }
+            if key.chars().count() > 128 {
+                return Err(fail(
+                    "tags",
+                    format!("has key {key:?}, longer than 128 characters"),
+                ));
+            }
+            if key.contains("$(") {
+                return Err(fail(
+                    "tags",
+                    format!("has key {key:?}: variables are expanded in values only"),
+                ));
+            }
+            if let Err(e) = check_template(value) {
+                return Err(fail(&field, format!("has {e}")));
+            }
+        }
+        if let Some(description) = &self.description {
+            if let Err(e) = check_template(description) {
+                return Err(fail("description", format!("has {e}")));
+            }
+        }
+
+        // regions
+        let mut seen = HashSet::new();
+        for region in &self.regions {
+            if !is_plausible_region(region) {
+                return Err(fail(
+                    "regions",
+                    format!("has {region:?}, which is not a region name such as us-east-1"),
+                ));
+            }
+            if !seen.insert(region.as_str()) {
+                return Err(fail("regions", format!("lists {region:?} twice")));
+            }
+        }
+        let sources: Vec<&str> = if self.regions.is_empty() {
+            default_region.into_iter().collect()
+        } else {
+            self.regions.iter().map(String::as_str).collect()
+        };
+
+        // copies
+        let mut copy_regions = HashSet::new();
+        for (i, rule) in self.copy.iter().enumerate() {
+            if !is_plausible_region(&rule.region) {
+                return Err(fail(
+                    &format!("copy[{i}].region"),
+                    format!("{:?} is not a region name such as us-west-2", rule.region),
+                ));
+            }
+            if sources.contains(&rule.region.as_str()) {
+                return Err(fail(
+                    &format!("copy[{i}].region"),
+                    format!(
+                        "is {:?}, a region this policy backs up: copies must go to another region",
+                        rule.region
+                    ),
+                ));
+            }
+            if !copy_regions.insert(rule.region.as_str()) {
+                return Err(fail(
+                    &format!("copy[{i}].region"),
+                    format!("{:?} has more than one copy rule", rule.region),
+                ));
+            }
+            if let Some(key) = &rule.kms_key {
+                if key.trim().is_empty() {
+                    return Err(fail(
+                        &format!("copy[{i}].kms_key"),
+                        "is empty: give a key id, ARN or alias (alias/…), or leave it out for \
+                         the default EBS key"
+                            .into(),
+                    ));
+                }
+            }
+            if let Some(retain) = &rule.retain {
+                if let Err(e) = retain.validate() {
+                    return Err(fail(
+                        &format!("copy[{i}].retain"),
+                        format!("is invalid: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The regions this policy backs up: `regions`, or `default` when that is empty.
+    pub fn regions_or(&self, default: &str) -> Vec<String> {
+        if self.regions.is_empty() {
+            vec![default.to_owned()]
+        } else {
+            self.regions.clone()
+        }
+    }
+
+    /// The time zone the schedule is evaluated in (UTC when unset or, before validation,
+    /// not a zone name).
+    pub fn tz(&self) -> Tz {
+        self.timezone
+            .as_deref()
+            .and_then(|tz| tz.parse().ok())
+            .unwrap_or(Tz::UTC)
+    }
+
+    /// Whether this policy selects `target`: the right kind, a matching selector, and not
+    /// excluded. Regions are not considered here; see [`PolicyConfig::covers`].
+    pub fn selects(&self, target: &Target) -> bool {
+        target.kind == self.resource
+            && self.select.iter().any(|selector| {
+                !selector.tags.is_empty() && tags_match_all(&selector.tags, &target.tags)
+            })
+            && !self.excludes(target)
+    }
+
+    /// Whether `exclude` leaves `target` out.
+    pub fn excludes(&self, target: &Target) -> bool {
+        self.exclude.ids.contains(&target.id)
+            || self
+                .exclude
+                .tags
+                .iter()
+                .any(|(key, value)| tag_matches(&target.tags, key, value))
+    }
+
+    /// Whether `target` is one of this policy's targets: [`selects`](Self::selects) it and it
+    /// is in one of the policy's regions (`default_region` when `regions` is empty).
+    pub fn covers(&self, target: &Target, default_region: &str) -> bool {
+        let in_region = if self.regions.is_empty() {
+            target.region == default_region
+        } else {
+            self.regions.contains(&target.region)
+        };
+        in_region && self.selects(target)
+    }
+
+    /// Volumes of an instance target that `exclude.ids` leaves out of its set.
+    pub fn excluded_volumes(&self, target: &Target) -> Vec<String> {
+        target
+            .volume_ids
+            .iter()
+            .filter(|v| self.exclude.ids.contains(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a target whose newest backup is `newest` needs one at `now`
+    /// (see [`crate::schedule`]).
+    pub fn due(&self, newest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Due {
+        self.schedule.due(newest, now, self.tz())
+    }
+
+    /// When such a target is due next (`now` when it is due already).
+    pub fn next_due(&self, newest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.schedule.next_due(newest, now, self.tz())
+    }
+
+    /// `ok`, `late` or `missing` for such a target.
+    pub fn health(&self, newest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Health {
+        self.schedule.health(newest, now, self.tz())
+    }
+
+    /// The retention of the copies made by `rule`: its own, or the policy's.
+    pub fn copy_retention<'a>(&'a self, rule: &'a CopyRule) -> &'a KeepPolicy {
+        rule.retain.as_ref().unwrap_or(&self.retain)
+    }
+}
+
+/// Whether `tags` has `key` with `value` (any value when `value` is `"*"`).
+fn tag_matches(tags: &Tags, key: &str, value: &str) -> bool {
+    match tags.get(key) {
+        Some(have) => value == ANY_VALUE || have == value,
+        None => false,
+    }
+}
+
+/// Whether `tags` has every tag of `wanted`.
+fn tags_match_all(wanted: &Tags, tags: &Tags) -> bool {
+    wanted
+        .iter()
+        .all(|(key, value)| tag_matches(tags, key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(id: &str, kind: ResourceKind, tags: &[(&str, &str)]) -> Target {
+        Target {
+            id: id.into(),
+            kind,
+            region: "us-east-1".into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            name: None,
+            volume_ids: Vec::new(),
+        }
+    }
+
+    fn policy(text: &str) -> PolicyConfig {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{text}\n{e}"))
+    }
+
+    const BASE: &str = r#"
+name = "p"
+resource = "volume"
+schedule = "1d"
+retain = { daily = 7 }
+"#;
+
+    #[test]
+    fn selection_all_tags_of_any_selector() {
+        let p = policy(&format!(
+            "{BASE}select = [{{ tags = {{ Backup = \"daily\", Env = \"prod\" }} }}, {{ tags = {{ Critical = \"*\" }} }}]\n\
+             exclude = {{ tags = {{ NoBackup = \"true\" }}, ids = [\"vol-0000000b\"] }}"
+        ));
+        let v = ResourceKind::Volume;
+        let cases = [
+            (
+                target("vol-0000000a", v, &[("Backup", "daily"), ("Env", "prod")]),
+                true,
+            ),
+            (target("vol-0000000a", v, &[("Backup", "daily")]), false),
+            (
+                target("vol-0000000a", v, &[("Backup", "daily"), ("Env", "dev")]),
+                false,
+            ),
+            (target("vol-0000000a", v, &[("Critical", "")]), true),
+            (
+                target(
+                    "vol-0000000a",
+                    v,
+                    &[("Critical", "yes"), ("NoBackup", "true")],
+                ),
+                false,
+            ),
+            (
+                target(
+                    "vol-0000000a",
+                    v,
+                    &[("Critical", "yes"), ("NoBackup", "false")],
+                ),
+                true,
+            ),
+            (target("vol-0000000b", v, &[("Critical", "yes")]), false),
+            (
+                target("i-0000000a", ResourceKind::Instance, &[("Critical", "yes")]),
+                false,
+            ),
+        ];
+        for (t, expected) in cases {
+            assert_eq!(p.selects(&t), expected, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn covers_checks_regions() {
+        let p = policy(&format!("{BASE}select = [{{ tags = {{ B = \"*\" }} }}]"));
+        let mut t = target("vol-0000000a", ResourceKind::Volume, &[("B", "1")]);
+        assert!(p.covers(&t, "us-east-1"));
+        assert!(!p.covers(&t, "eu-west-1"));
+        t.region = "eu-west-1".into();
+        let p2 = PolicyConfig {
+            regions: vec!["eu-west-1".into()],
+            ..p
+        };
+        assert!(p2.covers(&t, "us-east-1"));
+    }
+
+    #[test]
+    fn kind_display_and_serde() {
+        assert_eq!(ResourceKind::Instance.to_string(), "instance");
+        assert_eq!(
+            serde_json::to_string(&ResourceKind::Volume).unwrap(),
+            "\"volume\""
+        );
+    }
+
+    #[test]
+    fn copy_retention_defaults_to_the_policy() {
+        let p = policy(&format!(
+            "{BASE}select = [{{ tags = {{ B = \"*\" }} }}]\n\
+             copy = [{{ region = \"us-west-2\" }}, {{ region = \"eu-west-1\", retain = {{ last = 2 }} }}]"
+        ));
+        assert_eq!(p.copy_retention(&p.copy[0]).to_string(), "keep daily 7");
+        assert_eq!(p.copy_retention(&p.copy[1]).to_string(), "keep last 2");
+    }
+}

@@ -1,0 +1,674 @@
+//! The policy commands: `plan`, `run`, `prune`, `status` and `daemon`.
+//! Each reads the account once, builds a plan with the pure planner in
+//! autosnap-core, prints it, and (for `run`, `prune` and `daemon`) executes
+//! it through autosnap-aws.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Context;
+use autosnap_aws::execute::{self, RunObserver, RunOptions, RunReport};
+use autosnap_aws::{inventory, AwsContext};
+use autosnap_core::plan::{self, CopySource, Inventory, Plan, PlanOptions};
+use autosnap_core::policy::PolicyConfig;
+use autosnap_core::schedule::HealthState;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
+use crate::commands::{wait_timeout, Env};
+use crate::exit::{Exit, UsageError};
+use crate::output;
+
+/// The policies to work on: all configured ones, or those named.
+fn select_policies(env: &Env, args: &PolicyArgs) -> anyhow::Result<Vec<PolicyConfig>> {
+    let all = &env.settings.config.file.policies;
+    if all.is_empty() {
+        let file = match &env.settings.config.path {
+            Some((p, _)) => p.display().to_string(),
+            None => "no config file was found".into(),
+        };
+        return Err(UsageError(format!(
+            "no backup policies are configured ({file}): add a [[policy]] section (see the README's \"Backup policies\")"
+        ))
+        .into());
+    }
+    if args.policies.is_empty() {
+        return Ok(all.clone());
+    }
+    let mut out = Vec::new();
+    for name in &args.policies {
+        match all.iter().find(|p| &p.name == name) {
+            Some(p) => out.push(p.clone()),
+            None => {
+                let known: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
+                return Err(UsageError(format!(
+                    "no policy named '{name}': the config has {}",
+                    known.join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the account and plans.
+async fn make_plan(
+    env: &Env,
+    ctx: &AwsContext,
+    policies: &[PolicyConfig],
+    all_kinds: bool,
+    include_creates: bool,
+) -> anyhow::Result<(Plan, Inventory)> {
+    let region = ctx.region().to_string();
+    // The file was checked against its own region; check again against the
+    // region in effect (it may come from the command line or environment).
+    autosnap_core::policy::validate_policies(policies, Some(&region))
+        .map_err(|e| UsageError(e.to_string()))?;
+    let inventory = inventory::gather(ctx, policies, &region, all_kinds).await?;
+    let mut options = PlanOptions::from_defaults(&env.settings.config.file.defaults);
+    options.include_creates = include_creates;
+    let plan = plan::plan(policies, &inventory, &region, Utc::now(), &options);
+    Ok((plan, inventory))
+}
+
+/// Counts of what a plan would do.
+#[derive(Debug, Default, Serialize)]
+struct PlanSummary {
+    creates: usize,
+    copies: usize,
+    deletions: usize,
+}
+
+fn summarize(plan: &Plan) -> PlanSummary {
+    PlanSummary {
+        creates: plan.creates().count(),
+        copies: plan.copies().count(),
+        deletions: plan.deletions().count(),
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The human form of a plan: per policy and target, why it is (not) due,
+/// what will be created and copied, and every backup's fate with reasons.
+fn render_plan(plan: &Plan, show_creates: bool) -> String {
+    let mut s = String::new();
+    for p in &plan.policies {
+        let _ = writeln!(
+            s,
+            "policy {} ({}, schedule \"{}\", {})",
+            p.policy, p.resource, p.schedule, p.retention
+        );
+        if p.targets.is_empty() {
+            let _ = writeln!(s, "  no targets match this policy");
+        }
+        for t in &p.targets {
+            let name = t
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let due = if !show_creates {
+                String::new()
+            } else if t.due {
+                "due: ".into()
+            } else {
+                "not due: ".into()
+            };
+            let _ = writeln!(
+                s,
+                "  {}{name} in {}: {due}{}",
+                t.target_id, t.region, t.due_reason
+            );
+            if let (true, Some(c)) = (show_creates, &t.create) {
+                let tags: Vec<String> = c.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "    + create {} snapshot \"{}\"", c.kind, c.description);
+                let _ = writeln!(s, "      tags: {}", tags.join(", "));
+            }
+            for c in &t.copies {
+                let what = match &c.source {
+                    CopySource::New => "the new backup".to_string(),
+                    CopySource::Existing { backup_id, .. } => backup_id.clone(),
+                };
+                let key = c
+                    .kms_key
+                    .as_deref()
+                    .map(|k| format!(" with key {k}"))
+                    .unwrap_or_default();
+                let _ = writeln!(s, "    + copy {what} to {}{key}: {}", c.to_region, c.reason);
+            }
+            for g in &t.groups {
+                if g.backups.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(s, "    backups in {} ({}):", g.region, g.retention);
+                for b in &g.backups {
+                    let (mark, why) = match (b.delete, &b.protected, b.keep) {
+                        (true, _, _) => ("- delete", "no rule keeps it".to_string()),
+                        (false, Some(p), false) => ("  keep  ", format!("protected: {p}")),
+                        (false, Some(p), true) => (
+                            "  keep  ",
+                            format!("{}; protected: {p}", b.reasons.join(", ")),
+                        ),
+                        (false, None, _) => ("  keep  ", b.reasons.join(", ")),
+                    };
+                    let _ = writeln!(s, "      {mark} {}  {}  {why}", b.backup_id, time(b.time));
+                }
+            }
+        }
+        s.push('\n');
+    }
+    let sum = summarize(plan);
+    if show_creates {
+        let _ = write!(
+            s,
+            "plan: {} to create, {} to copy, {} to delete",
+            sum.creates, sum.copies, sum.deletions
+        );
+    } else {
+        let _ = write!(s, "plan: {} to delete", sum.deletions);
+    }
+    s
+}
+
+pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
+    let policies = select_policies(env, args)?;
+    let ctx = env.connect().await?;
+    let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
+    match env.output {
+        OutputFormat::Json => output::print_json(&plan)?,
+        _ => output::print(&render_plan(&plan, true)),
+    }
+    Ok(Exit::Success)
+}
+
+/// Progress of a run: a log line per finished action.
+struct LogProgress;
+impl RunObserver for LogProgress {}
+
+#[derive(Serialize)]
+struct RunOutput<'a> {
+    dry_run: bool,
+    plan: &'a Plan,
+    summary: PlanSummary,
+    report: Option<&'a RunReport>,
+}
+
+/// Table mode prints the plan before acting (so the log lines of the run
+/// follow it) and a summary after; JSON mode prints one document at the end.
+fn print_plan_first(env: &Env, plan: &Plan, show_creates: bool) {
+    if env.output != OutputFormat::Json {
+        output::print(&render_plan(plan, show_creates));
+    }
+}
+
+fn print_report(
+    env: &Env,
+    plan: &Plan,
+    report: Option<&RunReport>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    match env.output {
+        OutputFormat::Json => output::print_json(&RunOutput {
+            dry_run,
+            plan,
+            summary: summarize(plan),
+            report,
+        }),
+        _ => {
+            if let Some(r) = report {
+                let mut s = format!(
+                    "\ndone: {} created, {} copied, {} deleted, {} failed",
+                    r.created.len(),
+                    r.copied.len(),
+                    r.deleted.len(),
+                    r.failures.len()
+                );
+                for f in &r.failures {
+                    let _ = write!(
+                        s,
+                        "\n  failed: policy {} {} {} in {}: {}",
+                        f.policy, f.action, f.target_id, f.region, f.error
+                    );
+                }
+                for skipped in &r.skipped_prunes {
+                    let _ = write!(s, "\n  skipped: {skipped}");
+                }
+                output::print(&s);
+            } else if dry_run {
+                output::print("\ndry run: nothing was changed");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn exit_for(report: &RunReport) -> Exit {
+    Exit::from_counts(report.successes().max(1), report.failures.len())
+}
+
+pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
+    let policies = select_policies(env, &args.policy)?;
+    let timeout = wait_timeout_arg("--wait-timeout", &args.wait_timeout)?;
+    let ctx = env.connect().await?;
+    let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
+    print_plan_first(env, &plan, true);
+    if args.dry_run {
+        print_report(env, &plan, None, true)?;
+        return Ok(Exit::Success);
+    }
+    let opts = RunOptions {
+        create: true,
+        copy: true,
+        prune: true,
+        wait_timeout: timeout,
+    };
+    let report = execute::execute(&ctx, &plan, &opts, &LogProgress).await?;
+    print_report(env, &plan, Some(&report), false)?;
+    Ok(if report.failures.is_empty() {
+        Exit::Success
+    } else {
+        exit_for(&report)
+    })
+}
+
+pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
+    let policies = select_policies(env, &args.policy)?;
+    let ctx = env.connect().await?;
+    let (plan, _) = make_plan(env, &ctx, &policies, false, false).await?;
+    print_plan_first(env, &plan, false);
+    if args.dry_run {
+        print_report(env, &plan, None, true)?;
+        return Ok(Exit::Success);
+    }
+    let opts = RunOptions {
+        create: false,
+        copy: false,
+        prune: true,
+        wait_timeout: Duration::from_secs(0),
+    };
+    let report = execute::execute(&ctx, &plan, &opts, &LogProgress).await?;
+    print_report(env, &plan, Some(&report), false)?;
+    Ok(if report.failures.is_empty() {
+        Exit::Success
+    } else {
+        exit_for(&report)
+    })
+}
+
+fn wait_timeout_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    wait_timeout(text).map_err(|_| {
+        UsageError(format!(
+            "{flag} '{text}' is not a duration such as 30m or 6h"
+        ))
+        .into()
+    })
+}
+
+// ---- status ------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct TargetStatus {
+    target_id: String,
+    kind: String,
+    region: String,
+    name: Option<String>,
+    state: HealthState,
+    reason: String,
+    newest_backup: Option<DateTime<Utc>>,
+    age_seconds: Option<i64>,
+    backup_count: usize,
+    oldest_backup: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct PolicyStatus {
+    policy: String,
+    schedule: String,
+    targets: Vec<TargetStatus>,
+}
+
+#[derive(Serialize)]
+struct Unprotected {
+    id: String,
+    kind: String,
+    region: String,
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    now: DateTime<Utc>,
+    policies: Vec<PolicyStatus>,
+    unprotected: Vec<Unprotected>,
+    ok: bool,
+}
+
+pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let policies = select_policies(env, &args.policy)?;
+    let ctx = env.connect().await?;
+    let (plan, inventory) = make_plan(env, &ctx, &policies, true, true).await?;
+    let now = plan.now;
+    let region = ctx.region().to_string();
+    let all_policies = &env.settings.config.file.policies;
+    let report = StatusReport {
+        now,
+        policies: plan
+            .policies
+            .iter()
+            .map(|p| PolicyStatus {
+                policy: p.policy.clone(),
+                schedule: p.schedule.clone(),
+                targets: p
+                    .targets
+                    .iter()
+                    .map(|t| TargetStatus {
+                        target_id: t.target_id.clone(),
+                        kind: t.kind.to_string(),
+                        region: t.region.clone(),
+                        name: t.name.clone(),
+                        state: t.health.state,
+                        reason: t.health.reason.clone(),
+                        newest_backup: t.newest_backup,
+                        age_seconds: t.newest_backup.map(|n| (now - n).num_seconds()),
+                        backup_count: t.backup_count,
+                        oldest_backup: t.oldest_backup,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        // Coverage counts every configured policy, not only those selected.
+        unprotected: plan::unprotected(all_policies, &inventory.targets, &region)
+            .into_iter()
+            .map(|t| Unprotected {
+                id: t.id.clone(),
+                kind: t.kind.to_string(),
+                region: t.region.clone(),
+                name: t.name.clone(),
+            })
+            .collect(),
+        ok: false,
+    };
+    let healthy = report
+        .policies
+        .iter()
+        .flat_map(|p| &p.targets)
+        .all(|t| t.state == HealthState::Ok)
+        && report.unprotected.is_empty();
+    let report = StatusReport {
+        ok: healthy,
+        ..report
+    };
+
+    match env.output {
+        OutputFormat::Json => output::print_json(&report)?,
+        OutputFormat::Prometheus => output::print(&prometheus(&report)),
+        OutputFormat::Table => {
+            let mut t = output::table([
+                "POLICY", "TARGET", "NAME", "REGION", "STATE", "NEWEST", "AGE", "KEPT", "OLDEST",
+                "DETAIL",
+            ]);
+            for p in &report.policies {
+                for x in &p.targets {
+                    t.add_row([
+                        p.policy.clone(),
+                        x.target_id.clone(),
+                        output::opt(&x.name),
+                        x.region.clone(),
+                        format!("{:?}", x.state).to_lowercase(),
+                        output::time(x.newest_backup),
+                        output::age(x.newest_backup, now),
+                        x.backup_count.to_string(),
+                        output::time(x.oldest_backup),
+                        x.reason.clone(),
+                    ]);
+                }
+            }
+            output::print_table(&t);
+            if report.unprotected.is_empty() {
+                output::print("\nevery volume and instance is covered by a policy");
+            } else {
+                let mut u = output::table(["UNPROTECTED", "KIND", "NAME", "REGION"]);
+                for x in &report.unprotected {
+                    u.add_row([
+                        x.id.clone(),
+                        x.kind.clone(),
+                        output::opt(&x.name),
+                        x.region.clone(),
+                    ]);
+                }
+                output::print("");
+                output::print_table(&u);
+            }
+        }
+    }
+    if args.check && !report.ok {
+        eprintln!("status check failed: a target is late or missing, or a resource is unprotected");
+        return Ok(Exit::Failure);
+    }
+    Ok(Exit::Success)
+}
+
+/// Prometheus text exposition format (for node-exporter's textfile collector).
+fn prometheus(r: &StatusReport) -> String {
+    fn esc(v: &str) -> String {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    }
+    let mut s = String::new();
+    s.push_str("# HELP autosnap_backup_age_seconds Age of the newest backup of a policy target.\n");
+    s.push_str("# TYPE autosnap_backup_age_seconds gauge\n");
+    for p in &r.policies {
+        for t in &p.targets {
+            if let Some(age) = t.age_seconds {
+                let _ = writeln!(
+                    s,
+                    "autosnap_backup_age_seconds{{policy=\"{}\",target=\"{}\",region=\"{}\"}} {age}",
+                    esc(&p.policy), esc(&t.target_id), esc(&t.region)
+                );
+            }
+        }
+    }
+    s.push_str(
+        "# HELP autosnap_backups Number of backups of a policy target in its source region.\n",
+    );
+    s.push_str("# TYPE autosnap_backups gauge\n");
+    for p in &r.policies {
+        for t in &p.targets {
+            let _ = writeln!(
+                s,
+                "autosnap_backups{{policy=\"{}\",target=\"{}\",region=\"{}\"}} {}",
+                esc(&p.policy),
+                esc(&t.target_id),
+                esc(&t.region),
+                t.backup_count
+            );
+        }
+    }
+    s.push_str("# HELP autosnap_target_state Coverage state of a policy target (1 for the current state).\n");
+    s.push_str("# TYPE autosnap_target_state gauge\n");
+    for p in &r.policies {
+        for t in &p.targets {
+            for (name, state) in [
+                ("ok", HealthState::Ok),
+                ("late", HealthState::Late),
+                ("missing", HealthState::Missing),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "autosnap_target_state{{policy=\"{}\",target=\"{}\",region=\"{}\",state=\"{name}\"}} {}",
+                    esc(&p.policy), esc(&t.target_id), esc(&t.region), u8::from(t.state == state)
+                );
+            }
+        }
+    }
+    s.push_str("# HELP autosnap_unprotected Volumes and instances no policy covers.\n");
+    s.push_str("# TYPE autosnap_unprotected gauge\n");
+    for u in &r.unprotected {
+        let _ = writeln!(
+            s,
+            "autosnap_unprotected{{resource=\"{}\",kind=\"{}\",region=\"{}\"}} 1",
+            esc(&u.id),
+            esc(&u.kind),
+            esc(&u.region)
+        );
+    }
+    s.push_str("# HELP autosnap_status_ok 1 when every target is ok and nothing is unprotected.\n");
+    s.push_str("# TYPE autosnap_status_ok gauge\n");
+    let _ = writeln!(s, "autosnap_status_ok {}", u8::from(r.ok));
+    let _ = writeln!(s, "autosnap_status_timestamp_seconds {}", r.now.timestamp());
+    s
+}
+
+// ---- daemon ------------------------------------------------------------------
+
+pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
+    let policies = select_policies(env, &args.policy)?;
+    let shutdown_timeout = wait_timeout_arg("--shutdown-timeout", &args.shutdown_timeout)?;
+    let max_sleep = wait_timeout_arg("--max-sleep", &args.max_sleep)?;
+    let retry_after = wait_timeout_arg("--retry-after", &args.retry_after)?;
+    let timeout = wait_timeout_arg("--wait-timeout", &args.wait_timeout)?;
+    let ctx = env.connect().await?;
+    let mut shutdown = Shutdown::new().context("cannot install signal handlers")?;
+    let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!("daemon started for policies {}", names.join(", "));
+
+    loop {
+        let (plan, _) = match make_plan(env, &ctx, &policies, false, true).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(
+                    "cannot read the account: {e:#}; retrying in {}s",
+                    retry_after.as_secs()
+                );
+                if shutdown.sleep(retry_after).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let sum = summarize(&plan);
+        let mut failed = false;
+        if sum.creates + sum.copies + sum.deletions > 0 {
+            tracing::info!(
+                "run: {} to create, {} to copy, {} to delete",
+                sum.creates,
+                sum.copies,
+                sum.deletions
+            );
+            let opts = RunOptions {
+                create: true,
+                copy: true,
+                prune: true,
+                wait_timeout: timeout,
+            };
+            let work = execute::execute(&ctx, &plan, &opts, &LogProgress);
+            tokio::pin!(work);
+            let report = tokio::select! {
+                r = &mut work => r,
+                _ = shutdown.signalled() => {
+                    tracing::info!("signal received: letting in-flight work finish (at most {}s)", shutdown_timeout.as_secs());
+                    match tokio::time::timeout(shutdown_timeout, &mut work).await {
+                        Ok(r) => { log_report(r); }
+                        Err(_) => tracing::warn!("in-flight work did not finish within {}s; stopping anyway", shutdown_timeout.as_secs()),
+                    }
+                    break;
+                }
+            };
+            failed = log_report(report);
+        }
+        // Sleep until the next target is due, re-reading the account at
+        // least every --max-sleep, and sooner after a failure.
+        let now = Utc::now();
+        let next = plan
+            .policies
+            .iter()
+            .flat_map(|p| &p.targets)
+            .map(|t| t.next_due)
+            .filter(|t| *t > now)
+            .min();
+        let mut sleep = next
+            .map(|t| (t - now).to_std().unwrap_or_default())
+            .unwrap_or(max_sleep)
+            .min(max_sleep);
+        if failed {
+            sleep = sleep.min(retry_after);
+        }
+        sleep = sleep.max(Duration::from_secs(1));
+        tracing::info!("next check in {}s", sleep.as_secs());
+        if shutdown.sleep(sleep).await {
+            break;
+        }
+    }
+    tracing::info!("daemon stopped");
+    Ok(Exit::Success)
+}
+
+/// Logs a run's result; true when anything failed.
+fn log_report(r: Result<RunReport, autosnap_aws::AwsError>) -> bool {
+    match r {
+        Ok(r) => {
+            tracing::info!(
+                "run finished: {} created, {} copied, {} deleted, {} failed",
+                r.created.len(),
+                r.copied.len(),
+                r.deleted.len(),
+                r.failures.len()
+            );
+            for f in &r.failures {
+                tracing::error!(
+                    "policy {} {} {} in {}: {}",
+                    f.policy,
+                    f.action,
+                    f.target_id,
+                    f.region,
+                    f.error
+                );
+            }
+            !r.failures.is_empty()
+        }
+        Err(e) => {
+            tracing::error!("run failed: {e}");
+            true
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, as one stream of "please stop".
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn new() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Sleeps; true when a signal ended the sleep.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.signalled() => {
+                tracing::info!("signal received: stopping");
+                true
+            }
+        }
+    }
+}
