@@ -106,6 +106,11 @@ impl Ec2 {
         &self.client
     }
 
+    /// Where calls go (for classifying errors of calls made through `raw`).
+    pub fn site(&self) -> &CallSite {
+        &self.site
+    }
+
     fn err<E>(
         &self,
         e: aws_smithy_runtime_api::client::result::SdkError<
