@@ -16,6 +16,26 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages for the filesystem-freeze tests"
+# Real ext4 and xfs filesystems on loop devices need these tools. Install them
+# when missing and we may (root with apt-get); the tests skip without them,
+# except on CI, where they must run.
+need=()
+command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
+command -v fsfreeze >/dev/null 2>&1 || need+=(util-linux)
+if ((${#need[@]})); then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >/dev/null
+    else
+        echo "missing ${need[*]}: the loop-device tests will skip"
+    fi
+fi
+if [[ "${CI:-}" == "true" ]]; then
+    export AUTOSNAP_REQUIRE_LOOP_TESTS=1
+fi
+
 step "test bed (moto, project-local venv)"
 venv_line="$(testbed/setup.sh)"
 export AUTOSNAP_TESTBED_VENV="${venv_line#AUTOSNAP_TESTBED_VENV=}"

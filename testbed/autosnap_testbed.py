@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in ec2_corrections.CORRECTIONS.items():
             print(f"autosnap-testbed: EC2 correction {name}: {what}", file=sys.stderr)
 
+
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -24,7 +24,8 @@ CORRECTIONS = {
         "and autosnap-testbed:state=<pending|error|completed> on a snapshot set its start "
         "time and state, so tests can build a backup history (moto stamps every snapshot "
         "'now' and has no pending phase); autosnap-testbed:fail=CreateSnapshot on a volume "
-        "makes snapshots of it fail (IncorrectState), for partial-failure tests"
+        "makes snapshots of it fail (IncorrectState), for partial-failure tests; "
+        "autosnap-testbed:delay-seconds=N on a volume makes CreateSnapshot of it take N seconds"
     ),
 }
 
@@ -32,6 +33,7 @@ CORRECTIONS = {
 START_TIME_TAG = "autosnap-testbed:start-time"
 STATE_TAG = "autosnap-testbed:state"
 FAIL_TAG = "autosnap-testbed:fail"
+DELAY_TAG = "autosnap-testbed:delay-seconds"
 
 _applied = False
 
@@ -175,6 +177,12 @@ def apply() -> None:
             raise EC2ClientError(
                 "IncorrectState", f"test bed: snapshots of {volume_id} are set to fail"
             )
+        delay = tags.get(DELAY_TAG)
+        if delay:
+            # A slow CreateSnapshot, for tests that interrupt autosnap mid-call.
+            import time
+
+            time.sleep(float(delay))
         return original_create_snapshot(self, volume_id, *args, **kwargs)
 
     EBSBackend.create_snapshot = create_snapshot

@@ -7,6 +7,14 @@
 #      the backups, applies the policy and holds the decisions; reports wall time and peak
 #      memory (maximum resident set size).
 #
+# The planner over one policy with one target holding 1,000,000 backups (same retention,
+# daily cron, one copy region):
+#
+#   3. criterion: time of `plan::plan` alone (the inventory is built once, outside the
+#      timing), with the plan freed outside the timing and, separately, inside it;
+#   4. examples/plan_million under `/usr/bin/time -v`: a whole process that builds the
+#      inventory, plans and holds both; it also prints its peak memory after each stage.
+#
 # Release mode throughout. Honours CARGO_TARGET_DIR. Results are written down by hand in
 # bench/retention/RESULTS.md.
 set -euo pipefail
@@ -28,6 +36,20 @@ echo "== whole process: examples/retention_million under /usr/bin/time -v"
 cargo build --release -p autosnap-core --example retention_million
 log="$(mktemp)"
 /usr/bin/time -v "$target_dir/release/examples/retention_million" 2>"$log"
+grep -E 'Elapsed \(wall clock\)|Maximum resident set size' "$log"
+peak_kb="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")"
+echo "peak memory: $((peak_kb / 1024)) MiB"
+rm -f "$log"
+
+echo
+echo "== criterion: cargo bench -p autosnap-core --bench plan"
+cargo bench -p autosnap-core --bench plan
+
+echo
+echo "== whole process: examples/plan_million under /usr/bin/time -v"
+cargo build --release -p autosnap-core --example plan_million
+log="$(mktemp)"
+/usr/bin/time -v "$target_dir/release/examples/plan_million" 2>"$log"
 grep -E 'Elapsed \(wall clock\)|Maximum resident set size' "$log"
 peak_kb="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")"
 echo "peak memory: $((peak_kb / 1024)) MiB"

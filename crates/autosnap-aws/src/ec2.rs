@@ -444,6 +444,22 @@ impl Ec2 {
         Ok(snaps)
     }
 
+    /// Sets tags on existing resources.
+    pub async fn create_tags(&self, resource_ids: &[String], tags: &Tags) -> Result<(), AwsError> {
+        self.client
+            .create_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| self.err(e, "CreateTags", None))?;
+        Ok(())
+    }
+
     /// Deletes one snapshot.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), AwsError> {
         self.client

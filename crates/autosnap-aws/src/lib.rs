@@ -9,6 +9,7 @@ pub mod context;
 pub mod ec2;
 pub mod error;
 pub mod execute;
+pub mod imds;
 pub mod inventory;
 pub mod rate;
 

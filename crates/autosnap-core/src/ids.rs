@@ -107,6 +107,8 @@ pub enum SnapshotTarget {
     Volume(VolumeId),
     /// All volumes of an instance, as one crash-consistent set.
     Instance(InstanceId),
+    /// A mounted filesystem on this instance, resolved to its EBS volume(s).
+    Path(std::path::PathBuf),
 }
 
 impl FromStr for SnapshotTarget {
@@ -117,11 +119,13 @@ impl FromStr for SnapshotTarget {
             s.parse().map(SnapshotTarget::Volume)
         } else if s.starts_with("i-") {
             s.parse().map(SnapshotTarget::Instance)
+        } else if s.starts_with('/') {
+            Ok(SnapshotTarget::Path(s.into()))
         } else {
             Err(MalformedId {
                 input: s.to_string(),
                 kind: "snapshot target",
-                example: "a volume id (vol-…) or an instance id (i-…)",
+                example: "a volume id (vol-…), an instance id (i-…) or an absolute mount path (/mnt/data)",
             })
         }
     }
@@ -132,6 +136,7 @@ impl fmt::Display for SnapshotTarget {
         match self {
             SnapshotTarget::Volume(v) => v.fmt(f),
             SnapshotTarget::Instance(i) => i.fmt(f),
+            SnapshotTarget::Path(p) => p.display().fmt(f),
         }
     }
 }
@@ -186,6 +191,10 @@ mod tests {
         assert_eq!(
             "i-0123abcd".parse::<SnapshotTarget>().unwrap(),
             SnapshotTarget::Instance("i-0123abcd".parse().unwrap())
+        );
+        assert_eq!(
+            "/mnt/data".parse::<SnapshotTarget>().unwrap(),
+            SnapshotTarget::Path("/mnt/data".into())
         );
         let err = "snap-0123abcd".parse::<SnapshotTarget>().unwrap_err();
         assert!(err.to_string().contains("volume id"), "{err}");

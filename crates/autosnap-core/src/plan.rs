@@ -671,6 +671,23 @@ impl<'a> Item<'a> {
     }
 }
 
+/// A sort key that puts newer times first and items without a time last: minus the time in
+/// nanoseconds (cheaper to compare than a `DateTime`). Times outside 1677–2262, which no
+/// snapshot has, share the extreme keys and keep their listing order.
+fn newest_first_key(time: Option<DateTime<Utc>>) -> i64 {
+    match time {
+        Some(t) => t
+            .timestamp_nanos_opt()
+            .unwrap_or(if t.timestamp() < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+            .saturating_neg(),
+        None => i64::MAX,
+    }
+}
+
 /// A group's backups: items in the order the inventory lists them (which is the order
 /// their data sits in memory), and their positions newest first.
 struct Group<'a> {
@@ -715,12 +732,12 @@ impl<'a> Group<'a> {
         };
         // Sorting small (time, position) pairs rather than the items: the position breaks
         // ties, so this is a stable sort by time.
-        let mut keyed: Vec<(Option<DateTime<Utc>>, usize)> = items
+        let mut keyed: Vec<(i64, usize)> = items
             .iter()
             .enumerate()
-            .map(|(at, item)| (item.time, at))
+            .map(|(at, item)| (newest_first_key(item.time), at))
             .collect();
-        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        keyed.sort_unstable();
         Group {
             items,
             order: keyed.into_iter().map(|(_, at)| at).collect(),

@@ -27,6 +27,10 @@
 //!
 //! Everything is pure: `now` is a parameter, there is no I/O, and times are UTC, so bucket
 //! keys are computed in UTC.
+//!
+//! [`apply`] takes [`RetentionItem`]s (id, time, tags) and returns [`Decision`]s;
+//! [`apply_indexed`] takes anything [`Retainable`] and returns [`Verdict`]s that name backups
+//! by position, which lets the planner judge a million EBS snapshots without copying them.
 
 use std::fmt;
 use std::str::FromStr;

@@ -128,6 +128,12 @@ pub fn settable_tags(args: &[TagArg]) -> Result<Tags, TagError> {
     args.iter().map(TagArg::to_settable).collect()
 }
 
+/// The id shared by the snapshots of one multi-volume set: the instance and
+/// the second the set was taken.
+pub fn set_id(instance_id: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{instance_id}-{}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,10 +192,4 @@ mod tests {
         assert_eq!(copyable_user_tags(&t), tags(&[("Name", "db")]));
         assert!(!is_managed(&tags(&[("autosnap:managed", "false")])));
     }
-}
-
-/// The id shared by the snapshots of one multi-volume set: the instance and
-/// the second the set was taken.
-pub fn set_id(instance_id: &str, at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{instance_id}-{}", at.format("%Y%m%dT%H%M%SZ"))
 }

@@ -13,9 +13,9 @@
 //! | `$(date)` | `now` as `YYYY-MM-DD` (UTC) |
 //! | `$(time)` | `now` as `HHMMSS` (UTC) |
 //!
-//! A `$` that is not followed by `(` is plain text. [`check_template`] rejects unknown names
-//! and an unclosed `$(`, so the config is checked before anything runs; [`expand`] never
-//! fails.
+//! A `$` that is not followed by `(` is plain text; there is no escape for a literal `$(`.
+//! [`check_template`] rejects unknown names and an unclosed `$(`, so the config is checked
+//! before anything runs; [`expand`] never fails.
 
 use chrono::{DateTime, Utc};
 

@@ -433,7 +433,13 @@ fn without_creates_prune_keeps_the_newest_backup_and_plans_no_new_copy() {
         targets: vec![volume("vol-0000000a", &[])],
         backups,
     };
-    let plan = plan(&[copying("{ last = 1 }", "")], &inventory, REGION, now(), &options);
+    let plan = plan(
+        &[copying("{ last = 1 }", "")],
+        &inventory,
+        REGION,
+        now(),
+        &options,
+    );
     let target = only_target(&plan);
     assert!(target.due);
     assert!(target.create.is_none());

@@ -268,7 +268,7 @@ pub struct SnapshotListArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotCreateArgs {
-    /// Volume ids (vol-…) or instance ids (i-…, one crash-consistent set of all its volumes)
+    /// Volume ids (vol-…), instance ids (i-…, one crash-consistent set of all its volumes), or mount paths on this instance (/mnt/data)
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<SnapshotTarget>,
     /// Extra tag for the snapshots (KEY=VALUE); repeatable
@@ -284,7 +284,69 @@ pub struct SnapshotCreateArgs {
     #[arg(long)]
     pub no_copy_tags: bool,
     #[command(flatten)]
+    pub consistency: ConsistencyArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// Consistency on the instance: for mount path targets only.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConsistencyArgs {
+    /// Freeze the filesystems (FIFREEZE) around the snapshot call, so the snapshot is filesystem-consistent
+    #[arg(long, help_heading = "Consistency (mount path targets)")]
+    pub freeze: bool,
+    /// Run this shell command before freezing (e.g. flush and lock a database); repeatable
+    #[arg(
+        long = "pre",
+        value_name = "CMD",
+        help_heading = "Consistency (mount path targets)"
+    )]
+    pub pre: Vec<String>,
+    /// Run this shell command after thawing, always, even on failure; repeatable
+    #[arg(
+        long = "post",
+        value_name = "CMD",
+        help_heading = "Consistency (mount path targets)"
+    )]
+    pub post: Vec<String>,
+    /// A watchdog process thaws the filesystems after this long, whatever happens to autosnap
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        help_heading = "Consistency (mount path targets)"
+    )]
+    pub freeze_timeout: String,
+    /// Kill a hook that runs longer than this
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        help_heading = "Consistency (mount path targets)"
+    )]
+    pub hook_timeout: String,
+    /// When a pre hook fails: fail (no snapshot), or take a crash-consistent snapshot and tag it so
+    #[arg(long, value_enum, default_value_t = HookFailure::Fail, help_heading = "Consistency (mount path targets)")]
+    pub on_hook_failure: HookFailure,
+    /// State the volume behind a mount where autosnap cannot discover it (MOUNT=VOLUME_ID); repeatable
+    #[arg(
+        long = "volume",
+        value_name = "MOUNT=VOLUME_ID",
+        help_heading = "Consistency (mount path targets)"
+    )]
+    pub volumes: Vec<String>,
+    /// Freeze even the root filesystem or the one holding autosnap's own files (it can hang the process that must thaw it)
+    #[arg(long, help_heading = "Consistency (mount path targets)")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum HookFailure {
+    /// No snapshot, non-zero exit (post hooks still run)
+    #[default]
+    Fail,
+    /// Take a crash-consistent snapshot instead, tagged autosnap:consistency=crash
+    Crash,
 }
 
 #[derive(Debug, Args)]

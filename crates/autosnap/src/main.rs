@@ -22,6 +22,11 @@ use crate::exit::{exit_for_error, Exit};
 const LOG_ENV: &str = "AUTOSNAP_LOG";
 
 fn main() -> ExitCode {
+    // The freeze watchdog is this same binary in a hidden mode: it must start
+    // before anything else (no config, no logging to files it could block on).
+    if let Some(code) = autosnap_freeze::watchdog_entry(std::env::args_os()) {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     init_logging(&cli.global);
 

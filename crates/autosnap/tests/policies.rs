@@ -397,7 +397,7 @@ fn daemon_runs_due_policies_and_stops_cleanly_on_sigterm() {
     let bed = TestBed::start();
     bed.volume(1, &[("Backup", "daily")]);
     config(&bed, DAILY);
-    let mut child = bed
+    let child = bed
         .std_cmd()
         .args(["daemon", "--max-sleep", "1s"])
         .stdout(std::process::Stdio::null())

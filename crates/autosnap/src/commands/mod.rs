@@ -2,6 +2,7 @@
 //! parsed arguments and the resolved settings and return an exit code.
 
 mod config;
+mod consistent;
 mod docs;
 mod init;
 mod policy;

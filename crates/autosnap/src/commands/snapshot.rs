@@ -59,7 +59,7 @@ pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> comfy_table::Table {
+pub(super) fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> comfy_table::Table {
     let mut t = output::table([
         "SNAPSHOT ID",
         "VOLUME",
@@ -99,6 +99,31 @@ fn report_failure(what: &str, err: &anyhow::Error) {
 }
 
 pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit> {
+    let paths: Vec<std::path::PathBuf> = args
+        .targets
+        .iter()
+        .filter_map(|t| match t {
+            SnapshotTarget::Path(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    if !paths.is_empty() {
+        if paths.len() != args.targets.len() {
+            return Err(UsageError(
+                "mount paths cannot be mixed with volume or instance ids in one `snapshot create`"
+                    .into(),
+            )
+            .into());
+        }
+        return super::consistent::create_for_paths(env, args, paths).await;
+    }
+    let c = &args.consistency;
+    if c.freeze || !c.pre.is_empty() || !c.post.is_empty() || !c.volumes.is_empty() {
+        return Err(UsageError(
+            "--freeze, --pre, --post and --volume apply to mount path targets (e.g. /mnt/data), run on the instance".into(),
+        )
+        .into());
+    }
     let user_tags = settable_tags(&args.tags)?;
     let timeout = if args.wait.wait {
         Some(wait_timeout(&args.wait.wait_timeout)?)
@@ -209,6 +234,7 @@ async fn snapshot_target(
                     .await?,
             ])
         }
+        SnapshotTarget::Path(_) => unreachable!("mount paths are handled by consistent.rs"),
         SnapshotTarget::Instance(inst) => {
             let info = ec2.get_instance(inst.as_str()).await?;
             let data_volumes = info

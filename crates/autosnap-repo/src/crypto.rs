@@ -1,0 +1,507 @@
+//! Keys, chunk ids and the object envelope (compression + authenticated encryption).
+//!
+//! * **Master key**: 32 random bytes made at `init` (or a KMS data key given by the caller).
+//!   Passphrases wrap it in `keys/` objects (Argon2id → XChaCha20-Poly1305); it never leaves
+//!   memory unwrapped, and is zeroed on drop.
+//! * **Subkeys**: HKDF-SHA256(salt = repository id, ikm = master key) expanded with distinct
+//!   `info` strings into the data key (AEAD), the id key (HMAC) and a key-check value
+//!   stored in the config so that a wrong raw key is detected at `open`.
+//! * **Chunk ids**: SHA-256 of the plaintext (unencrypted) or HMAC-SHA256(id key, plaintext)
+//!   (encrypted), so ids reveal nothing about content without the key.
+//! * **Envelope** of every chunk, block map and manifest: `[header][payload]`, or with
+//!   encryption `[header][nonce 24][ciphertext][tag 16]`; see `docs/repository-format.md`.
+
+use std::cell::RefCell;
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+
+/// Header flag: the payload is a zstd frame.
+pub const FLAG_ZSTD: u8 = 0x01;
+/// Header flag: the payload is encrypted with XChaCha20-Poly1305.
+pub const FLAG_ENCRYPTED: u8 = 0x02;
+/// XChaCha20-Poly1305 nonce length.
+pub const NONCE_LEN: usize = 24;
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+/// Prefix of every object's associated data.
+const AAD_PREFIX: &[u8] = b"autosnap-repo-v1\0";
+
+const INFO_DATA_KEY: &[u8] = b"autosnap-repo v1 data encryption key";
+const INFO_ID_KEY: &[u8] = b"autosnap-repo v1 chunk id key";
+const INFO_KEY_CHECK: &[u8] = b"autosnap-repo v1 key check";
+const KEY_WRAP_AAD: &[u8] = b"autosnap-repo v1 key file\0";
+
+/// Fills `buf` from the operating system's random number generator.
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| Error::Random(e.to_string()))
+}
+
+/// The repository's 32-byte master key; zeroed when dropped.
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl MasterKey {
+    /// A new random key.
+    pub fn generate() -> Result<Self> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        random_bytes(key.as_mut())?;
+        Ok(MasterKey(key))
+    }
+
+    /// Wraps raw key bytes (for example a KMS data key's plaintext).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(Zeroizing::new(bytes))
+    }
+
+    fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn expand(&self, repository_id: &str, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hkdf = hkdf::Hkdf::<Sha256>::new(Some(repository_id.as_bytes()), self.bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        hkdf.expand(info, out.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
+    }
+
+    /// The key-check value stored in the config (hex): HKDF(…, "key check"). It reveals
+    /// nothing about the other subkeys.
+    pub fn key_check(&self, repository_id: &str) -> String {
+        hex::encode(self.expand(repository_id, INFO_KEY_CHECK).as_ref())
+    }
+
+    /// The subkeys used for chunks.
+    pub(crate) fn derive(&self, repository_id: &str) -> DataKeys {
+        let data = self.expand(repository_id, INFO_DATA_KEY);
+        let id = self.expand(repository_id, INFO_ID_KEY);
+        DataKeys {
+            cipher: XChaCha20Poly1305::new(&(*data).into()),
+            id_mac: Hmac::<Sha256>::new_from_slice(id.as_ref()).expect("HMAC takes any key"),
+        }
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+/// Keys derived from the master key.
+#[derive(Clone)]
+pub(crate) struct DataKeys {
+    cipher: XChaCha20Poly1305,
+    /// HMAC already keyed with the id key; cloned per chunk.
+    id_mac: Hmac<Sha256>,
+}
+
+/// How an object is hashed, compressed and encrypted: the repository's codec.
+#[derive(Clone)]
+pub(crate) struct Codec {
+    keys: Option<DataKeys>,
+    /// zstd level, or `None` for no compression.
+    level: Option<i32>,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(level: i32, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = cell.as_mut().expect("set above");
+        compressor.compress(data)
+    })
+}
+
+fn decompress(data: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        cell.as_mut().expect("set above").decompress(data, max_len)
+    })
+}
+
+fn aad(header: u8, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 1 + name.len());
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.push(header);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+impl Codec {
+    pub(crate) fn new(keys: Option<DataKeys>, level: Option<i32>) -> Self {
+        Codec { keys, level }
+    }
+
+    pub(crate) fn encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The id of a plaintext: SHA-256, or HMAC-SHA256 under the id key.
+    pub(crate) fn id(&self, plaintext: &[u8]) -> ChunkId {
+        match &self.keys {
+            None => ChunkId(Sha256::digest(plaintext).into()),
+            Some(keys) => {
+                let mut mac = keys.id_mac.clone();
+                mac.update(plaintext);
+                ChunkId(mac.finalize().into_bytes().into())
+            }
+        }
+    }
+
+    /// Encodes `plaintext` as the object `name`: compressed when that makes it smaller, then
+    /// encrypted when the repository is.
+    pub(crate) fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let compressed = match self.level {
+            Some(level) => {
+                let c = compress(level, plaintext).map_err(|e| Error::CorruptObject {
+                    name: name.to_owned(),
+                    reason: format!("zstd compression failed: {e}"),
+                })?;
+                (c.len() < plaintext.len()).then_some(c)
+            }
+            None => None,
+        };
+        let mut header = 0u8;
+        if compressed.is_some() {
+            header |= FLAG_ZSTD;
+        }
+        let payload = compressed.as_deref().unwrap_or(plaintext);
+        let Some(keys) = &self.keys else {
+            let mut out = Vec::with_capacity(1 + payload.len());
+            out.push(header);
+            out.extend_from_slice(payload);
+            return Ok(out);
+        };
+        header |= FLAG_ENCRYPTED;
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let start = 1 + NONCE_LEN;
+        let mut out = Vec::with_capacity(start + payload.len() + TAG_LEN);
+        out.push(header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(payload);
+        let tag = keys
+            .cipher
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &aad(header, name),
+                (&mut out[start..]).into(),
+            )
+            .map_err(|_| Error::CorruptObject {
+                name: name.to_owned(),
+                reason: "encryption failed (object too large)".to_owned(),
+            })?;
+        out.extend_from_slice(tag.as_slice());
+        Ok(out)
+    }
+
+    /// Decodes an object written by [`Codec::seal`] under `name`; the error is the reason.
+    pub(crate) fn open(
+        &self,
+        name: &str,
+        mut sealed: Vec<u8>,
+        max_len: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let Some(&header) = sealed.first() else {
+            return Err("empty object".to_owned());
+        };
+        if header & !(FLAG_ZSTD | FLAG_ENCRYPTED) != 0 {
+            return Err(format!("unknown header byte {header:#04x}"));
+        }
+        let encrypted = header & FLAG_ENCRYPTED != 0;
+        let payload: Vec<u8> = match (&self.keys, encrypted) {
+            (None, false) => {
+                sealed.remove(0);
+                sealed
+            }
+            (Some(keys), true) => {
+                let start = 1 + NONCE_LEN;
+                if sealed.len() < start + TAG_LEN {
+                    return Err("encrypted object is too short".to_owned());
+                }
+                let nonce = XNonce::try_from(&sealed[1..start]).expect("24 bytes");
+                let tag_at = sealed.len() - TAG_LEN;
+                let tag = Tag::try_from(&sealed[tag_at..]).expect("16 bytes");
+                keys.cipher
+                    .decrypt_inout_detached(
+                        &nonce,
+                        &aad(header, name),
+                        (&mut sealed[start..tag_at]).into(),
+                        &tag,
+                    )
+                    .map_err(|_| {
+                        "authentication failed (the ciphertext was modified, or the object \
+                         was moved from another name)"
+                            .to_owned()
+                    })?;
+                sealed.truncate(tag_at);
+                sealed.drain(..start);
+                sealed
+            }
+            (None, true) => return Err("object is encrypted but the repository is not".to_owned()),
+            (Some(_), false) => {
+                return Err("object is not encrypted but the repository is".to_owned())
+            }
+        };
+        if header & FLAG_ZSTD != 0 {
+            decompress(&payload, max_len).map_err(|e| format!("zstd decompression failed: {e}"))
+        } else if payload.len() > max_len {
+            Err(format!(
+                "{} bytes, more than the limit {max_len}",
+                payload.len()
+            ))
+        } else {
+            Ok(payload)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passphrase key files
+// ---------------------------------------------------------------------------------------------
+
+/// Argon2id cost parameters for a passphrase key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfParams {
+    /// Memory in KiB (default 65536 = 64 MiB).
+    pub m_cost_kib: u32,
+    /// Passes (default 3).
+    pub t_cost: u32,
+    /// Lanes (default 1).
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// RFC 9106's second recommended option (64 MiB, 3 passes), with one lane.
+    fn default() -> Self {
+        KdfParams {
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Cheap parameters for tests only (8 MiB, 1 pass).
+    pub fn insecure_for_tests() -> Self {
+        KdfParams {
+            m_cost_kib: 8 * 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+
+    fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::InvalidKdf {
+                reason: e.to_string(),
+            })?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(passphrase, salt, out.as_mut())
+            .map_err(|e| Error::InvalidKdf {
+                reason: e.to_string(),
+            })?;
+        Ok(out)
+    }
+}
+
+/// A `keys/<id>` object: the master key wrapped under a passphrase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Key file format version (1).
+    pub version: u32,
+    /// Always `argon2id`.
+    pub kdf: String,
+    /// Argon2id parameters.
+    pub params: KdfParams,
+    /// 16 random bytes, hex.
+    pub salt: String,
+    /// 24 random bytes, hex.
+    pub nonce: String,
+    /// XChaCha20-Poly1305 of the 32-byte master key (48 bytes with the tag), hex.
+    pub wrapped_key: String,
+    /// When the key was added.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Host that added it (informational).
+    #[serde(default)]
+    pub host: String,
+}
+
+fn wrap_aad(repository_id: &str) -> Vec<u8> {
+    let mut aad = KEY_WRAP_AAD.to_vec();
+    aad.extend_from_slice(repository_id.as_bytes());
+    aad
+}
+
+impl KeyFile {
+    /// Wraps `master` under `passphrase`.
+    pub fn wrap(
+        master: &MasterKey,
+        passphrase: &str,
+        params: KdfParams,
+        repository_id: &str,
+        created: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self> {
+        let mut salt = [0u8; 16];
+        random_bytes(&mut salt)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        let kek = params.derive(passphrase.as_bytes(), &salt)?;
+        let cipher = XChaCha20Poly1305::new(&(*kek).into());
+        let mut buf = master.bytes().to_vec();
+        let tag = cipher
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &wrap_aad(repository_id),
+                buf.as_mut_slice().into(),
+            )
+            .expect("32 bytes always encrypt");
+        buf.extend_from_slice(tag.as_slice());
+        Ok(KeyFile {
+            version: 1,
+            kdf: "argon2id".to_owned(),
+            params,
+            salt: hex::encode(salt),
+            nonce: hex::encode(nonce),
+            wrapped_key: hex::encode(buf),
+            created,
+            host: crate::lock::hostname(),
+        })
+    }
+
+    /// The master key, or `Ok(None)` when `passphrase` is not this key's passphrase.
+    pub fn unwrap_key(&self, passphrase: &str, repository_id: &str) -> Result<Option<MasterKey>> {
+        let invalid = |what: &str| Error::InvalidConfig {
+            reason: format!("key file: invalid {what}"),
+        };
+        if self.version != 1 || self.kdf != "argon2id" {
+            return Err(invalid("version or kdf"));
+        }
+        let salt = hex::decode(&self.salt).map_err(|_| invalid("salt"))?;
+        let nonce: [u8; NONCE_LEN] = hex::decode(&self.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| invalid("nonce"))?;
+        let mut wrapped =
+            Zeroizing::new(hex::decode(&self.wrapped_key).map_err(|_| invalid("wrapped_key"))?);
+        if wrapped.len() != 32 + TAG_LEN {
+            return Err(invalid("wrapped_key length"));
+        }
+        let kek = self.params.derive(passphrase.as_bytes(), &salt)?;
+        let cipher = XChaCha20Poly1305::new(&(*kek).into());
+        let tag = Tag::try_from(&wrapped[32..]).expect("16 bytes");
+        let ok = cipher
+            .decrypt_inout_detached(
+                &XNonce::from(nonce),
+                &wrap_aad(repository_id),
+                (&mut wrapped[..32]).into(),
+                &tag,
+            )
+            .is_ok();
+        if !ok {
+            return Ok(None);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&wrapped[..32]);
+        Ok(Some(MasterKey::from_bytes(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(encrypted: bool, level: Option<i32>) -> Codec {
+        let keys = encrypted.then(|| MasterKey::from_bytes([7; 32]).derive("repo"));
+        Codec::new(keys, level)
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let data: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 7).to_le_bytes()).collect();
+        for encrypted in [false, true] {
+            for level in [None, Some(3)] {
+                let c = codec(encrypted, level);
+                let sealed = c.seal("chunks/ab/x", &data).unwrap();
+                assert_eq!(sealed[0] & FLAG_ENCRYPTED != 0, encrypted);
+                assert_eq!(sealed[0] & FLAG_ZSTD != 0, level.is_some());
+                assert_eq!(
+                    c.open("chunks/ab/x", sealed.clone(), 1 << 20).unwrap(),
+                    data
+                );
+                if encrypted {
+                    // Bound to its name.
+                    assert!(c.open("chunks/ab/y", sealed, 1 << 20).is_err());
+                } else if level.is_some() {
+                    assert!(c.open("chunks/ab/x", sealed, 100).is_err(), "size limit");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_raw() {
+        let mut data = vec![0u8; 4096];
+        random_bytes(&mut data).unwrap();
+        let sealed = codec(false, Some(3)).seal("n", &data).unwrap();
+        assert_eq!(sealed[0], 0);
+        assert_eq!(&sealed[1..], &data[..]);
+    }
+
+    #[test]
+    fn ids_are_keyed_when_encrypted() {
+        let plain = codec(false, None).id(b"hello");
+        assert_eq!(
+            plain.to_hex(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let keyed = codec(true, None).id(b"hello");
+        assert_ne!(plain, keyed);
+        let other = Codec::new(Some(MasterKey::from_bytes([8; 32]).derive("repo")), None);
+        assert_ne!(other.id(b"hello"), keyed);
+    }
+
+    #[test]
+    fn key_file_wraps_and_rejects_wrong_passphrase() {
+        let master = MasterKey::from_bytes([9; 32]);
+        let now = chrono::Utc::now();
+        let file = KeyFile::wrap(
+            &master,
+            "correct horse",
+            KdfParams::insecure_for_tests(),
+            "r1",
+            now,
+        )
+        .unwrap();
+        let back = file.unwrap_key("correct horse", "r1").unwrap().unwrap();
+        assert_eq!(back.bytes(), master.bytes());
+        assert!(file.unwrap_key("wrong", "r1").unwrap().is_none());
+        assert!(file.unwrap_key("correct horse", "r2").unwrap().is_none());
+    }
+}

@@ -1,0 +1,248 @@
+//! Manifests: one JSON document per archive, written last.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ArchiveId, ChunkId};
+
+/// Manifest schema version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One archive: what was archived, when, and where each block's content is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest schema version (1).
+    pub version: u32,
+    /// The archive id (also the object name under `manifests/`).
+    pub id: ArchiveId,
+    /// When archiving started.
+    pub created: DateTime<Utc>,
+    /// The point in time the data is from: the source's time (snapshot start time), or
+    /// `created` when the source has none. Retention (`forget`) and listing order use it.
+    pub time: DateTime<Utc>,
+    /// The archive this one was built incrementally from, if any (informational: every
+    /// manifest is self-contained, so a parent may be forgotten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ArchiveId>,
+    /// What was archived.
+    pub source: ArchiveSource,
+    /// The volumes, in the order they were added.
+    pub volumes: Vec<VolumeArchive>,
+    /// Sizes over all volumes.
+    pub stats: ArchiveStats,
+}
+
+impl Manifest {
+    /// The retention group of this archive: `source.lineage` if set, else the sorted source
+    /// volume ids joined by `+`, else the source id.
+    pub fn lineage(&self) -> String {
+        if let Some(lineage) = &self.source.lineage {
+            return lineage.clone();
+        }
+        let mut ids: Vec<&str> = self
+            .volumes
+            .iter()
+            .filter_map(|v| v.source.volume_id.as_deref())
+            .collect();
+        if ids.is_empty() {
+            return self.source.id.clone();
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.join("+")
+    }
+
+    /// Every block-map segment id this archive references (with repeats across volumes).
+    pub fn segment_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
+        self.volumes
+            .iter()
+            .flat_map(|v| v.block_map.segments.iter().map(|s| s.id))
+    }
+}
+
+/// What kind of thing was archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// One EBS snapshot.
+    Snapshot,
+    /// An AMI: all its snapshots and its metadata document.
+    Image,
+    /// A raw disk image file.
+    File,
+}
+
+/// The archived thing as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveSource {
+    pub kind: SourceKind,
+    /// Snapshot id, AMI id or file path.
+    pub id: String,
+    /// The retention group, when the caller wants one other than the volume ids (see
+    /// [`Manifest::lineage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The source's tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The source's own time (snapshot start time, AMI creation date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    /// The AMI metadata document (the AMI issue's format), kept as opaque JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_metadata: Option<serde_json::Value>,
+}
+
+impl ArchiveSource {
+    /// A source with only a kind and an id.
+    pub fn new(kind: SourceKind, id: impl Into<String>) -> Self {
+        ArchiveSource {
+            kind,
+            id: id.into(),
+            lineage: None,
+            region: None,
+            account: None,
+            description: None,
+            tags: BTreeMap::new(),
+            time: None,
+            image_metadata: None,
+        }
+    }
+}
+
+/// One volume's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSource {
+    /// Device name in the AMI's block device mapping (`/dev/xvda`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// The volume the snapshot was taken of: the lineage for retention and incrementals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// Volume size in GiB (rounded up for a file).
+    pub volume_size_gib: u64,
+    /// Exact logical size in bytes (`volume_size_gib × 2^30` for EBS; the file length for a
+    /// file): what a restore to a file produces.
+    pub size_bytes: u64,
+    /// Whether the source snapshot was encrypted (then its unwritten blocks do not read as
+    /// zeros, so a restore must not rely on absent blocks being zero).
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl VolumeSource {
+    /// A volume of `volume_size_gib` GiB.
+    pub fn ebs(volume_size_gib: u64) -> Self {
+        VolumeSource {
+            device_name: None,
+            snapshot_id: None,
+            volume_id: None,
+            volume_size_gib,
+            size_bytes: volume_size_gib << 30,
+            encrypted: false,
+            description: None,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// A volume holding exactly `size_bytes` bytes (a file).
+    pub fn with_size_bytes(size_bytes: u64) -> Self {
+        VolumeSource {
+            volume_size_gib: size_bytes.div_ceil(1 << 30),
+            size_bytes,
+            ..VolumeSource::ebs(0)
+        }
+    }
+}
+
+/// One archived volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeArchive {
+    #[serde(flatten)]
+    pub source: VolumeSource,
+    /// Where the blocks are.
+    pub block_map: BlockMap,
+    /// This volume's sizes.
+    pub stats: ArchiveStats,
+}
+
+impl VolumeArchive {
+    /// Number of block indexes of the volume (present or not).
+    pub fn block_count(&self) -> u64 {
+        self.source
+            .size_bytes
+            .div_ceil(u64::from(self.block_map.block_size))
+    }
+}
+
+/// The block map of one volume: references to its segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMap {
+    /// Block size in bytes (524288).
+    pub block_size: u32,
+    /// Block indexes per segment.
+    pub segment_blocks: u32,
+    /// Segments holding at least one present block, sorted by `first_index`.
+    pub segments: Vec<SegmentRef>,
+}
+
+/// A reference to one block-map segment object (`blockmaps/ab/<id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// First block index the segment covers (a multiple of `segment_blocks`).
+    pub first_index: u64,
+    /// Present blocks in the segment.
+    pub blocks: u32,
+    /// Of those, blocks that are all zeros.
+    pub zero_blocks: u32,
+    /// The segment object's id.
+    pub id: ChunkId,
+}
+
+/// Sizes of an archive or a volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveStats {
+    /// Present blocks (listed in the source), including all-zero ones.
+    pub blocks: u64,
+    /// Present blocks that are all zeros (not stored).
+    pub zero_blocks: u64,
+    /// Logical bytes of present blocks (`blocks × block_size`).
+    pub size_bytes: u64,
+    /// Blocks this archive read and stored (the rest were inherited from the parent).
+    pub blocks_added: u64,
+    /// Chunks first stored by this archive.
+    pub new_chunks: u64,
+    /// Logical (uncompressed) bytes of those chunks.
+    pub new_bytes: u64,
+    /// Bytes written for those chunks (compressed, encrypted).
+    pub new_stored_bytes: u64,
+    /// Blocks whose chunk was already in the repository.
+    pub reused_chunks: u64,
+}
+
+impl ArchiveStats {
+    pub(crate) fn add(&mut self, other: &ArchiveStats) {
+        self.blocks += other.blocks;
+        self.zero_blocks += other.zero_blocks;
+        self.size_bytes += other.size_bytes;
+        self.blocks_added += other.blocks_added;
+        self.new_chunks += other.new_chunks;
+        self.new_bytes += other.new_bytes;
+        self.new_stored_bytes += other.new_stored_bytes;
+        self.reused_chunks += other.reused_chunks;
+    }
+}

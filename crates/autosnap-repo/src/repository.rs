@@ -1,0 +1,581 @@
+//! [`Repository`]: open or create a repository; store and fetch chunks and manifests.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::backend::{Backend, ObjectInfo};
+use crate::blockmap::{Segment, MAX_SPAN};
+use crate::config::{
+    Compression, Credentials, EncryptionConfig, EncryptionInit, HashAlgorithm, InitOptions,
+    RepoConfig, CHUNK_SIZE, CONFIG_NAME, FORMAT_NAME, FORMAT_VERSION,
+};
+use crate::crypto::{Codec, KdfParams, KeyFile, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::{ArchiveId, ChunkId};
+use crate::lock::{LockKind, LockOptions, RepoLock};
+use crate::manifest::{Manifest, MANIFEST_VERSION};
+
+/// Prefix of chunk objects: `chunks/<first two hex digits>/<64 hex digits>`.
+pub const CHUNKS_PREFIX: &str = "chunks/";
+/// Prefix of block-map segment objects: `blockmaps/<2 hex>/<64 hex>`.
+pub const BLOCKMAPS_PREFIX: &str = "blockmaps/";
+/// Prefix of manifests: `manifests/<archive id>`.
+pub const MANIFESTS_PREFIX: &str = "manifests/";
+/// Prefix of passphrase key files: `keys/<32 hex>`.
+pub const KEYS_PREFIX: &str = "keys/";
+/// Largest manifest (decoded JSON) a reader accepts.
+pub const MAX_MANIFEST_LEN: usize = 256 << 20;
+
+/// The object name of chunk `id`.
+pub fn chunk_object_name(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{CHUNKS_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// The object name of block-map segment `id`.
+pub fn blockmap_object_name(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{BLOCKMAPS_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// The object name of archive `id`'s manifest.
+pub fn manifest_object_name(id: &ArchiveId) -> String {
+    format!("{MANIFESTS_PREFIX}{id}")
+}
+
+/// The id in a `chunks/ab/…` or `blockmaps/ab/…` object name, if it is one.
+pub(crate) fn id_from_object_name(name: &str, prefix: &str) -> Option<ChunkId> {
+    let rest = name.strip_prefix(prefix)?;
+    let (fan, hex) = rest.split_once('/')?;
+    let id: ChunkId = hex.parse().ok()?;
+    (fan == &hex[..2]).then_some(id)
+}
+
+/// What [`Repository::put_chunk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutChunk {
+    pub id: ChunkId,
+    /// Whether this call stored the chunk (`false`: it was already in the repository).
+    pub new: bool,
+    /// Bytes written (compressed, encrypted); 0 when the chunk was already stored.
+    pub stored_len: u64,
+}
+
+/// An open repository. Cheap to clone, `Send + Sync`: share it between threads.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    config: RepoConfig,
+    codec: Codec,
+    master: Option<MasterKey>,
+    lock_options: LockOptions,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.inner.backend.location())
+            .field("id", &self.inner.config.id)
+            .field("encrypted", &self.is_encrypted())
+            .finish()
+    }
+}
+
+impl Repository {
+    /// Creates a repository in an empty backend. The `config` object is written last, so an
+    /// interrupted init leaves no repository (only an unused key file).
+    pub fn init(backend: Arc<dyn Backend>, options: InitOptions) -> Result<Repository> {
+        if backend.exists(CONFIG_NAME)? {
+            return Err(Error::AlreadyInitialized {
+                location: backend.location(),
+            });
+        }
+        if options.segment_blocks == 0 || options.segment_blocks > MAX_SPAN {
+            return Err(Error::InvalidConfig {
+                reason: format!("segment_blocks must be in 1..={MAX_SPAN}"),
+            });
+        }
+        let mut id = [0u8; 16];
+        crate::crypto::random_bytes(&mut id)?;
+        let id = hex::encode(id);
+        let now = Utc::now();
+        let (master, kms) = match options.encryption {
+            EncryptionInit::None => (None, None),
+            EncryptionInit::Passphrase { passphrase, kdf } => {
+                let master = MasterKey::generate()?;
+                write_key_file(&*backend, &master, &passphrase, kdf, &id)?;
+                (Some(master), None)
+            }
+            EncryptionInit::DataKey { key, kms } => (Some(MasterKey::from_bytes(key)), kms),
+        };
+        let config = RepoConfig {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            id: id.clone(),
+            created: now,
+            chunk_size: CHUNK_SIZE,
+            segment_blocks: options.segment_blocks,
+            hash: if master.is_some() {
+                HashAlgorithm::HmacSha256
+            } else {
+                HashAlgorithm::Sha256
+            },
+            compression: options.compression,
+            encryption: master.as_ref().map(|m| EncryptionConfig {
+                cipher: "xchacha20poly1305".to_owned(),
+                key_derivation: "hkdf-sha256".to_owned(),
+                key_check: m.key_check(&id),
+                kms,
+            }),
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("serialisable");
+        if !backend.create(CONFIG_NAME, &json)? {
+            return Err(Error::AlreadyInitialized {
+                location: backend.location(),
+            });
+        }
+        Ok(Repository::assemble(backend, config, master))
+    }
+
+    /// Reads and checks the `config` object without opening the repository (the AWS layer
+    /// reads `encryption.kms` from it to ask KMS for the data key).
+    pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+        let bytes = match backend.read(CONFIG_NAME) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::NotARepository {
+                    location: backend.location(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidConfig {
+                reason: format!("not JSON: {e}"),
+            })?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+            return Err(Error::InvalidConfig {
+                reason: format!("`format` is not {FORMAT_NAME:?}"),
+            });
+        }
+        // Check the version before the rest, so a newer format gets the right message.
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(Error::UnsupportedVersion {
+                    found: u32::try_from(v).unwrap_or(u32::MAX),
+                    supported: FORMAT_VERSION,
+                })
+            }
+            None => {
+                return Err(Error::InvalidConfig {
+                    reason: "`version` is missing".to_owned(),
+                })
+            }
+        }
+        let config: RepoConfig =
+            serde_json::from_value(value).map_err(|e| Error::InvalidConfig {
+                reason: e.to_string(),
+            })?;
+        let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        if config.chunk_size != CHUNK_SIZE {
+            return invalid(format!(
+                "chunk_size {} is not {CHUNK_SIZE}",
+                config.chunk_size
+            ));
+        }
+        if config.segment_blocks == 0 || config.segment_blocks > MAX_SPAN {
+            return invalid(format!(
+                "segment_blocks {} is out of range",
+                config.segment_blocks
+            ));
+        }
+        if config.id.len() != 32 || hex::decode(&config.id).is_err() {
+            return invalid("`id` is not 32 hex digits".to_owned());
+        }
+        match (&config.encryption, config.hash) {
+            (None, HashAlgorithm::Sha256) => {}
+            (Some(e), HashAlgorithm::HmacSha256)
+                if e.cipher == "xchacha20poly1305" && e.key_derivation == "hkdf-sha256" => {}
+            _ => return invalid("unknown or inconsistent hash/encryption settings".to_owned()),
+        }
+        Ok(config)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(backend: Arc<dyn Backend>, credentials: Credentials) -> Result<Repository> {
+        let config = Repository::read_config(&*backend)?;
+        let master = match (&config.encryption, credentials) {
+            (None, Credentials::None) => None,
+            (None, _) => return Err(Error::NotEncrypted),
+            (Some(_), Credentials::None) => return Err(Error::KeyRequired),
+            (Some(encryption), Credentials::DataKey(key)) => {
+                let master = MasterKey::from_bytes(key);
+                if master.key_check(&config.id) != encryption.key_check {
+                    return Err(Error::WrongKey);
+                }
+                Some(master)
+            }
+            (Some(encryption), Credentials::Passphrase(passphrase)) => {
+                let master = unlock_with_passphrase(&*backend, &passphrase, &config.id)?;
+                if master.key_check(&config.id) != encryption.key_check {
+                    return Err(Error::InvalidConfig {
+                        reason: "a key file opened, but its key fails the config's key check"
+                            .to_owned(),
+                    });
+                }
+                Some(master)
+            }
+        };
+        Ok(Repository::assemble(backend, config, master))
+    }
+
+    fn assemble(backend: Arc<dyn Backend>, config: RepoConfig, master: Option<MasterKey>) -> Self {
+        let codec = Codec::new(
+            master.as_ref().map(|m| m.derive(&config.id)),
+            config.compression.level(),
+        );
+        Repository {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                codec,
+                master,
+                lock_options: LockOptions::default(),
+            }),
+        }
+    }
+
+    /// The same repository with other lock timings (call before sharing it).
+    pub fn with_lock_options(self, lock_options: LockOptions) -> Repository {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            backend: shared.backend.clone(),
+            config: shared.config.clone(),
+            codec: shared.codec.clone(),
+            master: shared.master.clone(),
+            lock_options: shared.lock_options,
+        });
+        Repository {
+            inner: Arc::new(Inner {
+                lock_options,
+                ..inner
+            }),
+        }
+    }
+
+    /// The repository's config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.inner.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The lock timings in use.
+    pub fn lock_options(&self) -> LockOptions {
+        self.inner.lock_options
+    }
+
+    /// Whether chunks are encrypted (and ids keyed).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.codec.encrypted()
+    }
+
+    /// Block and maximum chunk size (524288).
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.config.chunk_size
+    }
+
+    /// Adds a passphrase that opens this repository (another `keys/` object); returns the key
+    /// object's name. Fails for unencrypted repositories.
+    pub fn add_passphrase(&self, passphrase: &str, kdf: KdfParams) -> Result<String> {
+        let master = self.inner.master.as_ref().ok_or(Error::NotEncrypted)?;
+        write_key_file(
+            &*self.inner.backend,
+            master,
+            passphrase,
+            kdf,
+            &self.inner.config.id,
+        )
+    }
+
+    /// Takes a repository lock (see [`crate::lock`]).
+    pub fn lock(&self, kind: LockKind, purpose: &str) -> Result<RepoLock> {
+        RepoLock::acquire(
+            self.inner.backend.clone(),
+            kind,
+            purpose,
+            self.inner.lock_options,
+        )
+        .map(|(lock, _)| lock)
+    }
+
+    pub(crate) fn lock_counting_stale(
+        &self,
+        kind: LockKind,
+        purpose: &str,
+    ) -> Result<(RepoLock, u64)> {
+        RepoLock::acquire(
+            self.inner.backend.clone(),
+            kind,
+            purpose,
+            self.inner.lock_options,
+        )
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Chunks
+    // -----------------------------------------------------------------------------------------
+
+    /// The id `data` has in this repository.
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        self.inner.codec.id(data)
+    }
+
+    /// Whether chunk `id` is stored.
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.inner.backend.exists(&chunk_object_name(id))?)
+    }
+
+    /// Stores `data` (at most `chunk_size` bytes) unless a chunk with its id is already
+    /// stored. Idempotent and safe to call from many threads.
+    pub fn put_chunk(&self, data: &[u8]) -> Result<PutChunk> {
+        let chunk_size = self.inner.config.chunk_size;
+        if data.len() > chunk_size as usize {
+            return Err(Error::ChunkTooLarge {
+                len: data.len(),
+                chunk_size,
+            });
+        }
+        let id = self.chunk_id(data);
+        let (new, stored_len) = self.put_object(&chunk_object_name(&id), data)?;
+        Ok(PutChunk {
+            id,
+            new,
+            stored_len,
+        })
+    }
+
+    /// Seals and create-only writes `plaintext` under `name` unless it exists.
+    fn put_object(&self, name: &str, plaintext: &[u8]) -> Result<(bool, u64)> {
+        if self.inner.backend.exists(name)? {
+            return Ok((false, 0));
+        }
+        let sealed = self.inner.codec.seal(name, plaintext)?;
+        let new = self.inner.backend.create(name, &sealed)?;
+        Ok((new, if new { sealed.len() as u64 } else { 0 }))
+    }
+
+    /// Fetches chunk `id`, decrypting, decompressing and checking its hash: a chunk that
+    /// fails any of these is [`Error::CorruptChunk`], a missing one [`Error::MissingChunk`].
+    pub fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let name = chunk_object_name(id);
+        let sealed = match self.inner.backend.read(&name) {
+            Ok(sealed) => sealed,
+            Err(e) if e.is_not_found() => return Err(Error::MissingChunk { id: *id }),
+            Err(e) => return Err(e.into()),
+        };
+        let data = self
+            .inner
+            .codec
+            .open(&name, sealed, self.inner.config.chunk_size as usize)
+            .map_err(|reason| Error::CorruptChunk { id: *id, reason })?;
+        let actual = self.chunk_id(&data);
+        if actual != *id {
+            return Err(Error::CorruptChunk {
+                id: *id,
+                reason: format!("its content hashes to {actual}"),
+            });
+        }
+        Ok(data)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Block maps
+    // -----------------------------------------------------------------------------------------
+
+    /// Largest encoded segment for this repository's span.
+    fn max_segment_len(&self) -> usize {
+        21 + self.inner.config.segment_blocks as usize * (9 + 32)
+    }
+
+    /// Stores a block-map segment; returns its id and whether it was new.
+    pub(crate) fn put_segment(&self, segment: &Segment) -> Result<(ChunkId, bool)> {
+        let bytes = segment.encode();
+        let id = self.chunk_id(&bytes);
+        let (new, _) = self.put_object(&blockmap_object_name(&id), &bytes)?;
+        Ok((id, new))
+    }
+
+    /// Fetches and decodes block-map segment `id`, checking its hash and span.
+    pub fn get_segment(&self, id: &ChunkId) -> Result<Segment> {
+        let name = blockmap_object_name(id);
+        let corrupt = |reason: String| Error::CorruptObject {
+            name: name.clone(),
+            reason,
+        };
+        let sealed = self.inner.backend.read(&name)?;
+        let bytes = self
+            .inner
+            .codec
+            .open(&name, sealed, self.max_segment_len())
+            .map_err(corrupt)?;
+        let actual = self.chunk_id(&bytes);
+        if actual != *id {
+            return Err(corrupt(format!("its content hashes to {actual}")));
+        }
+        let segment = Segment::decode(&bytes).map_err(corrupt)?;
+        if segment.span != self.inner.config.segment_blocks {
+            return Err(corrupt(format!(
+                "span {} differs from the repository's segment_blocks {}",
+                segment.span, self.inner.config.segment_blocks
+            )));
+        }
+        Ok(segment)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Manifests
+    // -----------------------------------------------------------------------------------------
+
+    /// Writes a manifest (create-only: an existing archive is never replaced).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let name = manifest_object_name(&manifest.id);
+        let json = serde_json::to_vec(manifest).expect("serialisable");
+        let sealed = self.inner.codec.seal(&name, &json)?;
+        if !self.inner.backend.create(&name, &sealed)? {
+            return Err(Error::CorruptObject {
+                name,
+                reason: "an archive with this id already exists".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads archive `id`'s manifest.
+    pub fn read_manifest(&self, id: &ArchiveId) -> Result<Manifest> {
+        let name = manifest_object_name(id);
+        let sealed = match self.inner.backend.read(&name) {
+            Ok(sealed) => sealed,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::ArchiveNotFound { id: id.to_string() })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let corrupt = |reason: String| Error::CorruptObject {
+            name: name.clone(),
+            reason,
+        };
+        let json = self
+            .inner
+            .codec
+            .open(&name, sealed, MAX_MANIFEST_LEN)
+            .map_err(corrupt)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+            other => {
+                return Err(corrupt(format!(
+                    "manifest version {other:?}, this autosnap reads {MANIFEST_VERSION}"
+                )))
+            }
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
+        if manifest.id != *id {
+            return Err(corrupt(format!("it claims to be archive {}", manifest.id)));
+        }
+        Ok(manifest)
+    }
+
+    /// Removes a manifest (used by `forget`).
+    pub(crate) fn delete_manifest(&self, id: &ArchiveId) -> Result<()> {
+        Ok(self.inner.backend.delete(&manifest_object_name(id))?)
+    }
+
+    /// Archive ids in the repository, sorted (by creation time). Objects under `manifests/`
+    /// whose names are not archive ids are ignored.
+    pub fn list_archive_ids(&self) -> Result<Vec<ArchiveId>> {
+        let mut ids = Vec::new();
+        self.inner
+            .backend
+            .list(MANIFESTS_PREFIX, &mut |ObjectInfo { name, .. }| {
+                if let Some(id) = name
+                    .strip_prefix(MANIFESTS_PREFIX)
+                    .and_then(|n| n.parse::<ArchiveId>().ok())
+                {
+                    ids.push(id);
+                }
+                Ok(())
+            })?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every archive's manifest, oldest first (by `time`, then id).
+    pub fn list_archives(&self) -> Result<Vec<Manifest>> {
+        let mut manifests = self
+            .list_archive_ids()?
+            .iter()
+            .map(|id| self.read_manifest(id))
+            .collect::<Result<Vec<_>>>()?;
+        manifests.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        Ok(manifests)
+    }
+
+    /// The newest archive of `lineage` (see [`Manifest::lineage`]): the natural parent of the
+    /// next incremental archive.
+    pub fn latest_archive(&self, lineage: &str) -> Result<Option<Manifest>> {
+        Ok(self
+            .list_archives()?
+            .into_iter()
+            .rfind(|m| m.lineage() == lineage))
+    }
+
+    /// The compression writers use.
+    pub fn compression(&self) -> Compression {
+        self.inner.config.compression
+    }
+}
+
+fn write_key_file(
+    backend: &dyn Backend,
+    master: &MasterKey,
+    passphrase: &str,
+    kdf: KdfParams,
+    repository_id: &str,
+) -> Result<String> {
+    let file = KeyFile::wrap(master, passphrase, kdf, repository_id, Utc::now())?;
+    let mut random = [0u8; 16];
+    crate::crypto::random_bytes(&mut random)?;
+    let name = format!("{KEYS_PREFIX}{}", hex::encode(random));
+    backend.create(
+        &name,
+        &serde_json::to_vec_pretty(&file).expect("serialisable"),
+    )?;
+    Ok(name)
+}
+
+fn unlock_with_passphrase(backend: &dyn Backend, passphrase: &str, id: &str) -> Result<MasterKey> {
+    let keys = crate::backend::list_sorted(backend, KEYS_PREFIX)?;
+    let mut tried = 0;
+    for key in &keys {
+        let bytes = backend.read(&key.name)?;
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidConfig {
+            reason: format!("key file {}: {e}", key.name),
+        })?;
+        tried += 1;
+        if let Some(master) = file.unwrap_key(passphrase, id)? {
+            return Ok(master);
+        }
+    }
+    Err(Error::WrongPassphrase { tried })
+}

@@ -1,0 +1,320 @@
+//! `autosnap snapshot create /mnt/data …` on an instance: resolve each path
+//! to its EBS volume(s), find this instance through its metadata, then take
+//! one snapshot call (one point in time for several volumes), optionally
+//! inside a filesystem freeze with pre/post hooks (autosnap-freeze), and tag
+//! every snapshot with the consistency achieved.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use autosnap_aws::imds;
+use autosnap_aws::{AwsContext, Ec2};
+use autosnap_core::model::Snapshot;
+use autosnap_core::tags::{self, settable_tags, Tags};
+use autosnap_freeze::{
+    install_signal_thaw, with_frozen, AfterCleanup, Consistency, FreezeOptions, FreezePlan,
+    HookResult, SystemView, VolumeOverrides, VolumeRef,
+};
+use chrono::Utc;
+
+use crate::cli::{HookFailure, SnapshotCreateArgs};
+use crate::commands::{wait_timeout, Env};
+use crate::exit::{Exit, UsageError};
+use crate::output;
+use crate::progress::WaitProgress;
+
+pub async fn create_for_paths(
+    env: &Env,
+    args: &SnapshotCreateArgs,
+    paths: Vec<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let c = &args.consistency;
+    let freeze_timeout = duration_arg("--freeze-timeout", &c.freeze_timeout)?;
+    let hook_timeout = duration_arg("--hook-timeout", &c.hook_timeout)?;
+    let wait = if args.wait.wait {
+        Some(wait_timeout(&args.wait.wait_timeout)?)
+    } else {
+        None
+    };
+    let mut user_tags = settable_tags(&args.tags)?;
+
+    // 1. Paths → mounts → volumes (or Xen device names).
+    let mut overrides = VolumeOverrides::default();
+    for spec in &c.volumes {
+        overrides
+            .parse_entry(spec)
+            .map_err(|e| UsageError(format!("--volume {spec}: {e}")))?;
+    }
+    let mounts = SystemView::default()
+        .resolve_all(&paths, &overrides)
+        .map_err(|e| UsageError(e.to_string()))?;
+    for unused in overrides.unused(&mounts) {
+        tracing::warn!(
+            "--volume for {} matches none of the given paths' mounts",
+            unused.display()
+        );
+    }
+
+    // 2. This instance, and its region when none is configured.
+    let me = imds::instance_identity().await?;
+    let mut settings = env.settings.aws.clone();
+    if settings.region.is_none() {
+        settings.region = Some(me.region.clone());
+    }
+    let ctx = AwsContext::connect(&settings).await?;
+    let ec2 = ctx.ec2().await?;
+    let instance = ec2.get_instance(&me.instance_id).await?;
+
+    // 3. Every volume must be attached here.
+    let mut volume_ids = BTreeSet::new();
+    for m in &mounts {
+        for v in &m.volumes {
+            let id = match v {
+                VolumeRef::VolumeId(id) => id.clone(),
+                VolumeRef::XenDevice(dev) => instance
+                    .volumes
+                    .iter()
+                    .find(|(name, _)| autosnap_freeze::xen_device_matches(name, dev))
+                    .map(|(_, id)| id.clone())
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "{} is on Xen device {dev}, which is not in the block-device mapping of {}: state the volume with --volume {}=vol-…",
+                            m.mount_point.display(),
+                            me.instance_id,
+                            m.mount_point.display()
+                        ))
+                    })?,
+            };
+            if !instance.volumes.iter().any(|(_, v)| v == &id) {
+                return Err(UsageError(format!(
+                    "volume {id} (behind {}) is not attached to this instance {}: check --volume",
+                    m.mount_point.display(),
+                    me.instance_id
+                ))
+                .into());
+            }
+            volume_ids.insert(id);
+        }
+    }
+    let volume_ids: Vec<String> = volume_ids.into_iter().collect();
+    tracing::info!(
+        "{} on {}: volume(s) {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        me.instance_id,
+        volume_ids.join(", ")
+    );
+
+    // 4. Tags (the consistency tag is set when the snapshot is taken).
+    let mut base = env.settings.config.file.defaults.tags.clone();
+    base.append(&mut user_tags);
+    base.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    base.insert(tags::SOURCE_INSTANCE.into(), me.instance_id.clone());
+    let description = args.description.clone().unwrap_or_else(|| {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        format!("autosnap: {} on {}", list.join(", "), me.instance_id)
+    });
+    let shot = Shot {
+        ec2: ec2.clone(),
+        instance_id: me.instance_id.clone(),
+        root_device: instance.root_device_name.clone(),
+        all_volumes: instance.volumes.clone(),
+        volume_ids: volume_ids.clone(),
+        tags: base,
+        copy_volume_tags: !args.no_copy_tags && env.settings.config.file.defaults.copy_volume_tags,
+        description,
+    };
+
+    // 5. Snapshot, frozen or not.
+    let hooks = !c.pre.is_empty() || !c.post.is_empty();
+    let (mut snaps, consistency) = if c.freeze || hooks {
+        let mut plan = FreezePlan::new(
+            if c.freeze {
+                mounts.iter().map(|m| m.mount_point.clone()).collect()
+            } else {
+                Vec::new()
+            },
+            std::env::current_exe()?,
+        );
+        plan.pre_hooks = c.pre.clone();
+        plan.post_hooks = c.post.clone();
+        plan.hook_timeout = hook_timeout;
+        plan.freeze_timeout = freeze_timeout;
+        plan.fallback_to_crash_consistent = c.on_hook_failure == HookFailure::Crash;
+        let mut options = FreezeOptions::default().with_force(c.force);
+        if let Some((p, _)) = &env.settings.config.path {
+            options = options.with_own_path(p.clone());
+        }
+        plan.freeze_options = options;
+        // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit.
+        install_signal_thaw(AfterCleanup::Terminate)?;
+
+        let handle = tokio::runtime::Handle::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            with_frozen(plan, |consistency| {
+                handle.block_on(shot.take(consistency.as_str()))
+            })
+        })
+        .await?;
+        match outcome {
+            Err(e) => {
+                log_hooks("pre", &e.pre_hooks);
+                log_hooks("post", &e.post_hooks);
+                // A refusal (root filesystem, autosnap's own files, an
+                // unsupported filesystem) is the user's to fix: exit 2.
+                if matches!(*e.cause, autosnap_freeze::FreezeRunCause::Refused(_)) {
+                    return Err(UsageError(e.to_string()).into());
+                }
+                return Err(anyhow::anyhow!("{e}"));
+            }
+            Ok((taken, report)) => {
+                log_hooks("pre", &report.pre_hooks);
+                log_hooks("post", &report.post_hooks);
+                for w in &report.warnings {
+                    tracing::warn!("{w}");
+                }
+                if let Some(window) = report.freeze_window {
+                    tracing::info!(
+                        "filesystems frozen for {} ms: {}",
+                        window.as_millis(),
+                        report
+                            .frozen_mounts
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                let snaps = taken?;
+                let achieved = report.consistency;
+                // The tag was set for the consistency planned; if the freeze
+                // did not hold until the thaw, say so on the snapshots.
+                if snaps.iter().any(|s| {
+                    s.tags.get(tags::CONSISTENCY).map(String::as_str) != Some(achieved.as_str())
+                }) {
+                    let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+                    let mut t = Tags::new();
+                    t.insert(tags::CONSISTENCY.into(), achieved.as_str().into());
+                    ec2.create_tags(&ids, &t).await?;
+                }
+                if report.post_hooks_failed() {
+                    tracing::warn!("a post hook failed; the snapshot was taken");
+                }
+                (snaps, achieved)
+            }
+        }
+    } else {
+        (
+            shot.take(Consistency::Crash.as_str()).await?,
+            Consistency::Crash,
+        )
+    };
+    for s in &mut snaps {
+        s.tags
+            .insert(tags::CONSISTENCY.into(), consistency.as_str().into());
+    }
+    eprintln!("consistency: {}", consistency.as_str());
+
+    if let Some(timeout) = wait {
+        let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+        let progress = WaitProgress::new(&format!("{} snapshot(s)", ids.len()), env.progress);
+        snaps = ec2
+            .wait_snapshots_completed(&ids, timeout, &progress)
+            .await?;
+        progress.finish();
+    }
+    let now = Utc::now();
+    output::emit(env.output, &snaps, || {
+        super::snapshot::snapshot_table(&snaps, now)
+    })?;
+    Ok(Exit::Success)
+}
+
+/// Everything one snapshot call needs, owned so it can cross into the
+/// blocking freeze thread.
+struct Shot {
+    ec2: Ec2,
+    instance_id: String,
+    root_device: Option<String>,
+    all_volumes: Vec<(String, String)>,
+    volume_ids: Vec<String>,
+    tags: Tags,
+    copy_volume_tags: bool,
+    description: String,
+}
+
+impl Shot {
+    /// One CreateSnapshot (one volume) or CreateSnapshots (several volumes of
+    /// this instance at one point in time), tagged with `consistency`.
+    async fn take(&self, consistency: &str) -> anyhow::Result<Vec<Snapshot>> {
+        let mut t = self.tags.clone();
+        t.insert(tags::CONSISTENCY.into(), consistency.into());
+        if let [only] = self.volume_ids.as_slice() {
+            t.insert(tags::SOURCE_VOLUME.into(), only.clone());
+            return Ok(vec![
+                self.ec2
+                    .create_snapshot(only, &self.description, &t)
+                    .await?,
+            ]);
+        }
+        t.insert(
+            tags::SET_ID.into(),
+            tags::set_id(&self.instance_id, Utc::now()),
+        );
+        let root_volume = self
+            .all_volumes
+            .iter()
+            .find(|(dev, _)| Some(dev) == self.root_device.as_ref())
+            .map(|(_, v)| v.clone());
+        let exclude_boot = root_volume
+            .as_ref()
+            .is_some_and(|r| !self.volume_ids.contains(r));
+        let exclude: Vec<String> = self
+            .all_volumes
+            .iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| !self.volume_ids.contains(v) && Some(v) != root_volume.as_ref())
+            .collect();
+        Ok(self
+            .ec2
+            .create_snapshot_set(
+                &self.instance_id,
+                exclude_boot,
+                &exclude,
+                self.copy_volume_tags,
+                &self.description,
+                &t,
+            )
+            .await?)
+    }
+}
+
+fn log_hooks(phase: &str, hooks: &[HookResult]) {
+    for h in hooks {
+        match h {
+            Ok(out) => {
+                tracing::info!(
+                    "{phase} hook `{}` finished in {} ms",
+                    out.command,
+                    out.duration.as_millis()
+                );
+                for line in out.stdout.lines().chain(out.stderr.lines()) {
+                    tracing::info!("  {phase} hook: {line}");
+                }
+            }
+            Err(e) => tracing::error!("{phase} hook failed: {e}"),
+        }
+    }
+}
+
+fn duration_arg(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    wait_timeout(text).map_err(|_| {
+        UsageError(format!(
+            "{flag} '{text}' is not a duration such as 10s or 2m"
+        ))
+        .into()
+    })
+}
