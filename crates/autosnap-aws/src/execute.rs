@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autosnap_core::model::Snapshot;
-use autosnap_core::plan::{CopySource, Plan, PolicyPlan, TargetPlan};
+use autosnap_core::plan::{CopySource, CreateAction, Plan, PolicyPlan, TargetPlan};
 use autosnap_core::policy::ResourceKind;
 use autosnap_core::tags::{self, Tags};
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -110,6 +111,18 @@ pub trait RunObserver: Send + Sync {
     fn done(&self, _what: &str) {}
 }
 
+/// Takes an instance's set itself, on the instance autosnap runs on (with a
+/// filesystem freeze and hooks). `None`: not this target, the executor takes
+/// a plain crash-consistent set. The tags given already carry the set id.
+pub trait LocalSnapshotter: Send + Sync {
+    fn take<'a>(
+        &'a self,
+        policy: &'a str,
+        create: &'a CreateAction,
+        tags: &'a Tags,
+    ) -> Option<BoxFuture<'a, Result<Vec<Snapshot>, String>>>;
+}
+
 struct NoWaitProgress;
 impl WaitObserver for NoWaitProgress {}
 
@@ -134,6 +147,7 @@ pub async fn execute(
     plan: &Plan,
     opts: &RunOptions,
     observer: &dyn RunObserver,
+    local: Option<&dyn LocalSnapshotter>,
 ) -> Result<RunReport, AwsError> {
     let mut names = BTreeSet::new();
     for p in &plan.policies {
@@ -169,7 +183,7 @@ pub async fn execute(
     let reports: Vec<RunReport> = stream::iter(work)
         .map(|(p, t)| {
             let regions = regions.clone();
-            async move { run_target(&regions, p, t, plan.now, opts, observer).await }
+            async move { run_target(&regions, p, t, plan.now, opts, observer, local).await }
         })
         .buffer_unordered(TARGET_CONCURRENCY)
         .collect()
@@ -188,6 +202,7 @@ async fn run_target(
     now: DateTime<Utc>,
     opts: &RunOptions,
     observer: &dyn RunObserver,
+    local: Option<&dyn LocalSnapshotter>,
 ) -> RunReport {
     let mut report = RunReport::default();
     let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
@@ -216,25 +231,42 @@ async fn run_target(
             .create_snapshot
             .acquire()
             .await;
+        // Plain snapshots are crash-consistent; a local snapshotter (freeze,
+        // hooks) sets its own consistency tag.
+        let mut crash_tags = create.tags.clone();
+        crash_tags.insert(tags::CONSISTENCY.into(), "crash".into());
         let result = match create.kind {
             ResourceKind::Volume => ec2
-                .create_snapshot(&create.target_id, &create.description, &create.tags)
+                .create_snapshot(&create.target_id, &create.description, &crash_tags)
                 .await
                 .map(|s| (vec![s], None)),
             ResourceKind::Instance => {
                 let set = tags::set_id(&create.target_id, now);
-                let mut t = create.tags.clone();
+                let mut t = crash_tags.clone();
                 t.insert(tags::SET_ID.into(), set.clone());
-                ec2.create_snapshot_set(
-                    &create.target_id,
-                    create.exclude_boot,
-                    &create.exclude_volumes,
-                    create.copy_tags_from_volumes,
-                    &create.description,
-                    &t,
-                )
-                .await
-                .map(|s| (s, Some(set)))
+                let mut local_tags = create.tags.clone();
+                local_tags.insert(tags::SET_ID.into(), set.clone());
+                let local_fut = local.and_then(|l| l.take(&policy.policy, create, &local_tags));
+                let taken = if let Some(fut) = local_fut {
+                    fut.await
+                        .map(|s| (s, Some(set)))
+                        .map_err(|detail| AwsError::Failed {
+                            what: format!("a consistent snapshot of {}", create.target_id),
+                            detail,
+                        })
+                } else {
+                    ec2.create_snapshot_set(
+                        &create.target_id,
+                        create.exclude_boot,
+                        &create.exclude_volumes,
+                        create.copy_tags_from_volumes,
+                        &create.description,
+                        &t,
+                    )
+                    .await
+                    .map(|s| (s, Some(set)))
+                };
+                taken
             }
         };
         match result {

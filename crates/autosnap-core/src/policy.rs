@@ -129,6 +129,43 @@ pub struct PolicyConfig {
     /// The snapshot description; may use variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Instance policies, when autosnap runs on that instance: filesystem
+    /// consistency for its sets (freeze, hooks). Ignored for other instances.
+    #[serde(default, skip_serializing_if = "Consistency::is_off")]
+    pub consistency: Consistency,
+}
+
+/// `consistency = { freeze = ["/var/lib/db"], pre = ["…"], post = ["…"] }`:
+/// freeze these mount paths (and run these hooks) around the instance's
+/// CreateSnapshots call when autosnap runs on the instance itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    /// Absolute mount paths to freeze.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// Shell commands run before the freeze.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<String>,
+    /// Shell commands run after the thaw, always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<String>,
+    /// The watchdog thaws after this long (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_timeout: Option<String>,
+    /// Hooks are killed after this long (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout: Option<String>,
+    /// When a pre hook fails: "fail" (no snapshot; default) or "crash" (a
+    /// crash-consistent snapshot, tagged so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hook_failure: Option<String>,
+}
+
+impl Consistency {
+    pub fn is_off(&self) -> bool {
+        self.freeze.is_empty() && self.pre.is_empty() && self.post.is_empty()
+    }
 }
 
 /// What is wrong with a policy: which policy, which field, and the problem.
@@ -213,6 +250,42 @@ impl PolicyConfig {
                 "name",
                 format!("is longer than {MAX_NAME_CHARS} characters"),
             ));
+        }
+
+        // consistency
+        let c = &self.consistency;
+        if !c.is_off() && self.resource != ResourceKind::Instance {
+            return Err(fail(
+                "consistency",
+                "applies to instance policies only (autosnap freezes filesystems on the instance it runs on)".into(),
+            ));
+        }
+        if let Some(p) = c.freeze.iter().find(|p| !p.starts_with('/')) {
+            return Err(fail(
+                "consistency.freeze",
+                format!("has {p:?}: give absolute mount paths such as \"/var/lib/db\""),
+            ));
+        }
+        for (field, value) in [
+            ("consistency.freeze_timeout", &c.freeze_timeout),
+            ("consistency.hook_timeout", &c.hook_timeout),
+        ] {
+            if let Some(v) = value {
+                if crate::duration::parse_age(v).is_err() {
+                    return Err(fail(
+                        field,
+                        format!("{v:?} is not a duration such as \"10s\" or \"2m\""),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &c.on_hook_failure {
+            if v != "fail" && v != "crash" {
+                return Err(fail(
+                    "consistency.on_hook_failure",
+                    format!("is {v:?}: use \"fail\" or \"crash\""),
+                ));
+            }
         }
 
         // select / exclude

@@ -390,3 +390,69 @@ fn refusals_and_metadata_errors_are_explained() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn policy_sets_of_this_instance_are_frozen_others_are_crash_consistent() {
+    let Some(s) = Scene::new(&[]) else { return };
+    let (other, _) = s.bed.instance("other");
+    s.bed.write_config(
+        "autosnap.toml",
+        &format!(
+            r#"
+[[policy]]
+name = "sets"
+resource = "instance"
+select = [{{ tags = {{ Name = "db" }} }}, {{ tags = {{ Name = "other" }} }}]
+schedule = "6h"
+retain = {{ last = 3 }}
+consistency = {{ freeze = ["{}"], pre = ["echo quiescing"], freeze_timeout = "20s" }}
+"#,
+            s.mnt()
+        ),
+        0o644,
+    );
+    let out = s
+        .bed
+        .std_cmd()
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", s.imds.endpoint())
+        .args(["run", "-o", "json"])
+        .output()
+        .unwrap();
+    let v = snapshot_json(&out);
+    assert_eq!(v["report"]["created"].as_array().unwrap().len(), 2, "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("quiescing"), "{stderr}");
+    assert!(stderr.contains("filesystems frozen for"), "{stderr}");
+    let snaps = s
+        .bed
+        .json(&["snapshot", "list", "--tag", "autosnap:policy=sets"]);
+    for snap in snaps.as_array().unwrap() {
+        let source = snap["tags"]["autosnap:source-instance"].as_str().unwrap();
+        let want = if source == s.instance {
+            "application"
+        } else {
+            "crash"
+        };
+        assert_eq!(snap["tags"]["autosnap:consistency"], want, "{snap}");
+    }
+    assert!(snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["tags"]["autosnap:source-instance"] == other.as_str()));
+    assert!(s.fs.writable_within(Duration::from_secs(5)));
+
+    // A consistency block on a volume policy is a configuration error.
+    s.bed.write_config(
+        "autosnap.toml",
+        "[[policy]]\nname = \"v\"\nresource = \"volume\"\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\nconsistency = { freeze = [\"/data\"] }\n",
+        0o644,
+    );
+    s.bed
+        .cmd()
+        .arg("plan")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("consistency"));
+}

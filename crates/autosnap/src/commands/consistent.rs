@@ -318,3 +318,132 @@ fn duration_arg(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
         .into()
     })
 }
+
+/// Policies with `consistency = { freeze = […], pre = […], post = […] }`:
+/// when `run` or `daemon` runs on an instance a policy backs up, that
+/// instance's set is taken inside a freeze with the policy's hooks.
+pub struct PolicyFreezer {
+    ec2: Ec2,
+    instance_id: String,
+    policies: Vec<autosnap_core::policy::PolicyConfig>,
+    after_cleanup: AfterCleanup,
+}
+
+impl PolicyFreezer {
+    /// `None` when no policy asks for consistency, or when this is not an
+    /// EC2 instance (then every set is crash-consistent, as the log says).
+    pub async fn detect(
+        ctx: &AwsContext,
+        policies: &[autosnap_core::policy::PolicyConfig],
+        after_cleanup: AfterCleanup,
+    ) -> Option<PolicyFreezer> {
+        let wanted: Vec<_> = policies
+            .iter()
+            .filter(|p| !p.consistency.is_off())
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        match imds::instance_identity().await {
+            Ok(me) => Some(PolicyFreezer {
+                ec2: ctx.ec2().await.ok()?,
+                instance_id: me.instance_id,
+                policies: wanted,
+                after_cleanup,
+            }),
+            Err(e) => {
+                tracing::info!(
+                    "policy consistency options apply only when autosnap runs on the instance itself: {e}"
+                );
+                None
+            }
+        }
+    }
+}
+
+impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
+    fn take<'a>(
+        &'a self,
+        policy: &'a str,
+        create: &'a autosnap_core::plan::CreateAction,
+        tags: &'a Tags,
+    ) -> Option<futures::future::BoxFuture<'a, Result<Vec<Snapshot>, String>>> {
+        if create.target_id != self.instance_id {
+            return None;
+        }
+        let settings = self
+            .policies
+            .iter()
+            .find(|p| p.name == policy)?
+            .consistency
+            .clone();
+        Some(Box::pin(async move {
+            let parse = |v: &Option<String>, default: u64| {
+                v.as_deref()
+                    .and_then(|t| autosnap_core::duration::parse_age(t).ok())
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(std::time::Duration::from_secs(default))
+            };
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut plan =
+                FreezePlan::new(settings.freeze.iter().map(PathBuf::from).collect(), exe);
+            plan.pre_hooks = settings.pre.clone();
+            plan.post_hooks = settings.post.clone();
+            plan.freeze_timeout = parse(&settings.freeze_timeout, 10);
+            plan.hook_timeout = parse(&settings.hook_timeout, 60);
+            plan.fallback_to_crash_consistent =
+                settings.on_hook_failure.as_deref() == Some("crash");
+            install_signal_thaw(self.after_cleanup).map_err(|e| e.to_string())?;
+            let handle = tokio::runtime::Handle::current();
+            let (ec2, create, tags) = (self.ec2.clone(), create.clone(), tags.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                with_frozen(plan, |consistency| {
+                    let mut t = tags;
+                    t.insert(tags::CONSISTENCY.into(), consistency.as_str().into());
+                    handle.block_on(ec2.create_snapshot_set(
+                        &create.target_id,
+                        create.exclude_boot,
+                        &create.exclude_volumes,
+                        create.copy_tags_from_volumes,
+                        &create.description,
+                        &t,
+                    ))
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let (taken, report) = outcome.map_err(|e| {
+                log_hooks("pre", &e.pre_hooks);
+                log_hooks("post", &e.post_hooks);
+                e.to_string()
+            })?;
+            log_hooks("pre", &report.pre_hooks);
+            log_hooks("post", &report.post_hooks);
+            if let Some(w) = report.freeze_window {
+                tracing::info!(
+                    "policy {policy}: filesystems frozen for {} ms",
+                    w.as_millis()
+                );
+            }
+            let mut snaps = taken.map_err(|e| e.to_string())?;
+            let achieved = report.consistency.as_str();
+            if snaps
+                .iter()
+                .any(|s| s.tags.get(tags::CONSISTENCY).map(String::as_str) != Some(achieved))
+            {
+                let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+                let mut t = Tags::new();
+                t.insert(tags::CONSISTENCY.into(), achieved.into());
+                self.ec2
+                    .create_tags(&ids, &t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for s in &mut snaps {
+                    s.tags.insert(tags::CONSISTENCY.into(), achieved.into());
+                }
+            }
+            Ok(snaps)
+        }))
+    }
+}

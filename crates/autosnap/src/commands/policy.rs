@@ -267,7 +267,16 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         prune: true,
         wait_timeout: timeout,
     };
-    let report = execute::execute(&ctx, &plan, &opts, &LogProgress).await?;
+    let freezer = super::consistent::PolicyFreezer::detect(
+        &ctx,
+        &policies,
+        autosnap_freeze::AfterCleanup::Terminate,
+    )
+    .await;
+    let local = freezer
+        .as_ref()
+        .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
+    let report = execute::execute(&ctx, &plan, &opts, &LogProgress, local).await?;
     print_report(env, &plan, Some(&report), false)?;
     Ok(if report.failures.is_empty() {
         Exit::Success
@@ -291,7 +300,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         prune: true,
         wait_timeout: Duration::from_secs(0),
     };
-    let report = execute::execute(&ctx, &plan, &opts, &LogProgress).await?;
+    let report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
     print_report(env, &plan, Some(&report), false)?;
     Ok(if report.failures.is_empty() {
         Exit::Success
@@ -537,6 +546,16 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
     let mut shutdown = Shutdown::new().context("cannot install signal handlers")?;
     let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
     tracing::info!("daemon started for policies {}", names.join(", "));
+    // The daemon handles SIGTERM itself: after a thaw, let it shut down.
+    let freezer = super::consistent::PolicyFreezer::detect(
+        &ctx,
+        &policies,
+        autosnap_freeze::AfterCleanup::Continue,
+    )
+    .await;
+    let local = freezer
+        .as_ref()
+        .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
 
     loop {
         let (plan, _) = match make_plan(env, &ctx, &policies, false, true).await {
@@ -567,7 +586,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                 prune: true,
                 wait_timeout: timeout,
             };
-            let work = execute::execute(&ctx, &plan, &opts, &LogProgress);
+            let work = execute::execute(&ctx, &plan, &opts, &LogProgress, local);
             tokio::pin!(work);
             let report = tokio::select! {
                 r = &mut work => r,
