@@ -4,7 +4,7 @@
 # `aws ec2 create-snapshot` calls. Reports wall time and the number of API
 # requests the test bed served for each.
 #
-#   bench/policies/run.sh [N]        (default N=500)
+#   bench/policies/run.sh [N]        (default N=500; PROFILE=debug to skip the release build)
 #
 # Needs: the test bed (testbed/setup.sh), a release build of autosnap, and
 # the aws CLI (installed into the test bed's venv when missing).
@@ -15,11 +15,14 @@ cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/autosnap/target}"
 venv_line="$(testbed/setup.sh)"; venv="${venv_line#AUTOSNAP_TESTBED_VENV=}"
 [[ -x "$venv/bin/aws" ]] || "$venv/bin/pip" install -q awscli
-cargo build --release --quiet --bin autosnap
-autosnap="$CARGO_TARGET_DIR/release/autosnap"
+# PROFILE=debug reuses the test build (the time is spent in API calls and
+# pacing, not in autosnap's CPU); the default is a release build.
+profile="${PROFILE:-release}"
+if [[ "$profile" == release ]]; then cargo build --release --quiet --bin autosnap; else cargo build --quiet --bin autosnap; fi
+autosnap="$CARGO_TARGET_DIR/$profile/autosnap"
 work="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
 # Starts a fresh test bed (logging each request) with N tagged volumes.
