@@ -118,5 +118,23 @@ echo "# running again does nothing: every target's newest backup covers its sche
 run run
 run status || echo "(exit $?: status reports what is not covered)"
 run prune --dry-run
+
+echo
+echo "==> AMI backups: an encrypted AMI of the instance, its metadata in S3, store and restore"
+"$venv/bin/python" - "$endpoint" <<'PY'
+import sys, boto3
+from botocore.config import Config
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1")
+boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **kw).create_bucket(Bucket="autosnap-amis")
+kms = boto3.client("kms", **kw)
+kms.create_alias(AliasName="alias/ami-backup", TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+PY
+run ami create "$inst" --encrypt --kms-key alias/ami-backup --metadata-bucket autosnap-amis --tag Purpose=demo
+ami="$("$autosnap_bin" ami list --managed -o json | json_field '[0]["image_id"]')"
+run ami list --managed
+run ami store "$ami" --bucket autosnap-amis --poll-interval 1s
+run ami restore --bucket autosnap-amis --ami "$ami" --name web-1-restored --poll-interval 1s
+run ami delete "$ami" --dry-run
+run iam-policy --for backup
 echo
 echo "demo finished: every result above came from the test bed at $endpoint"

@@ -140,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in ec2_corrections.CORRECTIONS.items():
             print(f"autosnap-testbed: EC2 correction {name}: {what}", file=sys.stderr)
 
+    # AMI corrections (CreateImage/CopyImage as AWS does them, S3 image tasks): ami_tasks.py.
+    import ami_tasks
+
+    ami_tasks.apply()
+    if args.verbose:
+        for name, what in ami_tasks.CORRECTIONS.items():
+            print(f"autosnap-testbed: AMI correction {name}: {what}", file=sys.stderr)
 
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.

@@ -5,13 +5,16 @@
 //! Nothing here decides *what* to do; the CLI and the planning code decide,
 //! this crate only does it.
 
+pub mod ami;
 pub mod context;
 pub mod ec2;
 pub mod error;
 pub mod execute;
 pub mod imds;
 pub mod inventory;
+pub mod kms;
 pub mod rate;
+pub mod s3;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};
 pub use ec2::{Ec2, NewVolume, SnapshotQuery, VolumeQuery, WaitObserver};

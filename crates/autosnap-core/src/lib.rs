@@ -12,6 +12,9 @@ pub mod policy;
 pub mod schedule;
 pub mod variables;
 
+pub mod ami;
+pub mod iam;
+
 pub mod config;
 pub mod deletion;
 pub mod ids;

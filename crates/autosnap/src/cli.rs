@@ -132,6 +132,10 @@ pub enum Command {
     #[command(subcommand, visible_alias = "snapshots")]
     Snapshot(SnapshotCommand),
 
+    /// AMI backups: create (encrypted), register, list, delete safely, metadata, store and restore via S3
+    #[command(subcommand, visible_alias = "amis")]
+    Ami(AmiCommand),
+
     /// Show what `run` would do now, and why (reads the account, changes nothing)
     Plan(PolicyArgs),
 
@@ -150,6 +154,9 @@ pub enum Command {
     /// Preview retention rules offline
     #[command(subcommand)]
     Retention(RetentionCommand),
+
+    /// Print the least-privilege IAM policy for autosnap's features (JSON)
+    IamPolicy(IamPolicyArgs),
 
     /// Print a shell completion script
     Completions(CompletionsArgs),
@@ -452,6 +459,16 @@ pub struct RetentionSimulateArgs {
     /// JSON file with the backups, or - for standard input
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Evaluate as of this time (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The `--keep-…` retention rules (shared by `retention simulate` and `repo forget`).
+#[derive(Debug, Args)]
+pub struct KeepArgs {
     /// Keep the N newest backups (a count or `unlimited`)
     #[arg(long, value_name = "N")]
     pub keep_last: Option<Count>,
@@ -491,9 +508,6 @@ pub struct RetentionSimulateArgs {
     /// Keep backups carrying all of these tags (comma-separated); repeatable
     #[arg(long, value_name = "TAG[,TAG]")]
     pub keep_tag: Vec<String>,
-    /// Evaluate as of this time (RFC 3339; default: now)
-    #[arg(long, value_name = "TIME")]
-    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -508,6 +522,328 @@ pub struct ManArgs {
     /// Write autosnap.1 and one page per subcommand into this directory
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+// ---- AMI backups and the IAM policy ------------------------------------------
+
+#[derive(Debug, Subcommand)]
+pub enum AmiCommand {
+    /// Create an AMI of an instance: its tags kept, optionally encrypted, metadata in S3
+    #[command(
+        long_about = "Create an AMI of an instance (CreateImage). The AMI and its snapshots \
+        get the instance's tags plus autosnap:managed=true and autosnap:source-instance, on \
+        create. The default name is autosnap-<Name tag or instance id>-<UTC time>, made unique. \
+        --encrypt copies the AMI to an encrypted one (CopyImage) when any snapshot is \
+        unencrypted and removes the unencrypted one, so the result is one AMI; if a step fails, \
+        what was made is cleaned up and the error says what is left. --encrypt and \
+        --metadata-bucket wait for the AMI to be available."
+    )]
+    Create(AmiCreateArgs),
+    /// Register an AMI from an EBS snapshot (RegisterImage) with sensible defaults
+    FromSnapshot(AmiFromSnapshotArgs),
+    /// List this account's AMIs, newest first
+    #[command(visible_alias = "ls")]
+    List(AmiListArgs),
+    /// Deregister AMIs and delete their snapshots; in-use and foreign AMIs are refused
+    #[command(
+        visible_alias = "rm",
+        long_about = "Deregister AMIs and delete their snapshots, except snapshots another AMI \
+        still uses. Refused unless --force: AMIs used by instances (pending, running, stopping, \
+        stopped) or by the default or latest version of a launch template (the users are \
+        named), and AMIs autosnap did not create. The plan is printed first; --dry-run prints \
+        it and changes nothing."
+    )]
+    Delete(AmiDeleteArgs),
+    /// Print an AMI's metadata document, or store it in S3
+    #[command(
+        long_about = "Collect an AMI's metadata document (schema: docs/ami-metadata.md): \
+        the AMI's attributes, tags and block devices with each snapshot's encryption and tags, \
+        and the source instance when known. Without --bucket it is printed; with --bucket it is \
+        written to s3://BUCKET/PREFIX/ami-metadata/<ami-id>.json with server-side encryption."
+    )]
+    Metadata(AmiMetadataArgs),
+    /// Store an AMI in S3 (CreateStoreImageTask) with its metadata document beside it
+    #[command(long_about = "Store an AMI as one object s3://BUCKET/<ami-id>.bin \
+        (CreateStoreImageTask), following DescribeStoreImageTasks until it completes, then \
+        write the metadata document (with where the object is) to \
+        s3://BUCKET/PREFIX/ami-metadata/<ami-id>.json. Encrypted snapshots are decrypted in \
+        the stored object (AWS's behaviour): keep the bucket private and encrypted.")]
+    Store(AmiStoreArgs),
+    /// Restore an AMI stored in S3, with its original tags re-applied
+    #[command(
+        long_about = "Restore an AMI from S3: read its metadata document, start \
+        CreateRestoreImageTask for the stored object, wait until the new AMI is available, \
+        then re-apply the original AMI's tags to it and each original snapshot's tags to the \
+        new snapshot of the same device (AWS restores no tags). --encrypt re-encrypts the \
+        restored AMI (CopyImage) and removes the unencrypted one. Restore always waits."
+    )]
+    Restore(AmiRestoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PollArgs {
+    /// How often to poll EC2 while waiting (e.g. 5s, 1m; 500ms for test beds)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        long_help = "How often to poll EC2 while waiting. Default: AMI states start at 2s and \
+                     back off to 15s; store tasks every 5s (DescribeStoreImageTasks allows 0.5 \
+                     requests per second per account). Accepts ms, s, m, h (e.g. 500ms, 5s)."
+    )]
+    pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AmiCreateArgs {
+    /// Instance to create the AMI of
+    #[arg(value_name = "INSTANCE_ID")]
+    pub instance: autosnap_core::ids::InstanceId,
+    /// AMI name (default: autosnap-<Name or id>-<UTC YYYYMMDDTHHMMSSZ>, made unique)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// AMI description (default names autosnap and the instance)
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Do not reboot the instance (the file systems are then only crash-consistent)
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Make every snapshot of the AMI encrypted (CopyImage with encryption when needed)
+    #[arg(long)]
+    pub encrypt: bool,
+    /// KMS key for --encrypt (id, ARN or alias/NAME; default: the account's EBS key)
+    #[arg(long, value_name = "KEY", requires = "encrypt")]
+    pub kms_key: Option<String>,
+    /// Also store the AMI's metadata document in this S3 bucket
+    #[arg(long, value_name = "BUCKET")]
+    pub metadata_bucket: Option<String>,
+    /// Key prefix for the metadata document (PREFIX/ami-metadata/<ami-id>.json)
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        requires = "metadata_bucket",
+        default_value = ""
+    )]
+    pub metadata_prefix: String,
+    /// Encrypt the metadata object with this KMS key (aws:kms) instead of AES256
+    #[arg(long, value_name = "KEY", requires = "metadata_bucket")]
+    pub sse_kms_key: Option<String>,
+    /// Extra tag for the AMI and its snapshots (KEY=VALUE); repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<TagArg>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Architecture {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "arm64")]
+    Arm64,
+    #[value(name = "i386")]
+    I386,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+            Architecture::I386 => "i386",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootMode {
+    #[value(name = "legacy-bios")]
+    LegacyBios,
+    #[value(name = "uefi")]
+    Uefi,
+    #[value(name = "uefi-preferred")]
+    UefiPreferred,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::LegacyBios => "legacy-bios",
+            BootMode::Uefi => "uefi",
+            BootMode::UefiPreferred => "uefi-preferred",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AmiFromSnapshotArgs {
+    /// Snapshot of the root volume
+    #[arg(value_name = "SNAPSHOT_ID")]
+    pub snapshot: SnapshotId,
+    /// AMI name (must be unused in the region)
+    #[arg(long)]
+    pub name: String,
+    /// AMI description
+    #[arg(long)]
+    pub description: Option<String>,
+    /// CPU architecture
+    #[arg(long, value_enum, default_value_t = Architecture::X86_64)]
+    pub architecture: Architecture,
+    /// Boot mode (default: the architecture's default; arm64 boots UEFI)
+    #[arg(long, value_enum)]
+    pub boot_mode: Option<BootMode>,
+    /// Root device name
+    #[arg(long, value_name = "DEVICE", default_value = "/dev/xvda")]
+    pub root_device_name: String,
+    /// Enable ENA networking (the default; needed by current instance types)
+    #[arg(long, overrides_with = "no_ena")]
+    pub ena: bool,
+    /// Disable ENA networking
+    #[arg(long)]
+    pub no_ena: bool,
+    /// Root volume type
+    #[arg(long, value_name = "TYPE", default_value = "gp3")]
+    pub volume_type: String,
+    /// Root volume size in GiB (default: the snapshot's size; never smaller)
+    #[arg(long, value_name = "GIB")]
+    pub size: Option<i32>,
+    /// Tag for the AMI (KEY=VALUE); repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<TagArg>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AmiListArgs {
+    /// Only AMIs autosnap created (tagged autosnap:managed=true)
+    #[arg(long)]
+    pub managed: bool,
+    /// Only AMIs with this tag (KEY=VALUE, or KEY for any value); repeatable
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<TagArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct AmiDeleteArgs {
+    /// AMIs to deregister
+    #[arg(required = true, value_name = "AMI_ID")]
+    pub ids: Vec<autosnap_core::ids::ImageId>,
+    /// Deregister only; keep the snapshots
+    #[arg(long)]
+    pub keep_snapshots: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also deregister AMIs that are in use or that autosnap did not create
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MetadataStoreArgs {
+    /// Key prefix for the metadata document (PREFIX/ami-metadata/<ami-id>.json)
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+    /// Encrypt the metadata object with this KMS key (aws:kms) instead of AES256
+    #[arg(long, value_name = "KEY")]
+    pub sse_kms_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AmiMetadataArgs {
+    /// The AMI
+    #[arg(value_name = "AMI_ID")]
+    pub ami: autosnap_core::ids::ImageId,
+    /// Store the document in this S3 bucket instead of printing it
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    #[command(flatten)]
+    pub store: MetadataStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AmiStoreArgs {
+    /// The AMI to store
+    #[arg(value_name = "AMI_ID")]
+    pub ami: autosnap_core::ids::ImageId,
+    /// S3 bucket (in the same region) for the AMI object and its metadata
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+    #[command(flatten)]
+    pub store: MetadataStoreArgs,
+    /// Tag for the stored S3 object (KEY=VALUE); repeatable
+    #[arg(long = "object-tag", value_name = "KEY=VALUE")]
+    pub object_tags: Vec<TagArg>,
+    /// Give up waiting after this long (e.g. 30m, 6h)
+    #[arg(long, value_name = "DURATION", default_value = "12h")]
+    pub wait_timeout: String,
+    #[command(flatten)]
+    pub poll: PollArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["ami", "key"])))]
+pub struct AmiRestoreArgs {
+    /// S3 bucket holding the stored AMI and its metadata
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+    /// The original AMI id (its metadata is PREFIX/ami-metadata/<id>.json)
+    #[arg(long, value_name = "AMI_ID")]
+    pub ami: Option<autosnap_core::ids::ImageId>,
+    /// The stored object (<ami-id>.bin) or the metadata document (….json) to restore from
+    #[arg(long, value_name = "OBJECT_KEY")]
+    pub key: Option<String>,
+    /// Key prefix the metadata document was stored under
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+    /// Name for the restored AMI (default: the original's, or <original>-restored when taken)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Re-encrypt the restored AMI (stored objects hold decrypted data)
+    #[arg(long)]
+    pub encrypt: bool,
+    /// KMS key for --encrypt (id, ARN or alias/NAME; default: the account's EBS key)
+    #[arg(long, value_name = "KEY", requires = "encrypt")]
+    pub kms_key: Option<String>,
+    /// Accepted for symmetry with `ami create`: restore always waits
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 30m, 6h)
+    #[arg(long, value_name = "DURATION", default_value = "12h")]
+    pub wait_timeout: String,
+    #[command(flatten)]
+    pub poll: PollArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFeature {
+    /// Create and copy snapshots (no delete permissions at all)
+    Backup,
+    /// Volumes from snapshots, AMIs restored from S3
+    Restore,
+    /// Delete snapshots and AMIs autosnap created
+    Prune,
+    /// AMI backups: create, encrypt, register, store, metadata, deregister
+    Ami,
+    /// Archives through the EBS direct APIs
+    Archive,
+    /// Everything above
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Features the role needs; repeatable (default: all)
+    #[arg(long = "for", value_enum, value_name = "FEATURE")]
+    pub features: Vec<PolicyFeature>,
+    /// S3 bucket to scope S3 permissions to; repeatable (default: a BUCKET-NAME placeholder)
+    #[arg(long = "bucket", value_name = "BUCKET")]
+    pub buckets: Vec<String>,
+    /// KMS key ARN to scope KMS permissions to; repeatable (default: any key, only through EC2)
+    #[arg(long = "kms-key-arn", value_name = "ARN")]
+    pub kms_key_arns: Vec<String>,
 }
 
 #[cfg(test)]

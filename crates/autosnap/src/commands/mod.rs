@@ -1,9 +1,11 @@
 //! One module per command group; each exposes `run` functions that take
 //! parsed arguments and the resolved settings and return an exit code.
 
+mod ami;
 mod config;
 mod consistent;
 mod docs;
+mod iam;
 mod init;
 mod policy;
 mod retention;
@@ -12,7 +14,9 @@ mod volume;
 
 use autosnap_aws::AwsContext;
 
-use crate::cli::{Cli, Command, ConfigCommand, RetentionCommand, SnapshotCommand, VolumeCommand};
+use crate::cli::{
+    AmiCommand, Cli, Command, ConfigCommand, RetentionCommand, SnapshotCommand, VolumeCommand,
+};
 use crate::exit::Exit;
 use crate::settings::{self, Settings};
 
@@ -48,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             return retention::simulate(cli.global.output, args)
         }
         Command::Man(args) => return docs::man(args),
+        Command::IamPolicy(args) => return iam::policy(args),
         _ => {}
     }
 
@@ -75,12 +80,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshot::create(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Delete(args)) => snapshot::delete(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
+        Command::Ami(AmiCommand::Create(args)) => ami::create(&env, &args).await,
+        Command::Ami(AmiCommand::FromSnapshot(args)) => ami::from_snapshot(&env, &args).await,
+        Command::Ami(AmiCommand::List(args)) => ami::list(&env, &args).await,
+        Command::Ami(AmiCommand::Delete(args)) => ami::delete(&env, &args).await,
+        Command::Ami(AmiCommand::Metadata(args)) => ami::metadata(&env, &args).await,
+        Command::Ami(AmiCommand::Store(args)) => ami::store(&env, &args).await,
+        Command::Ami(AmiCommand::Restore(args)) => ami::restore(&env, &args).await,
         Command::Plan(args) => policy::plan(&env, &args).await,
         Command::Run(args) => policy::run(&env, &args).await,
         Command::Prune(args) => policy::prune(&env, &args).await,
         Command::Status(args) => policy::status(&env, &args).await,
         Command::Daemon(args) => policy::daemon(&env, &args).await,
-        Command::Completions(_) | Command::Man(_) | Command::Retention(_) => {
+        Command::Completions(_)
+        | Command::Man(_)
+        | Command::Retention(_)
+        | Command::IamPolicy(_) => {
             unreachable!("handled above")
         }
     }

@@ -7,7 +7,7 @@ use autosnap_core::retention::{self, KeepPolicy, RetentionItem};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::cli::{OutputFormat, RetentionSimulateArgs};
+use crate::cli::{KeepArgs, OutputFormat, RetentionSimulateArgs};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 
@@ -29,7 +29,7 @@ struct Simulation {
 }
 
 pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::Result<Exit> {
-    let policy = policy_from_args(args)?;
+    let policy = policy_from_args(&args.keep)?;
     let text = if args.input.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -88,7 +88,7 @@ pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::R
     Ok(Exit::Success)
 }
 
-fn policy_from_args(args: &RetentionSimulateArgs) -> anyhow::Result<KeepPolicy> {
+pub(crate) fn policy_from_args(args: &KeepArgs) -> anyhow::Result<KeepPolicy> {
     let mut p = KeepPolicy::default();
     let counts = [
         (&mut p.last, &args.keep_last),

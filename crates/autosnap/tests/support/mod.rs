@@ -375,3 +375,211 @@ pub fn closed_port() -> u16 {
 }
 
 pub const QUICK: Duration = Duration::from_secs(20);
+
+// ---- AMI backups: S3, KMS, instances with a root volume, AMI users ----------
+
+impl TestBed {
+    /// An S3 client for the test bed (path-style addressing, as emulators need).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Creates an S3 bucket.
+    pub fn bucket(&self, name: &str) {
+        let s3 = self.s3();
+        self.block(async {
+            s3.create_bucket()
+                .bucket(name)
+                .send()
+                .await
+                .expect("create bucket");
+        })
+    }
+
+    /// Reads an S3 object whole.
+    pub fn s3_get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let s3 = self.s3();
+        self.block(async {
+            s3.get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("get s3://{bucket}/{key}: {e:?}"))
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes()
+                .to_vec()
+        })
+    }
+
+    /// The server-side encryption S3 reports for an object.
+    pub fn s3_sse(&self, bucket: &str, key: &str) -> Option<String> {
+        let s3 = self.s3();
+        self.block(async {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("head object")
+                .server_side_encryption()
+                .map(|s| s.as_str().to_string())
+        })
+    }
+
+    /// A KMS client for the test bed.
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        let conf = aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    }
+
+    /// A KMS key, with `alias` when given; returns its ARN.
+    pub fn kms_key(&self, alias: Option<&str>) -> String {
+        let kms = self.kms();
+        self.block(async {
+            let meta = kms
+                .create_key()
+                .send()
+                .await
+                .expect("create key")
+                .key_metadata
+                .expect("metadata");
+            if let Some(a) = alias {
+                kms.create_alias()
+                    .alias_name(a)
+                    .target_key_id(meta.key_id())
+                    .send()
+                    .await
+                    .expect("alias");
+            }
+            meta.arn.expect("arn")
+        })
+    }
+
+    /// An instance with a root volume (/dev/sda1, 8 GiB) and a data volume
+    /// (/dev/sdf, 4 GiB gp3), tagged Name=`name` plus `tags`; returns its id.
+    pub fn instance_with_root(&self, name: &str, tags: &[(&str, &str)]) -> String {
+        use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
+        let ec2 = self.ec2(REGION);
+        let mut all = vec![("Name", name)];
+        all.extend_from_slice(tags);
+        self.block(async {
+            let dev = |name: &str, size: i32, kind: &str| {
+                BlockDeviceMapping::builder()
+                    .device_name(name)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(size)
+                            .volume_type(kind.into())
+                            .build(),
+                    )
+                    .build()
+            };
+            let out = ec2
+                .run_instances()
+                .image_id("ami-12345678")
+                .min_count(1)
+                .max_count(1)
+                .instance_type(InstanceType::T3Micro)
+                .block_device_mappings(dev("/dev/sda1", 8, "gp2"))
+                .block_device_mappings(dev("/dev/sdf", 4, "gp3"))
+                .tag_specifications(tag_spec(ResourceType::Instance, &all))
+                .send()
+                .await
+                .expect("run instance");
+            out.instances()[0].instance_id().expect("id").to_string()
+        })
+    }
+
+    /// Launches an instance from an AMI (which then counts as in use).
+    pub fn launch_from_image(&self, image_id: &str) -> String {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            let out = ec2
+                .run_instances()
+                .image_id(image_id)
+                .min_count(1)
+                .max_count(1)
+                .send()
+                .await
+                .expect("run instance");
+            out.instances()[0].instance_id().expect("id").to_string()
+        })
+    }
+
+    /// A launch template whose (default and latest) version uses the AMI.
+    pub fn launch_template_using(&self, name: &str, image_id: &str) -> String {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            ec2.create_launch_template()
+                .launch_template_name(name)
+                .launch_template_data(
+                    aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                        .image_id(image_id)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("create launch template")
+                .launch_template()
+                .and_then(|t| t.launch_template_id())
+                .expect("id")
+                .to_string()
+        })
+    }
+
+    /// The AMI as EC2 describes it, or None once deregistered.
+    pub fn image(&self, image_id: &str) -> Option<aws_sdk_ec2::types::Image> {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            ec2.describe_images()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("image-id")
+                        .values(image_id)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("describe images")
+                .images()
+                .first()
+                .cloned()
+        })
+    }
+
+    /// A snapshot as EC2 describes it.
+    pub fn snapshot(&self, snapshot_id: &str) -> aws_sdk_ec2::types::Snapshot {
+        let ec2 = self.ec2(REGION);
+        self.block(async {
+            ec2.describe_snapshots()
+                .snapshot_ids(snapshot_id)
+                .send()
+                .await
+                .expect("describe snapshots")
+                .snapshots()
+                .first()
+                .cloned()
+                .expect("snapshot")
+        })
+    }
+}

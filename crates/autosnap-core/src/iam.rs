@@ -1,0 +1,615 @@
+//! The least-privilege IAM policy `autosnap iam-policy` prints, generated from
+//! one table: which statement each feature needs. Creating and deleting are
+//! separate statements, so a role made for `backup` cannot delete anything;
+//! deletes are allowed only on resources tagged `autosnap:managed=true`
+//! (`ec2:ResourceTag/autosnap:managed`, which DeleteSnapshot and
+//! DeregisterImage support). Describe calls cannot be scoped to resources in
+//! IAM, so they are the only statement on `*`; no action is a wildcard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::tags;
+
+/// A feature a role can be made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Feature {
+    /// Create and copy snapshots (`snapshot create|copy`, policy `run` without prune).
+    Backup,
+    /// Volumes from snapshots, AMIs restored from S3.
+    Restore,
+    /// Delete autosnap's snapshots and AMIs (`prune`, `snapshot delete`).
+    Prune,
+    /// AMI backups: create, encrypt, register, store, metadata, safe deregistration.
+    Ami,
+    /// Archives through the EBS direct APIs into an S3 repository.
+    Archive,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 5] = [
+        Feature::Backup,
+        Feature::Restore,
+        Feature::Prune,
+        Feature::Ami,
+        Feature::Archive,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Backup => "backup",
+            Feature::Restore => "restore",
+            Feature::Prune => "prune",
+            Feature::Ami => "ami",
+            Feature::Archive => "archive",
+        }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown feature '{0}': expected backup, restore, prune, ami, archive or all")]
+pub struct UnknownFeature(pub String);
+
+/// Parses one `--for` value; `all` expands to every feature.
+pub fn parse_features(s: &str) -> Result<Vec<Feature>, UnknownFeature> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "all" => Ok(Feature::ALL.to_vec()),
+        other => Feature::ALL
+            .iter()
+            .copied()
+            .find(|f| f.name() == other)
+            .map(|f| vec![f])
+            .ok_or_else(|| UnknownFeature(s.to_string())),
+    }
+}
+
+impl FromStr for Feature {
+    type Err = UnknownFeature;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Feature::ALL
+            .iter()
+            .copied()
+            .find(|f| f.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| UnknownFeature(s.to_string()))
+    }
+}
+
+/// What to scope resources to. Empty lists use the documented defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyScope {
+    /// S3 buckets for AMI metadata, stored AMIs and archive repositories.
+    pub buckets: Vec<String>,
+    /// KMS key ARNs used for encryption; default: any key, but only through EC2/EBS.
+    pub kms_key_arns: Vec<String>,
+}
+
+/// The placeholder bucket name when none is given.
+pub const BUCKET_PLACEHOLDER: &str = "BUCKET-NAME";
+
+#[derive(Clone, Copy)]
+enum Res {
+    Any,
+    Ec2(&'static [&'static str]),
+    Buckets,
+    BucketObjects,
+    KmsKeys,
+}
+
+#[derive(Clone, Copy)]
+enum Cond {
+    None,
+    /// Tag on create: CreateTags only as part of these actions.
+    CreateAction(&'static [&'static str]),
+    /// Only on resources autosnap created.
+    Managed,
+    /// The CreateTags request itself marks the resource as autosnap's.
+    RequestTagManaged,
+    /// KMS keys used only through EC2 (and EBS direct for archives).
+    ViaEc2,
+    /// Grants only for AWS resources (EBS).
+    GrantForAwsResource,
+}
+
+struct Rule {
+    sid: &'static str,
+    features: &'static [Feature],
+    actions: &'static [&'static str],
+    resource: Res,
+    condition: Cond,
+}
+
+use Feature::{Ami, Archive, Backup, Prune, Restore};
+
+const SNAPSHOTS: &[&str] = &["snapshot/*"];
+const IMAGES_AND_SNAPSHOTS: &[&str] = &["image/*", "snapshot/*"];
+
+/// The table: every statement, and the features that need it.
+const RULES: &[Rule] = &[
+    Rule {
+        sid: "AutosnapDescribe",
+        features: &[Backup, Restore, Prune, Ami, Archive],
+        actions: &[
+            "ec2:DescribeImages",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            "ec2:DescribeTags",
+            "ec2:DescribeVolumes",
+        ],
+        resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapDescribeForAmis",
+        features: &[Prune, Ami, Restore],
+        actions: &[
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:DescribeLaunchTemplates",
+            "ec2:DescribeStoreImageTasks",
+        ],
+        resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapCreateSnapshots",
+        features: &[Backup],
+        actions: &[
+            "ec2:CopySnapshot",
+            "ec2:CreateSnapshot",
+            "ec2:CreateSnapshots",
+        ],
+        resource: Res::Ec2(&["snapshot/*", "volume/*", "instance/*"]),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapTagSnapshotsOnCreate",
+        features: &[Backup],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::CreateAction(&["CopySnapshot", "CreateSnapshot", "CreateSnapshots"]),
+    },
+    Rule {
+        sid: "AutosnapCreateImages",
+        features: &[Ami],
+        actions: &[
+            "ec2:CopyImage",
+            "ec2:CreateImage",
+            "ec2:CreateStoreImageTask",
+            "ec2:RegisterImage",
+        ],
+        resource: Res::Ec2(&["image/*", "snapshot/*", "instance/*", "volume/*"]),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapTagImagesOnCreate",
+        features: &[Ami],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
+        condition: Cond::CreateAction(&["CopyImage", "CreateImage", "RegisterImage"]),
+    },
+    Rule {
+        sid: "AutosnapRestoreVolumes",
+        features: &[Restore],
+        actions: &["ec2:CreateVolume"],
+        resource: Res::Ec2(&["volume/*", "snapshot/*"]),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapTagVolumesOnCreate",
+        features: &[Restore],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(&["volume/*"]),
+        condition: Cond::CreateAction(&["CreateVolume"]),
+    },
+    Rule {
+        sid: "AutosnapRestoreImages",
+        features: &[Restore],
+        actions: &["ec2:CreateRestoreImageTask", "ec2:RegisterImage"],
+        resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
+        condition: Cond::None,
+    },
+    Rule {
+        // Restored AMIs get their original tags back after the task, and only
+        // in a request that also marks them as autosnap's.
+        sid: "AutosnapRetagRestoredImages",
+        features: &[Restore],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
+        condition: Cond::RequestTagManaged,
+    },
+    Rule {
+        sid: "AutosnapDeleteManagedSnapshots",
+        features: &[Prune, Ami],
+        actions: &["ec2:DeleteSnapshot"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
+        sid: "AutosnapDeregisterManagedImages",
+        features: &[Prune, Ami],
+        actions: &["ec2:DeregisterImage"],
+        resource: Res::Ec2(&["image/*"]),
+        condition: Cond::Managed,
+    },
+    Rule {
+        // The S3 image tasks read and write snapshots through the EBS direct APIs.
+        sid: "AutosnapEbsDirectRead",
+        features: &[Ami, Archive],
+        actions: &[
+            "ebs:GetSnapshotBlock",
+            "ebs:ListChangedBlocks",
+            "ebs:ListSnapshotBlocks",
+        ],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapEbsDirectWrite",
+        features: &[Restore, Archive],
+        actions: &[
+            "ebs:CompleteSnapshot",
+            "ebs:PutSnapshotBlock",
+            "ebs:StartSnapshot",
+        ],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapBucketList",
+        features: &[Ami, Restore, Archive],
+        actions: &["s3:GetBucketLocation", "s3:ListBucket"],
+        resource: Res::Buckets,
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapBucketRead",
+        features: &[Ami, Restore, Archive],
+        actions: &["s3:GetObject"],
+        resource: Res::BucketObjects,
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapBucketWrite",
+        features: &[Ami, Archive],
+        actions: &[
+            "s3:AbortMultipartUpload",
+            "s3:PutObject",
+            "s3:PutObjectTagging",
+        ],
+        resource: Res::BucketObjects,
+        condition: Cond::None,
+    },
+    Rule {
+        // CreateStoreImageTask needs it (AWS's documented list); archives forget and gc.
+        sid: "AutosnapBucketDelete",
+        features: &[Ami, Archive],
+        actions: &["s3:DeleteObject"],
+        resource: Res::BucketObjects,
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapKmsUseThroughEc2",
+        features: &[Backup, Restore, Ami, Archive],
+        actions: &[
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:Encrypt",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo",
+        ],
+        resource: Res::KmsKeys,
+        condition: Cond::ViaEc2,
+    },
+    Rule {
+        sid: "AutosnapKmsGrantsForEbs",
+        features: &[Backup, Restore, Ami, Archive],
+        actions: &["kms:CreateGrant"],
+        resource: Res::KmsKeys,
+        condition: Cond::GrantForAwsResource,
+    },
+    Rule {
+        // autosnap checks a key before encrypting with it (a bad key would
+        // otherwise only surface as a failed copy).
+        sid: "AutosnapKmsCheckKeys",
+        features: &[Ami, Restore],
+        actions: &["kms:DescribeKey"],
+        resource: Res::KmsKeys,
+        condition: Cond::None,
+    },
+];
+
+fn resource_value(r: Res, scope: &PolicyScope) -> Value {
+    let buckets: Vec<String> = if scope.buckets.is_empty() {
+        vec![BUCKET_PLACEHOLDER.to_string()]
+    } else {
+        scope.buckets.clone()
+    };
+    match r {
+        Res::Any => json!("*"),
+        Res::Ec2(kinds) => {
+            let arns: Vec<String> = kinds
+                .iter()
+                .map(|k| {
+                    if k.starts_with("image/") || k.starts_with("snapshot/") {
+                        // Images and snapshots have no account in their ARN.
+                        format!("arn:aws:ec2:*::{k}")
+                    } else {
+                        format!("arn:aws:ec2:*:*:{k}")
+                    }
+                })
+                .collect();
+            json!(arns)
+        }
+        Res::Buckets => json!(buckets
+            .iter()
+            .map(|b| format!("arn:aws:s3:::{b}"))
+            .collect::<Vec<_>>()),
+        Res::BucketObjects => json!(buckets
+            .iter()
+            .map(|b| format!("arn:aws:s3:::{b}/*"))
+            .collect::<Vec<_>>()),
+        Res::KmsKeys => {
+            if scope.kms_key_arns.is_empty() {
+                json!("arn:aws:kms:*:*:key/*")
+            } else {
+                json!(scope.kms_key_arns)
+            }
+        }
+    }
+}
+
+fn condition_value(c: Cond) -> Option<Value> {
+    match c {
+        Cond::None => None,
+        Cond::CreateAction(actions) => Some(json!({
+            "StringEquals": { "ec2:CreateAction": actions }
+        })),
+        Cond::Managed => Some(json!({
+            "StringEquals": { format!("ec2:ResourceTag/{}", tags::MANAGED): tags::MANAGED_VALUE }
+        })),
+        Cond::RequestTagManaged => Some(json!({
+            "StringEquals": { format!("aws:RequestTag/{}", tags::MANAGED): tags::MANAGED_VALUE }
+        })),
+        Cond::ViaEc2 => Some(json!({
+            "StringLike": { "kms:ViaService": ["ec2.*.amazonaws.com", "ebs.*.amazonaws.com"] }
+        })),
+        Cond::GrantForAwsResource => Some(json!({
+            "Bool": { "kms:GrantIsForAWSResource": "true" }
+        })),
+    }
+}
+
+/// An IAM policy document; fields serialize in the order IAM documents use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyDocument {
+    #[serde(rename = "Version")]
+    pub version: &'static str,
+    #[serde(rename = "Statement")]
+    pub statements: Vec<PolicyStatement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyStatement {
+    #[serde(rename = "Sid")]
+    pub sid: &'static str,
+    #[serde(rename = "Effect")]
+    pub effect: &'static str,
+    #[serde(rename = "Action")]
+    pub actions: Vec<&'static str>,
+    #[serde(rename = "Resource")]
+    pub resource: Value,
+    #[serde(rename = "Condition", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Value>,
+}
+
+impl PolicyDocument {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("policy serializes")
+    }
+}
+
+/// The policy document for the given features (duplicates ignored).
+pub fn iam_policy(features: &[Feature], scope: &PolicyScope) -> PolicyDocument {
+    let wanted: BTreeSet<Feature> = features.iter().copied().collect();
+    let statements = RULES
+        .iter()
+        .filter(|rule| rule.features.iter().any(|f| wanted.contains(f)))
+        .map(|rule| PolicyStatement {
+            sid: rule.sid,
+            effect: "Allow",
+            actions: rule
+                .actions
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            resource: resource_value(rule.resource, scope),
+            condition: condition_value(rule.condition),
+        })
+        .collect();
+    PolicyDocument {
+        version: "2012-10-17",
+        statements,
+    }
+}
+
+/// Every action a policy allows, for summaries and tests.
+pub fn policy_actions(policy: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in policy["Statement"].as_array().into_iter().flatten() {
+        let sid = s["Sid"].as_str().unwrap_or_default().to_string();
+        for a in s["Action"].as_array().into_iter().flatten() {
+            out.entry(a.as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(sid.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions(features: &[Feature]) -> BTreeMap<String, Vec<String>> {
+        policy_actions(&iam_policy(features, &PolicyScope::default()).to_value())
+    }
+
+    #[test]
+    fn valid_policy_json_for_every_feature() {
+        for f in Feature::ALL {
+            let p = iam_policy(&[f], &PolicyScope::default());
+            let text = serde_json::to_string(&p).unwrap();
+            assert!(text.starts_with("{\"Version\":\"2012-10-17\",\"Statement\":[{\"Sid\""));
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["Version"], "2012-10-17");
+            let stmts = back["Statement"].as_array().unwrap();
+            assert!(!stmts.is_empty(), "{f}");
+            let mut sids = BTreeSet::new();
+            for s in stmts {
+                assert_eq!(s["Effect"], "Allow");
+                assert!(
+                    sids.insert(s["Sid"].as_str().unwrap().to_string()),
+                    "unique Sid"
+                );
+                assert!(!s["Action"].as_array().unwrap().is_empty());
+                assert!(s.get("Resource").is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn no_wildcard_actions_and_star_resource_only_for_describes() {
+        let p = iam_policy(&Feature::ALL, &PolicyScope::default()).to_value();
+        for s in p["Statement"].as_array().unwrap() {
+            for a in s["Action"].as_array().unwrap() {
+                let a = a.as_str().unwrap();
+                assert!(!a.contains('*'), "wildcard action {a}");
+                assert!(a.contains(':'), "{a}");
+            }
+            if s["Resource"] == "*" {
+                for a in s["Action"].as_array().unwrap() {
+                    assert!(a.as_str().unwrap().contains(":Describe"), "{a} on *");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backup_cannot_delete() {
+        let a = actions(&[Feature::Backup]);
+        assert!(a.contains_key("ec2:CreateSnapshot"));
+        assert!(a.contains_key("ec2:CopySnapshot"));
+        for action in a.keys() {
+            let verb = action.split(':').nth(1).unwrap();
+            assert!(
+                !verb.starts_with("Delete") && !verb.starts_with("Deregister"),
+                "backup allows {action}"
+            );
+        }
+    }
+
+    #[test]
+    fn deletes_are_conditioned_on_the_managed_tag() {
+        let p = iam_policy(&[Feature::Prune, Feature::Ami], &PolicyScope::default()).to_value();
+        for s in p["Statement"].as_array().unwrap() {
+            let acts: Vec<&str> = s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            if acts
+                .iter()
+                .any(|a| a.starts_with("ec2:Delete") || a.starts_with("ec2:Deregister"))
+            {
+                assert_eq!(
+                    s["Condition"]["StringEquals"]["ec2:ResourceTag/autosnap:managed"],
+                    "true"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn features_get_what_they_need() {
+        let ami = actions(&[Feature::Ami]);
+        for need in [
+            "ec2:CreateImage",
+            "ec2:CopyImage",
+            "ec2:RegisterImage",
+            "ec2:DeregisterImage",
+            "ec2:CreateStoreImageTask",
+            "ec2:DescribeStoreImageTasks",
+            "ec2:DescribeLaunchTemplateVersions",
+            "s3:PutObject",
+            "s3:GetObject",
+            "s3:ListBucket",
+            "ebs:GetSnapshotBlock",
+            "kms:CreateGrant",
+            "kms:DescribeKey",
+        ] {
+            assert!(ami.contains_key(need), "ami lacks {need}");
+        }
+        let restore = actions(&[Feature::Restore]);
+        for need in [
+            "ec2:CreateRestoreImageTask",
+            "ec2:CreateVolume",
+            "ebs:PutSnapshotBlock",
+        ] {
+            assert!(restore.contains_key(need), "restore lacks {need}");
+        }
+        assert!(!restore.contains_key("ec2:DeleteSnapshot"));
+        let archive = actions(&[Feature::Archive]);
+        for need in [
+            "ebs:StartSnapshot",
+            "ebs:GetSnapshotBlock",
+            "s3:DeleteObject",
+        ] {
+            assert!(archive.contains_key(need), "archive lacks {need}");
+        }
+        assert!(!archive.contains_key("ec2:CreateImage"));
+    }
+
+    #[test]
+    fn s3_is_scoped_to_the_buckets() {
+        let scope = PolicyScope {
+            buckets: vec!["amis".into()],
+            kms_key_arns: vec!["arn:aws:kms:us-east-1:123456789012:key/k".into()],
+        };
+        let p = iam_policy(&[Feature::Ami], &scope);
+        let text = p.to_value().to_string();
+        assert!(text.contains("arn:aws:s3:::amis/*"));
+        assert!(text.contains("\"arn:aws:s3:::amis\""));
+        assert!(!text.contains(BUCKET_PLACEHOLDER));
+        assert!(text.contains("key/k"));
+        assert!(!text.contains("arn:aws:kms:*:*:key/*"));
+        let default = iam_policy(&[Feature::Ami], &PolicyScope::default())
+            .to_value()
+            .to_string();
+        assert!(default.contains(BUCKET_PLACEHOLDER));
+        // Backup needs no bucket at all.
+        let backup = iam_policy(&[Feature::Backup], &PolicyScope::default())
+            .to_value()
+            .to_string();
+        assert!(!backup.contains("arn:aws:s3"));
+    }
+
+    #[test]
+    fn feature_parsing() {
+        assert_eq!(parse_features("all").unwrap().len(), 5);
+        assert_eq!(parse_features("AMI").unwrap(), vec![Feature::Ami]);
+        assert!(parse_features("backups").is_err());
+    }
+}

@@ -1,0 +1,1403 @@
+//! `autosnap ami create | from-snapshot | list | delete | metadata | store | restore`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use autosnap_aws::ami::{
+    ImageCopy, ImageWaitObserver, NewImage, NewRegisteredImage, PollSchedule, StoreTask,
+};
+use autosnap_aws::kms::check_encryption_key;
+use autosnap_aws::s3::{ServerSideEncryptionMode, S3};
+use autosnap_aws::{AwsContext, AwsError, Ec2, VolumeQuery};
+use autosnap_core::ami::{
+    default_image_name, metadata_key, plan_ami_deletes, unique_image_name, validate_image_name,
+    AmiDeleteAction, AmiMetadata, AmiSummary, ImageDetails, RestoreSource, SourceInstance,
+    StoredImage,
+};
+use autosnap_core::tags::{self, settable_tags, Tags};
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{
+    AmiCreateArgs, AmiDeleteArgs, AmiFromSnapshotArgs, AmiListArgs, AmiMetadataArgs,
+    AmiRestoreArgs, AmiStoreArgs, MetadataStoreArgs, PollArgs,
+};
+use crate::commands::{wait_timeout, Env};
+use crate::exit::{Exit, UsageError};
+use crate::output;
+
+/// Deregistrations and snapshot deletions in flight (DeregisterImage and
+/// DeleteSnapshot refill at 5 per second).
+const DELETE_CONCURRENCY: usize = 4;
+/// Default interval between DescribeStoreImageTasks calls (0.5/s allowed).
+const STORE_POLL: Duration = Duration::from_secs(5);
+/// How long `ami create --encrypt` and `--metadata-bucket` wait without `--wait-timeout`.
+const DEFAULT_IMAGE_WAIT: Duration = Duration::from_secs(2 * 3600);
+/// What wrote a metadata document.
+const GENERATOR: &str = concat!("autosnap ", env!("CARGO_PKG_VERSION"));
+
+// ---- small helpers ----------------------------------------------------------------
+
+/// Parses `--poll-interval`: `500ms`, or a duration such as `5s`, `1m`.
+fn poll_interval(args: &PollArgs) -> anyhow::Result<Option<Duration>> {
+    let Some(text) = args.poll_interval.as_deref() else {
+        return Ok(None);
+    };
+    let d = if let Some(ms) = text.trim().strip_suffix("ms") {
+        ms.trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| UsageError(format!("--poll-interval '{text}': expected e.g. 500ms, 5s")))?
+    } else {
+        autosnap_core::duration::parse_age(text)
+            .map_err(|e| UsageError(format!("--poll-interval: {e}")))?
+            .to_std()
+            .map_err(|_| UsageError(format!("--poll-interval '{text}' must be positive")))?
+    };
+    if d.is_zero() {
+        return Err(UsageError(format!("--poll-interval '{text}' must be positive")).into());
+    }
+    Ok(Some(d))
+}
+
+fn image_schedule(poll: Option<Duration>) -> PollSchedule {
+    poll.map(PollSchedule::every)
+        .unwrap_or(PollSchedule::IMAGES)
+}
+
+fn sse_mode(kms_key: &Option<String>) -> ServerSideEncryptionMode {
+    match kms_key {
+        Some(k) => ServerSideEncryptionMode::Kms(Some(k.clone())),
+        None => ServerSideEncryptionMode::Aes256,
+    }
+}
+
+fn sse_label(mode: &ServerSideEncryptionMode) -> String {
+    match mode {
+        ServerSideEncryptionMode::Aes256 => "AES256".into(),
+        ServerSideEncryptionMode::Kms(Some(k)) => format!("aws:kms ({k})"),
+        ServerSideEncryptionMode::Kms(None) => "aws:kms".into(),
+    }
+}
+
+fn validate_name(name: &str) -> anyhow::Result<()> {
+    validate_image_name(name).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Fails when one of our AMIs already has the name, naming it and the fix.
+async fn ensure_name_free(ec2: &Ec2, name: &str) -> anyhow::Result<()> {
+    if let Some(other) = ec2.images_named(name).await?.first() {
+        return Err(UsageError(format!(
+            "AMI name '{name}' is already in use by AMI {} in {}: choose another --name, or deregister it first (`autosnap ami delete {}`)",
+            other.image_id,
+            ec2.region(),
+            other.image_id
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether EC2 refused a name as taken (a race with the check before).
+fn name_taken(e: &AwsError) -> bool {
+    matches!(
+        e,
+        AwsError::InvalidRequest { code, .. } | AwsError::Service { code, .. }
+            if code == "InvalidAMIName.Duplicate"
+    )
+}
+
+/// The first free name among `base`, `base-2`, … (one DescribeImages each).
+async fn free_name(ec2: &Ec2, base: &str) -> anyhow::Result<String> {
+    let mut taken = std::collections::BTreeSet::new();
+    loop {
+        let candidate = unique_image_name(base, |n| taken.contains(n));
+        if ec2.images_named(&candidate).await?.is_empty() {
+            return Ok(candidate);
+        }
+        taken.insert(candidate);
+        if taken.len() > 100 {
+            anyhow::bail!("no free AMI name found near '{base}': pass --name");
+        }
+    }
+}
+
+/// Progress while waiting for AMIs and store tasks: a bar on a terminal,
+/// one log line per change otherwise.
+struct AmiProgress {
+    bar: Option<ProgressBar>,
+    last: Mutex<String>,
+}
+
+impl AmiProgress {
+    fn new(what: &str, allowed: bool) -> AmiProgress {
+        let bar = (allowed && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(100);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos:>3}% ({elapsed})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        AmiProgress {
+            bar,
+            last: Mutex::new(String::new()),
+        }
+    }
+
+    fn report(&self, percent: u64, line: String) {
+        match &self.bar {
+            Some(bar) => bar.set_position(percent),
+            None => {
+                let mut last = self.last.lock().expect("not poisoned");
+                if *last != line {
+                    tracing::info!("{line}");
+                    *last = line;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AmiProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ImageWaitObserver for AmiProgress {
+    fn image_polled(&self, image: &ImageDetails) {
+        let percent = if image.state == "available" { 100 } else { 0 };
+        self.report(
+            percent,
+            format!("waiting for AMI {}: {}", image.image_id, image.state),
+        );
+    }
+
+    fn store_task_polled(&self, task: &StoreTask) {
+        let p = task.progress_percent.unwrap_or(0).clamp(0, 100);
+        self.report(
+            p as u64,
+            format!("storing AMI {} in S3: {} {p}%", task.image_id, task.state),
+        );
+    }
+}
+
+/// Waits for an AMI with progress.
+async fn wait_available(
+    env: &Env,
+    ec2: &Ec2,
+    image_id: &str,
+    timeout: Duration,
+    poll: PollSchedule,
+) -> Result<ImageDetails, AwsError> {
+    let progress = AmiProgress::new(&format!("AMI {image_id}"), env.progress);
+    ec2.wait_image_available(image_id, timeout, poll, &progress)
+        .await
+}
+
+// ---- cleanup after failures ------------------------------------------------------
+
+/// What cleaning up a failed or intermediate AMI did and did not manage.
+#[derive(Debug, Default, Serialize)]
+struct Cleanup {
+    deregistered: Vec<String>,
+    deleted_snapshots: Vec<String>,
+    /// Resources still there (with why), for the user to remove by hand.
+    left: Vec<String>,
+}
+
+impl Cleanup {
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.deregistered.is_empty() {
+            parts.push(format!("deregistered {}", self.deregistered.join(", ")));
+        }
+        if !self.deleted_snapshots.is_empty() {
+            parts.push(format!(
+                "deleted snapshots {}",
+                self.deleted_snapshots.join(", ")
+            ));
+        }
+        let done = if parts.is_empty() {
+            "nothing needed cleaning up".to_string()
+        } else {
+            format!("cleaned up: {}", parts.join("; "))
+        };
+        if self.left.is_empty() {
+            format!("{done}; nothing is left behind")
+        } else {
+            format!(
+                "{done}; LEFT BEHIND (remove by hand): {}",
+                self.left.join("; ")
+            )
+        }
+    }
+
+    fn merge(&mut self, other: Cleanup) {
+        self.deregistered.extend(other.deregistered);
+        self.deleted_snapshots.extend(other.deleted_snapshots);
+        self.left.extend(other.left);
+    }
+}
+
+/// Deregisters an AMI autosnap just made and deletes its snapshots: those
+/// in its mappings and those EC2 made for it (found by the AMI id in their
+/// description among autosnap's snapshots). Never fails: what could not be
+/// removed is listed.
+async fn remove_image(ec2: &Ec2, image_id: &str) -> Cleanup {
+    let mut c = Cleanup::default();
+    let mut snapshots: Vec<String> = match ec2.find_images(&[image_id.to_string()]).await {
+        Ok(found) => found.iter().flat_map(ImageDetails::snapshot_ids).collect(),
+        Err(e) => {
+            tracing::warn!("cannot describe {image_id} for cleanup: {e}");
+            Vec::new()
+        }
+    };
+    match ec2
+        .snapshots_made_for_image(
+            image_id,
+            &[(tags::MANAGED.into(), Some(tags::MANAGED_VALUE.into()))],
+        )
+        .await
+    {
+        Ok(more) => {
+            for s in more {
+                if !snapshots.contains(&s.snapshot_id) {
+                    snapshots.push(s.snapshot_id);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot look for snapshots made for {image_id}: {e}"),
+    }
+    // Never a snapshot another registered AMI still uses.
+    if !snapshots.is_empty() {
+        if let Ok(users) = ec2.images_with_snapshots(&snapshots).await {
+            snapshots.retain(|s| {
+                !users
+                    .iter()
+                    .any(|i| i.image_id != image_id && i.snapshot_ids().contains(s))
+            });
+        }
+    }
+    match ec2.deregister_image(image_id).await {
+        Ok(()) => c.deregistered.push(image_id.to_string()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            c.left.push(format!("AMI {image_id} ({e})"));
+            for s in snapshots {
+                c.left
+                    .push(format!("snapshot {s} (its AMI is still registered)"));
+            }
+            return c;
+        }
+    }
+    for s in snapshots {
+        match ec2.delete_snapshot(&s).await {
+            Ok(()) => c.deleted_snapshots.push(s),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => c.left.push(format!("snapshot {s} ({e})")),
+        }
+    }
+    c
+}
+
+// ---- encryption (create --encrypt, restore --encrypt) ------------------------------
+
+/// An encrypted copy of `source` with `name`, tagged on create, waited for.
+/// On success the unencrypted source is removed; on failure the copy is, and
+/// the error says what is left.
+struct EncryptOutcome {
+    image: ImageDetails,
+    cleanup: Cleanup,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn encrypt_image(
+    env: &Env,
+    ec2: &Ec2,
+    source: &ImageDetails,
+    name: &str,
+    kms_key: Option<&str>,
+    image_tags: &Tags,
+    snapshot_tags: &Tags,
+    timeout: Duration,
+    poll: PollSchedule,
+) -> anyhow::Result<EncryptOutcome> {
+    let copy = ImageCopy {
+        source_image_id: source.image_id.clone(),
+        source_region: ec2.region().to_string(),
+        name: name.to_string(),
+        description: source.description.clone(),
+        encrypted: true,
+        kms_key_id: kms_key.map(str::to_string),
+        image_tags: image_tags.clone(),
+        snapshot_tags: snapshot_tags.clone(),
+    };
+    let copy_id = match ec2.copy_image(&copy).await {
+        Ok(id) => id,
+        Err(e) => {
+            let c = remove_image(ec2, &source.image_id).await;
+            return Err(anyhow::anyhow!(
+                "cannot encrypt AMI {}: {e}; {}",
+                source.image_id,
+                c.summary()
+            ));
+        }
+    };
+    tracing::info!(
+        "encrypting: copying {} to {copy_id}{}",
+        source.image_id,
+        kms_key
+            .map(|k| format!(" with KMS key {k}"))
+            .unwrap_or_default()
+    );
+    let image = match wait_available(env, ec2, &copy_id, timeout, poll).await {
+        Ok(i) => i,
+        Err(e) => {
+            let mut c = remove_image(ec2, &copy_id).await;
+            c.merge(remove_image(ec2, &source.image_id).await);
+            return Err(anyhow::anyhow!(
+                "the encrypted copy {copy_id} of {} did not become available: {e}; {}",
+                source.image_id,
+                c.summary()
+            ));
+        }
+    };
+    if !image.unencrypted_snapshots().is_empty() {
+        let mut c = remove_image(ec2, &copy_id).await;
+        c.merge(remove_image(ec2, &source.image_id).await);
+        return Err(anyhow::anyhow!(
+            "the encrypted copy {copy_id} still has unencrypted snapshots ({}); {}",
+            image.unencrypted_snapshots().join(", "),
+            c.summary()
+        ));
+    }
+    // The copy is good: the unencrypted intermediate goes.
+    let cleanup = remove_image(ec2, &source.image_id).await;
+    tracing::info!("unencrypted {}: {}", source.image_id, cleanup.summary());
+    Ok(EncryptOutcome { image, cleanup })
+}
+
+// ---- metadata -------------------------------------------------------------------------
+
+/// Collects the metadata document of an AMI.
+async fn collect_metadata(
+    ctx: &AwsContext,
+    ec2: &Ec2,
+    image: &ImageDetails,
+) -> anyhow::Result<AmiMetadata> {
+    let source_id = image
+        .tags
+        .get(tags::SOURCE_INSTANCE)
+        .cloned()
+        .or_else(|| image.source_instance_id.clone());
+    let source = match &source_id {
+        Some(id) => Some(ec2.source_instance(id).await?.unwrap_or(SourceInstance {
+            instance_id: id.clone(),
+            instance_type: None,
+            availability_zone: None,
+            vpc_id: None,
+            subnet_id: None,
+            security_groups: Vec::new(),
+            iam_instance_profile: None,
+            key_name: None,
+            private_ip_address: None,
+            tags: Tags::new(),
+        })),
+        None => None,
+    };
+    let facts = ec2.snapshot_facts(&image.snapshot_ids()).await?;
+    Ok(AmiMetadata::build(
+        image,
+        &facts,
+        source,
+        &ctx.account_id().await?,
+        ec2.region(),
+        GENERATOR,
+        Utc::now(),
+    ))
+}
+
+/// Checks a bucket with an error that names it and the fix.
+async fn check_bucket(s3: &S3, bucket: &str) -> anyhow::Result<()> {
+    s3.check_bucket(bucket).await.map_err(|e| {
+        let fix = match &e {
+            AwsError::NotFound { .. } => format!(
+                "create it in this region (`aws s3 mb s3://{bucket}`) or pass the right --bucket"
+            ),
+            AwsError::AccessDenied { .. } => format!(
+                "the credentials may not use it: grant s3:ListBucket, s3:GetObject and s3:PutObject on it (`autosnap iam-policy --for ami --bucket {bucket}`)"
+            ),
+            _ => "check the bucket name and region".into(),
+        };
+        anyhow::Error::new(e).context(format!("cannot use S3 bucket {bucket}: {fix}"))
+    })
+}
+
+/// Writes a metadata document with server-side encryption; returns its `s3://` URL.
+async fn put_metadata(
+    s3: &S3,
+    bucket: &str,
+    store: &MetadataStoreArgs,
+    doc: &AmiMetadata,
+) -> anyhow::Result<String> {
+    let key = metadata_key(&store.prefix, &doc.image_id);
+    let sse = sse_mode(&store.sse_kms_key);
+    s3.put_json(bucket, &key, doc.to_json().into_bytes(), &sse)
+        .await
+        .with_context(|| format!("cannot write the metadata document to s3://{bucket}/{key}"))?;
+    tracing::info!(
+        "wrote metadata of {} to s3://{bucket}/{key} ({})",
+        doc.image_id,
+        sse_label(&sse)
+    );
+    Ok(format!("s3://{bucket}/{key}"))
+}
+
+// ---- create ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct CreateResult {
+    image_id: String,
+    name: Option<String>,
+    state: String,
+    instance_id: String,
+    snapshot_ids: Vec<String>,
+    encrypted: bool,
+    /// The unencrypted AMI `--encrypt` copied from (removed again).
+    intermediate_image_id: Option<String>,
+    metadata: Option<String>,
+    tags: Tags,
+}
+
+fn print_kv(env: &Env, value: &impl Serialize, rows: Vec<(&str, String)>) -> anyhow::Result<()> {
+    output::emit(env.output, value, || {
+        let mut t = output::table(["FIELD", "VALUE"]);
+        for (k, v) in rows {
+            t.add_row([k.to_string(), v]);
+        }
+        t
+    })
+}
+
+pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
+    let user_tags = settable_tags(&args.tags)?;
+    if let Some(n) = &args.name {
+        validate_name(n)?;
+    }
+    let poll = image_schedule(poll_interval(&args.poll)?);
+    let must_wait = args.wait.wait || args.encrypt || args.metadata_bucket.is_some();
+    let timeout = if args.wait.wait {
+        wait_timeout(&args.wait.wait_timeout)?
+    } else {
+        DEFAULT_IMAGE_WAIT
+    };
+
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let instance_id = args.instance.to_string();
+    let instance = ec2.get_instance(&instance_id).await?;
+
+    // Everything that can be checked is checked before anything is made.
+    if let Some(k) = &args.kms_key {
+        check_encryption_key(&ctx, ec2.region(), k)
+            .await
+            .context("--kms-key is not usable for EBS encryption")?;
+    }
+    let s3 = match &args.metadata_bucket {
+        Some(b) => {
+            let s3 = S3::connect(&ctx, ec2.region()).await?;
+            check_bucket(&s3, b).await?;
+            Some(s3)
+        }
+        None => None,
+    };
+    let name = match &args.name {
+        Some(n) => {
+            ensure_name_free(&ec2, n).await?;
+            n.clone()
+        }
+        None => {
+            let base = default_image_name(
+                &instance_id,
+                instance.tags.get("Name").map(String::as_str),
+                Utc::now(),
+            );
+            free_name(&ec2, &base).await?
+        }
+    };
+
+    // The instance's own tags, then [defaults] tags, --tag, and ownership.
+    let mut image_tags = tags::copyable_user_tags(&instance.tags);
+    image_tags.extend(env.settings.config.file.defaults.tags.clone());
+    image_tags.extend(user_tags);
+    image_tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    image_tags.insert(tags::SOURCE_INSTANCE.into(), instance_id.clone());
+    let snapshot_tags = image_tags.clone();
+    let description = args
+        .description
+        .clone()
+        .unwrap_or_else(|| match instance.tags.get("Name") {
+            Some(n) => format!("autosnap: {instance_id} ({n})"),
+            None => format!("autosnap: {instance_id}"),
+        });
+
+    // With --encrypt and any unencrypted volume, the first AMI is an
+    // intermediate and the encrypted copy gets the name.
+    let needs_copy = args.encrypt && {
+        let volumes = ec2
+            .list_volumes(&VolumeQuery {
+                instance_id: Some(instance_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        volumes.is_empty() || volumes.iter().any(|v| !v.encrypted)
+    };
+    let first_name = if needs_copy {
+        free_name(&ec2, &format!("{name}-unencrypted")).await?
+    } else {
+        name.clone()
+    };
+    let image_id = ec2
+        .create_image(&NewImage {
+            instance_id: instance_id.clone(),
+            name: first_name.clone(),
+            description: description.clone(),
+            no_reboot: args.no_reboot,
+            image_tags: image_tags.clone(),
+            snapshot_tags: snapshot_tags.clone(),
+        })
+        .await
+        .map_err(|e| {
+            if name_taken(&e) {
+                anyhow::Error::new(UsageError(format!(
+                    "AMI name '{first_name}' was taken meanwhile ({e}): choose another --name"
+                )))
+            } else {
+                anyhow::Error::new(e).context(format!("cannot create an AMI of {instance_id}"))
+            }
+        })?;
+    tracing::info!("creating AMI {image_id} ({first_name}) of {instance_id}");
+
+    let mut image = if must_wait {
+        match wait_available(env, &ec2, &image_id, timeout, poll).await {
+            Ok(i) => i,
+            Err(e) => {
+                let c = remove_image(&ec2, &image_id).await;
+                return Err(anyhow::anyhow!(
+                    "creating AMI {image_id} ({first_name}) of {instance_id} failed: {e}; {}",
+                    c.summary()
+                ));
+            }
+        }
+    } else {
+        ec2.get_image(&image_id).await?
+    };
+
+    let mut intermediate = None;
+    let mut partial = Vec::new();
+    if args.encrypt {
+        let unencrypted = image.unencrypted_snapshots();
+        if unencrypted.is_empty() {
+            tracing::info!("every snapshot of {image_id} is already encrypted: no copy needed");
+        } else {
+            // The name is the intermediate's unless it was planned as one.
+            let target = if needs_copy {
+                name.clone()
+            } else {
+                free_name(&ec2, &format!("{name}-encrypted")).await?
+            };
+            tracing::info!(
+                "{} of {} snapshot(s) unencrypted: making an encrypted copy",
+                unencrypted.len(),
+                image.snapshot_ids().len()
+            );
+            let out = encrypt_image(
+                env,
+                &ec2,
+                &image,
+                &target,
+                args.kms_key.as_deref(),
+                &image_tags,
+                &snapshot_tags,
+                timeout,
+                poll,
+            )
+            .await?;
+            intermediate = Some(image_id.clone());
+            if !out.cleanup.left.is_empty() {
+                partial.push(format!(
+                    "the encrypted AMI {} is ready, but removing the unencrypted {image_id} was incomplete: {}",
+                    out.image.image_id,
+                    out.cleanup.summary()
+                ));
+            }
+            image = out.image;
+        }
+    }
+
+    let mut metadata = None;
+    if let (Some(bucket), Some(s3)) = (&args.metadata_bucket, &s3) {
+        let store = MetadataStoreArgs {
+            prefix: args.metadata_prefix.clone(),
+            sse_kms_key: args.sse_kms_key.clone(),
+        };
+        let written = async {
+            let doc = collect_metadata(&ctx, &ec2, &image).await?;
+            put_metadata(s3, bucket, &store, &doc).await
+        }
+        .await;
+        match written {
+            Ok(url) => metadata = Some(url),
+            Err(e) => partial.push(format!(
+                "AMI {} is ready, but its metadata was not stored: {e:#}",
+                image.image_id
+            )),
+        }
+    }
+
+    let result = CreateResult {
+        image_id: image.image_id.clone(),
+        name: image.name.clone(),
+        state: image.state.clone(),
+        instance_id: instance_id.clone(),
+        snapshot_ids: image.snapshot_ids(),
+        encrypted: image.is_encrypted(),
+        intermediate_image_id: intermediate.clone(),
+        metadata: metadata.clone(),
+        tags: image.tags.clone(),
+    };
+    print_kv(
+        env,
+        &result,
+        vec![
+            ("AMI", result.image_id.clone()),
+            ("NAME", output::opt(&result.name)),
+            ("STATE", result.state.clone()),
+            ("INSTANCE", result.instance_id.clone()),
+            ("SNAPSHOTS", result.snapshot_ids.join(", ")),
+            ("ENCRYPTED", output::yes_no(result.encrypted).into()),
+            ("METADATA", output::opt(&result.metadata)),
+        ],
+    )?;
+    if partial.is_empty() {
+        Ok(Exit::Success)
+    } else {
+        for p in &partial {
+            eprintln!("error: {p}");
+        }
+        Ok(Exit::Partial)
+    }
+}
+
+// ---- from-snapshot --------------------------------------------------------------------------
+
+pub async fn from_snapshot(env: &Env, args: &AmiFromSnapshotArgs) -> anyhow::Result<Exit> {
+    validate_name(&args.name)?;
+    let user_tags = settable_tags(&args.tags)?;
+    if !args.root_device_name.starts_with("/dev/") {
+        return Err(UsageError(format!(
+            "--root-device-name '{}' must be a device name such as /dev/xvda or /dev/sda1",
+            args.root_device_name
+        ))
+        .into());
+    }
+    let timeout = if args.wait.wait {
+        Some(wait_timeout(&args.wait.wait_timeout)?)
+    } else {
+        None
+    };
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let snap_id = args.snapshot.to_string();
+    let snap = ec2.get_snapshot(&snap_id).await?;
+    if !snap.is_completed() {
+        return Err(UsageError(format!(
+            "snapshot {snap_id} is {}: an AMI can only be registered from a completed snapshot",
+            snap.state
+        ))
+        .into());
+    }
+    let snap_size = snap.size_gib.unwrap_or(8);
+    let size = match args.size {
+        Some(s) if s < snap_size => {
+            return Err(UsageError(format!(
+                "--size {s} is smaller than snapshot {snap_id} ({snap_size} GiB): the root volume cannot be smaller than its snapshot"
+            ))
+            .into())
+        }
+        Some(s) => s,
+        None => snap_size,
+    };
+    ensure_name_free(&ec2, &args.name).await?;
+    let boot_mode = args.boot_mode.map(|b| b.as_str().to_string()).or_else(|| {
+        (args.architecture == crate::cli::Architecture::Arm64).then(|| "uefi".to_string())
+    });
+    let mut tags = env.settings.config.file.defaults.tags.clone();
+    tags.extend(user_tags);
+    tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    tags.insert(tags::SOURCE_SNAPSHOT.into(), snap_id.clone());
+    let image_id = ec2
+        .register_image(&NewRegisteredImage {
+            name: args.name.clone(),
+            description: args
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("autosnap: registered from {snap_id}")),
+            snapshot_id: snap_id.clone(),
+            root_device_name: args.root_device_name.clone(),
+            volume_size_gib: size,
+            volume_type: args.volume_type.clone(),
+            architecture: args.architecture.as_str().to_string(),
+            boot_mode,
+            ena_support: !args.no_ena,
+            delete_on_termination: true,
+            tags,
+        })
+        .await?;
+    tracing::info!("registered AMI {image_id} ({}) from {snap_id}", args.name);
+    let image = match timeout {
+        Some(t) => wait_available(env, &ec2, &image_id, t, PollSchedule::IMAGES).await?,
+        None => ec2.get_image(&image_id).await?,
+    };
+    let summary = AmiSummary::from(&image);
+    print_kv(
+        env,
+        &summary,
+        vec![
+            ("AMI", summary.image_id.clone()),
+            ("NAME", output::opt(&summary.name)),
+            ("STATE", summary.state.clone()),
+            ("ARCHITECTURE", output::opt(&summary.architecture)),
+            ("SNAPSHOTS", summary.snapshot_ids.join(", ")),
+            ("ENCRYPTED", output::yes_no(summary.encrypted).into()),
+        ],
+    )?;
+    Ok(Exit::Success)
+}
+
+// ---- list ---------------------------------------------------------------------------------
+
+pub async fn list(env: &Env, args: &AmiListArgs) -> anyhow::Result<Exit> {
+    let mut filters: Vec<(String, Option<String>)> = args
+        .tags
+        .iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect();
+    if args.managed {
+        filters.push((tags::MANAGED.into(), Some(tags::MANAGED_VALUE.into())));
+    }
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let images = ec2.list_images(&filters).await?;
+    let rows: Vec<AmiSummary> = images.iter().map(AmiSummary::from).collect();
+    output::emit(env.output, &rows, || {
+        let mut t = output::table([
+            "AMI ID",
+            "NAME",
+            "STATE",
+            "CREATED",
+            "ARCH",
+            "SNAPSHOTS",
+            "ENCRYPTED",
+            "MANAGED",
+        ]);
+        for r in &rows {
+            t.add_row([
+                r.image_id.clone(),
+                output::opt(&r.name),
+                r.state.clone(),
+                output::opt(&r.creation_date),
+                output::opt(&r.architecture),
+                r.snapshot_ids.join(","),
+                output::yes_no(r.encrypted).into(),
+                output::yes_no(r.managed).into(),
+            ]);
+        }
+        t
+    })?;
+    Ok(Exit::Success)
+}
+
+// ---- delete ---------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct KeptOut {
+    snapshot_id: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct FailedOut {
+    snapshot_id: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct DeleteResult {
+    image_id: String,
+    name: Option<String>,
+    /// `deregistered`, `would_deregister`, `refused`, `missing`, `failed`, or
+    /// `partial` (deregistered, but some snapshots could not be deleted).
+    result: &'static str,
+    reason: String,
+    snapshots_deleted: Vec<String>,
+    snapshots_kept: Vec<KeptOut>,
+    snapshots_failed: Vec<FailedOut>,
+}
+
+pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let requested: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
+    let found = ec2.find_images(&requested).await?;
+
+    let mut users = BTreeMap::new();
+    for image in &found {
+        let u = ec2.image_users(&image.image_id).await?;
+        if !u.is_empty() {
+            users.insert(image.image_id.clone(), u);
+        }
+    }
+    let all_snaps: Vec<String> = found.iter().flat_map(ImageDetails::snapshot_ids).collect();
+    let others: Vec<ImageDetails> = ec2
+        .images_with_snapshots(&all_snaps)
+        .await?
+        .into_iter()
+        .filter(|i| !requested.contains(&i.image_id))
+        .collect();
+    let plan = plan_ami_deletes(
+        &requested,
+        &found,
+        &users,
+        &others,
+        args.force,
+        args.keep_snapshots,
+    );
+
+    // The plan first, then the work.
+    for d in &plan {
+        let what = match d.action {
+            AmiDeleteAction::Deregister => "deregister",
+            AmiDeleteAction::Refuse => "refuse",
+            AmiDeleteAction::Missing => "missing",
+        };
+        let mut line = format!("plan: {what} {}", d.image_id);
+        if let Some(n) = &d.name {
+            line.push_str(&format!(" ({n})"));
+        }
+        line.push_str(&format!(": {}", d.reason));
+        if !d.delete_snapshots.is_empty() {
+            line.push_str(&format!("; delete {}", d.delete_snapshots.join(", ")));
+        }
+        for k in &d.keep_snapshots {
+            line.push_str(&format!("; keep {} ({})", k.snapshot_id, k.reason));
+        }
+        tracing::info!("{line}");
+    }
+
+    // Phase 1: deregister everything planned, so that snapshots shared by
+    // two of them are free before phase 2 deletes them.
+    let deregistered: Vec<(String, Result<(), String>)> = stream::iter(
+        plan.iter()
+            .filter(|d| d.action == AmiDeleteAction::Deregister && !args.dry_run)
+            .map(|d| d.image_id.clone()),
+    )
+    .map(|id| {
+        let ec2 = ec2.clone();
+        async move {
+            let r = ec2.deregister_image(&id).await.map_err(|e| e.to_string());
+            if r.is_ok() {
+                tracing::info!("deregistered {id}");
+            }
+            (id, r)
+        }
+    })
+    .buffered(DELETE_CONCURRENCY)
+    .collect()
+    .await;
+    let dereg: BTreeMap<String, Result<(), String>> = deregistered.into_iter().collect();
+
+    // Phase 2: the snapshots of what was deregistered.
+    let to_delete: Vec<(String, String)> = plan
+        .iter()
+        .filter(|d| matches!(dereg.get(&d.image_id), Some(Ok(()))))
+        .flat_map(|d| {
+            d.delete_snapshots
+                .iter()
+                .map(|s| (d.image_id.clone(), s.clone()))
+        })
+        .collect();
+    let snap_results: Vec<(String, String, Result<(), String>)> = stream::iter(to_delete)
+        .map(|(image, snap)| {
+            let ec2 = ec2.clone();
+            async move {
+                let r = ec2.delete_snapshot(&snap).await.map_err(|e| e.to_string());
+                if r.is_ok() {
+                    tracing::info!("deleted snapshot {snap} of {image}");
+                }
+                (image, snap, r)
+            }
+        })
+        .buffered(DELETE_CONCURRENCY)
+        .collect()
+        .await;
+
+    let results: Vec<DeleteResult> = plan
+        .into_iter()
+        .map(|d| {
+            let kept = d
+                .keep_snapshots
+                .iter()
+                .map(|k| KeptOut {
+                    snapshot_id: k.snapshot_id.clone(),
+                    reason: k.reason.clone(),
+                })
+                .collect();
+            let mut r = DeleteResult {
+                image_id: d.image_id.clone(),
+                name: d.name.clone(),
+                result: "",
+                reason: d.reason.clone(),
+                snapshots_deleted: Vec::new(),
+                snapshots_kept: kept,
+                snapshots_failed: Vec::new(),
+            };
+            r.result = match d.action {
+                AmiDeleteAction::Missing => "missing",
+                AmiDeleteAction::Refuse => "refused",
+                AmiDeleteAction::Deregister if args.dry_run => {
+                    r.snapshots_deleted = d.delete_snapshots.clone();
+                    "would_deregister"
+                }
+                AmiDeleteAction::Deregister => match dereg.get(&d.image_id) {
+                    Some(Err(e)) => {
+                        r.reason = e.clone();
+                        "failed"
+                    }
+                    _ => {
+                        for (img, snap, res) in &snap_results {
+                            if img != &d.image_id {
+                                continue;
+                            }
+                            match res {
+                                Ok(()) => r.snapshots_deleted.push(snap.clone()),
+                                Err(e) => r.snapshots_failed.push(FailedOut {
+                                    snapshot_id: snap.clone(),
+                                    error: e.clone(),
+                                }),
+                            }
+                        }
+                        if r.snapshots_failed.is_empty() {
+                            "deregistered"
+                        } else {
+                            "partial"
+                        }
+                    }
+                },
+            };
+            r
+        })
+        .collect();
+
+    output::emit(env.output, &results, || {
+        let mut t = output::table(["AMI ID", "RESULT", "SNAPSHOTS DELETED", "KEPT", "REASON"]);
+        for r in &results {
+            let kept: Vec<String> = r
+                .snapshots_kept
+                .iter()
+                .map(|k| format!("{} ({})", k.snapshot_id, k.reason))
+                .collect();
+            let mut reason = r.reason.clone();
+            for f in &r.snapshots_failed {
+                reason.push_str(&format!("; cannot delete {}: {}", f.snapshot_id, f.error));
+            }
+            t.add_row([
+                r.image_id.clone(),
+                r.result.replace('_', " "),
+                if r.snapshots_deleted.is_empty() {
+                    "-".into()
+                } else {
+                    r.snapshots_deleted.join(", ")
+                },
+                if kept.is_empty() {
+                    "-".into()
+                } else {
+                    kept.join(", ")
+                },
+                reason,
+            ]);
+        }
+        t
+    })?;
+    let ok = results
+        .iter()
+        .filter(|r| matches!(r.result, "deregistered" | "would_deregister"))
+        .count();
+    let bad = results.len() - ok;
+    if bad > 0 {
+        eprintln!(
+            "{} {ok} of {} AMI(s); {bad} not (see RESULT and REASON)",
+            if args.dry_run {
+                "would deregister"
+            } else {
+                "deregistered"
+            },
+            results.len()
+        );
+    }
+    Ok(Exit::from_counts(ok, bad))
+}
+
+// ---- metadata -----------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct StoredMetadata {
+    image_id: String,
+    bucket: String,
+    key: String,
+    server_side_encryption: String,
+}
+
+pub async fn metadata(env: &Env, args: &AmiMetadataArgs) -> anyhow::Result<Exit> {
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let image = ec2.get_image(args.ami.as_str()).await?;
+    let mut doc = collect_metadata(&ctx, &ec2, &image).await?;
+    let Some(bucket) = &args.bucket else {
+        // The document is JSON whatever -o says.
+        output::print(&doc.to_json());
+        return Ok(Exit::Success);
+    };
+    let s3 = S3::connect(&ctx, ec2.region()).await?;
+    check_bucket(&s3, bucket).await?;
+    // Keep where a stored image is when refreshing the document.
+    let key = metadata_key(&args.store.prefix, &doc.image_id);
+    if let Ok(bytes) = s3.get(bucket, &key).await {
+        if let Ok(old) = AmiMetadata::from_json(&bytes) {
+            if old.image_id == doc.image_id {
+                doc.stored_image = old.stored_image;
+            }
+        }
+    }
+    let url = put_metadata(&s3, bucket, &args.store, &doc).await?;
+    let result = StoredMetadata {
+        image_id: doc.image_id.clone(),
+        bucket: bucket.clone(),
+        key: key.clone(),
+        server_side_encryption: sse_label(&sse_mode(&args.store.sse_kms_key)),
+    };
+    print_kv(
+        env,
+        &result,
+        vec![
+            ("AMI", result.image_id.clone()),
+            ("METADATA", url),
+            ("ENCRYPTION", result.server_side_encryption.clone()),
+        ],
+    )?;
+    Ok(Exit::Success)
+}
+
+// ---- store ---------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct StoreResult {
+    image_id: String,
+    bucket: String,
+    object_key: String,
+    metadata_key: String,
+    state: String,
+}
+
+pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
+    let object_tags = settable_tags(&args.object_tags)?;
+    let timeout = wait_timeout(&args.wait_timeout)?;
+    let interval = poll_interval(&args.poll)?.unwrap_or(STORE_POLL);
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let image_id = args.ami.to_string();
+    let image = ec2.get_image(&image_id).await?;
+    if image.state != "available" {
+        return Err(UsageError(format!(
+            "AMI {image_id} is {}: only available AMIs can be stored (wait for it, e.g. `ami create --wait`)",
+            image.state
+        ))
+        .into());
+    }
+    let s3 = S3::connect(&ctx, ec2.region()).await?;
+    check_bucket(&s3, &args.bucket).await?;
+    let object_key = ec2
+        .create_store_image_task(&image_id, &args.bucket, &object_tags)
+        .await
+        .with_context(|| format!("cannot start storing {image_id} in s3://{}", args.bucket))?;
+    tracing::info!("storing {image_id} as s3://{}/{object_key}", args.bucket);
+    let progress = AmiProgress::new(&format!("storing {image_id}"), env.progress);
+    let task = ec2
+        .wait_store_image_task(&image_id, interval, timeout, &progress)
+        .await;
+    drop(progress);
+    let task = task.with_context(|| {
+        format!(
+            "storing {image_id} in s3://{} did not complete; no metadata was written",
+            args.bucket
+        )
+    })?;
+
+    let mut doc = collect_metadata(&ctx, &ec2, &image).await?;
+    doc.stored_image = Some(StoredImage {
+        bucket: args.bucket.clone(),
+        object_key: task.object_key.clone().unwrap_or(object_key.clone()),
+        stored_at: Utc::now(),
+    });
+    let url = put_metadata(&s3, &args.bucket, &args.store, &doc)
+        .await
+        .context("the AMI object is stored, but without its metadata document `ami restore` cannot use it: run `autosnap ami store` again")?;
+    let result = StoreResult {
+        image_id: image_id.clone(),
+        bucket: args.bucket.clone(),
+        object_key: doc.stored()?.object_key.clone(),
+        metadata_key: metadata_key(&args.store.prefix, &image_id),
+        state: task.state.clone(),
+    };
+    print_kv(
+        env,
+        &result,
+        vec![
+            ("AMI", result.image_id.clone()),
+            (
+                "OBJECT",
+                format!("s3://{}/{}", result.bucket, result.object_key),
+            ),
+            ("METADATA", url),
+            ("STATE", result.state.clone()),
+        ],
+    )?;
+    Ok(Exit::Success)
+}
+
+// ---- restore ---------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct RestoreResult {
+    source_image_id: String,
+    image_id: String,
+    name: Option<String>,
+    state: String,
+    snapshot_ids: Vec<String>,
+    encrypted: bool,
+    /// The unencrypted restored AMI `--encrypt` copied from (removed again).
+    intermediate_image_id: Option<String>,
+    tags: Tags,
+}
+
+pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
+    let timeout = wait_timeout(&args.wait_timeout)?;
+    let poll = image_schedule(poll_interval(&args.poll)?);
+    if let Some(n) = &args.name {
+        validate_name(n)?;
+    }
+    let meta_key = match (&args.ami, &args.key) {
+        (Some(ami), _) => metadata_key(&args.prefix, ami.as_str()),
+        (None, Some(key)) => match RestoreSource::from_key(key).map_err(UsageError)? {
+            RestoreSource::Metadata { key } => key,
+            RestoreSource::StoredImage { image_id } => metadata_key(&args.prefix, &image_id),
+        },
+        (None, None) => unreachable!("clap requires --ami or --key"),
+    };
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let s3 = S3::connect(&ctx, ec2.region()).await?;
+    check_bucket(&s3, &args.bucket).await?;
+
+    let bytes = s3.get(&args.bucket, &meta_key).await.map_err(|e| {
+        let fix = if e.is_not_found() {
+            format!(
+                "no metadata document there: store the AMI with `autosnap ami store AMI --bucket {}` (it writes one), or give the --prefix it was stored under",
+                args.bucket
+            )
+        } else {
+            "cannot read it".to_string()
+        };
+        anyhow::Error::new(e).context(format!(
+            "cannot restore from s3://{}/{meta_key}: {fix}",
+            args.bucket
+        ))
+    })?;
+    let doc = AmiMetadata::from_json(&bytes)
+        .with_context(|| format!("s3://{}/{meta_key} is not usable", args.bucket))?;
+    let stored = doc.stored()?.clone();
+    // The object is looked for in the bucket given (stores may be copied
+    // between buckets together with their metadata).
+    let object_key = stored.object_key.clone();
+    let object_url = format!("s3://{}/{object_key}", args.bucket);
+    if !s3.exists(&args.bucket, &object_key).await? {
+        return Err(anyhow::anyhow!(
+            "the stored AMI object {object_url} does not exist (the metadata says {} was stored at {}): store it again with `autosnap ami store {} --bucket {}`",
+            doc.image_id,
+            stored.stored_at.format("%Y-%m-%d %H:%M UTC"),
+            doc.image_id,
+            args.bucket
+        ));
+    }
+
+    if let Some(k) = &args.kms_key {
+        check_encryption_key(&ctx, ec2.region(), k)
+            .await
+            .context("--kms-key is not usable for EBS encryption")?;
+    }
+    let original_name = doc
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("autosnap-restore-{}", doc.image_id));
+    let name = match &args.name {
+        Some(n) => {
+            ensure_name_free(&ec2, n).await?;
+            n.clone()
+        }
+        None => {
+            if ec2.images_named(&original_name).await?.is_empty() {
+                original_name.clone()
+            } else {
+                let n = free_name(&ec2, &format!("{original_name}-restored")).await?;
+                tracing::info!("the original name '{original_name}' is in use: restoring as '{n}'");
+                n
+            }
+        }
+    };
+    let first_name = if args.encrypt {
+        free_name(&ec2, &format!("{name}-unencrypted")).await?
+    } else {
+        name.clone()
+    };
+
+    let new_id = ec2
+        .create_restore_image_task(&args.bucket, &object_key, &first_name)
+        .await
+        .map_err(|e| {
+            if name_taken(&e) {
+                anyhow::Error::new(UsageError(format!(
+                    "AMI name '{first_name}' was taken meanwhile ({e}): choose another --name"
+                )))
+            } else {
+                anyhow::Error::new(e).context(format!("cannot start restoring {object_url}"))
+            }
+        })?;
+    tracing::info!(
+        "restoring {} from {object_url} as {new_id} ({first_name})",
+        doc.image_id
+    );
+    let mut image = match wait_available(env, &ec2, &new_id, timeout, poll).await {
+        Ok(i) => i,
+        Err(e) => {
+            let c = remove_image(&ec2, &new_id).await;
+            return Err(anyhow::anyhow!(
+                "restoring {} from {object_url} failed: {e}; {}",
+                doc.image_id,
+                c.summary()
+            ));
+        }
+    };
+
+    let image_tags = doc.restore_image_tags();
+    let mut intermediate = None;
+    let mut cleanup_note = None;
+    if args.encrypt && !image.unencrypted_snapshots().is_empty() {
+        // Tag the restored AMI first: it is autosnap's, and cleanup of it
+        // may depend on that tag (IAM conditions).
+        retag(&ec2, &image, &doc).await?;
+        let mut snap_tags = image_tags.clone();
+        snap_tags.retain(|k, _| k.starts_with(tags::OWN_PREFIX));
+        let out = encrypt_image(
+            env,
+            &ec2,
+            &image,
+            &name,
+            args.kms_key.as_deref(),
+            &image_tags,
+            &snap_tags,
+            timeout,
+            poll,
+        )
+        .await?;
+        intermediate = Some(new_id.clone());
+        if !out.cleanup.left.is_empty() {
+            cleanup_note = Some(out.cleanup.summary());
+        }
+        image = out.image;
+    }
+    retag(&ec2, &image, &doc).await.with_context(|| {
+        format!(
+            "AMI {} is restored but its original tags could not all be re-applied",
+            image.image_id
+        )
+    })?;
+    let image = ec2.get_image(&image.image_id).await?;
+    let result = RestoreResult {
+        source_image_id: doc.image_id.clone(),
+        image_id: image.image_id.clone(),
+        name: image.name.clone(),
+        state: image.state.clone(),
+        snapshot_ids: image.snapshot_ids(),
+        encrypted: image.is_encrypted(),
+        intermediate_image_id: intermediate,
+        tags: image.tags.clone(),
+    };
+    print_kv(
+        env,
+        &result,
+        vec![
+            ("RESTORED FROM", result.source_image_id.clone()),
+            ("AMI", result.image_id.clone()),
+            ("NAME", output::opt(&result.name)),
+            ("STATE", result.state.clone()),
+            ("SNAPSHOTS", result.snapshot_ids.join(", ")),
+            ("ENCRYPTED", output::yes_no(result.encrypted).into()),
+            ("TAGS", result.tags.len().to_string()),
+        ],
+    )?;
+    if let Some(note) = cleanup_note {
+        eprintln!(
+            "error: AMI {} is ready, but removing the unencrypted restored AMI was incomplete: {note}",
+            result.image_id
+        );
+        return Ok(Exit::Partial);
+    }
+    Ok(Exit::Success)
+}
+
+/// Re-applies the original AMI's tags to a restored AMI, and each original
+/// snapshot's tags to the new snapshot of the same device.
+async fn retag(ec2: &Ec2, image: &ImageDetails, doc: &AmiMetadata) -> anyhow::Result<()> {
+    ec2.create_tags(
+        std::slice::from_ref(&image.image_id),
+        &doc.restore_image_tags(),
+    )
+    .await?;
+    for m in &image.block_device_mappings {
+        if let Some(snap) = &m.snapshot_id {
+            ec2.create_tags(
+                std::slice::from_ref(snap),
+                &doc.restore_snapshot_tags(&m.device_name),
+            )
+            .await?;
+        }
+    }
+    tracing::info!(
+        "re-applied the tags of {} to {} and its snapshots",
+        doc.image_id,
+        image.image_id
+    );
+    Ok(())
+}
