@@ -6,7 +6,9 @@
 //! this crate only does it.
 
 pub mod ami;
+pub mod archive;
 pub mod context;
+pub mod ebs;
 pub mod ec2;
 pub mod error;
 pub mod execute;
@@ -15,6 +17,7 @@ pub mod inventory;
 pub mod kms;
 pub mod rate;
 pub mod s3;
+pub mod s3_backend;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};
 pub use ec2::{Ec2, NewVolume, SnapshotQuery, VolumeQuery, WaitObserver};

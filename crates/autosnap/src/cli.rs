@@ -163,6 +163,22 @@ pub enum Command {
 
     /// Print the man page (or write all pages to a directory)
     Man(ManArgs),
+
+    /// Archive repositories (local directory or s3://bucket/prefix): init, list, verify, forget, gc
+    #[command(subcommand)]
+    Repo(RepoCommand),
+
+    /// Upload a raw disk image as a new EBS snapshot (EBS direct APIs)
+    Upload(UploadArgs),
+
+    /// Download an EBS snapshot as a sparse raw image file (EBS direct APIs)
+    Download(DownloadArgs),
+
+    /// Archive an EBS snapshot into a repository (incremental, deduplicated, verified)
+    Archive(ArchiveArgs),
+
+    /// Restore an archive to a new snapshot, an image file or a block device
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -891,4 +907,158 @@ mod tests {
         ])
         .is_err());
     }
+}
+
+// ---- Archives: repositories, upload, download ---------------------------------
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a new archive repository
+    #[command(
+        long_about = "Create a new archive repository at REPO (a local directory or \
+        s3://bucket/prefix). With --encrypt, a random master key is wrapped under a passphrase \
+        (Argon2id) taken from $AUTOSNAP_REPO_PASSWORD or --password-file."
+    )]
+    Init(RepoInitArgs),
+    /// List the archives in a repository, oldest first
+    #[command(visible_alias = "ls")]
+    List(RepoArgs),
+    /// Check a repository's structure and references (and with --read-data every chunk)
+    Verify(RepoVerifyArgs),
+    /// Forget archives by retention rules (deletes manifests; run `repo gc` afterwards)
+    Forget(RepoForgetArgs),
+    /// Delete chunks and block maps no archive references (exclusive lock)
+    Gc(RepoGcArgs),
+}
+
+/// Where a repository is and how to open it.
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository: a local directory or s3://bucket/prefix
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// File holding the repository passphrase (else $AUTOSNAP_REPO_PASSWORD)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoInitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Encrypt the repository (XChaCha20-Poly1305; key from the passphrase through Argon2id)
+    #[arg(long)]
+    pub encrypt: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoVerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Also read every stored chunk and check its hash
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Show what would be forgotten, and why, without deleting anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Evaluate as of this time (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoGcArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Show what would be deleted without deleting anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Raw disk image to upload
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Description of the new snapshot
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tag for the new snapshot (KEY=VALUE); repeatable
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+    /// Wait until EC2 reports the snapshot completed
+    #[arg(long)]
+    pub wait: bool,
+    /// Blocks in flight at once
+    #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Snapshot to download (snap-…)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Image file to write (replaced atomically when complete)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Blocks in flight at once
+    #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Snapshot to archive (snap-…)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    #[command(flatten)]
+    pub repo: RepoFlag,
+    /// Blocks in flight at once
+    #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+}
+
+/// `--repo REPO` and how to open it.
+#[derive(Debug, Args)]
+pub struct RepoFlag {
+    /// Repository: a local directory or s3://bucket/prefix
+    #[arg(long = "repo", value_name = "REPO", env = "AUTOSNAP_REPO")]
+    pub repo: String,
+    /// File holding the repository passphrase (else $AUTOSNAP_REPO_PASSWORD)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_file", "to_snapshot", "to_device"])))]
+pub struct RestoreArgs {
+    /// Archive id, or a source snapshot id / volume id (its newest archive)
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: String,
+    #[command(flatten)]
+    pub repo: RepoFlag,
+    /// Write a sparse raw image file (replaced atomically when complete)
+    #[arg(long, value_name = "PATH")]
+    pub to_file: Option<PathBuf>,
+    /// Create a new EBS snapshot with the original description and tags
+    #[arg(long)]
+    pub to_snapshot: bool,
+    /// Encrypt the new snapshot with this KMS key (with --to-snapshot)
+    #[arg(long, value_name = "KEY", requires = "to_snapshot")]
+    pub kms_key: Option<String>,
+    /// Write every block of the volume to this block device (or existing file)
+    #[arg(long, value_name = "DEV")]
+    pub to_device: Option<PathBuf>,
+    /// Blocks in flight at once
+    #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
 }

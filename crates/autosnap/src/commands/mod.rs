@@ -2,12 +2,14 @@
 //! parsed arguments and the resolved settings and return an exit code.
 
 mod ami;
+mod archive;
 mod config;
 mod consistent;
 mod docs;
 mod iam;
 mod init;
 mod policy;
+mod repo;
 mod retention;
 mod snapshot;
 mod volume;
@@ -92,6 +94,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Prune(args) => policy::prune(&env, &args).await,
         Command::Status(args) => policy::status(&env, &args).await,
         Command::Daemon(args) => policy::daemon(&env, &args).await,
+        Command::Repo(command) => repo::run(&env, command).await,
+        Command::Upload(args) => archive::upload(&env, &args).await,
+        Command::Download(args) => archive::download(&env, &args).await,
+        Command::Archive(args) => archive::archive(&env, &args).await,
+        Command::Restore(args) => archive::restore(&env, &args).await,
         Command::Completions(_)
         | Command::Man(_)
         | Command::Retention(_)

@@ -1,0 +1,588 @@
+//! The EBS direct APIs (service `ebs`): start, write and complete snapshots block by block,
+//! list and read their blocks. Every call is retried with exponential backoff and jitter on
+//! throttling, 5xx and transport failures (each retry is logged); non-retryable errors
+//! (AccessDenied, validation) fail at once. Every block read is checked against its SHA-256.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ebs::primitives::ByteStream;
+use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm, Status, Tag};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use sha2::{Digest, Sha256};
+
+use crate::context::AwsContext;
+use crate::error::{AwsError, CallSite};
+
+/// EBS direct block size (AWS documents only this one; responses are checked against it).
+pub const BLOCK_SIZE: usize = 524_288;
+/// Blocks in flight at once by default (AWS: ~1000 Get/Put per second per account; 64 workers
+/// have been seen to exceed the per-snapshot rate).
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Attempts for a throttled or failing call before giving up.
+const MAX_ATTEMPTS: u32 = 10;
+/// First backoff delay; doubled per attempt up to [`MAX_BACKOFF`], with jitter.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// Right after StartSnapshot, PutSnapshotBlock may answer "snapshot does not exist"; AWS
+/// advises retrying for about two minutes.
+const NEW_SNAPSHOT_GRACE: Duration = Duration::from_secs(120);
+/// Block listings per page (AWS allows 100–10000).
+const LIST_PAGE: i32 = 10_000;
+
+/// A failure of an EBS direct transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum EbsError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "block {index} of snapshot {snapshot} failed its checksum {attempts} times \
+         (EBS said {expected}, the data hashes to {actual}); the snapshot or the network is damaged"
+    )]
+    ChecksumMismatch {
+        snapshot: String,
+        index: u64,
+        expected: String,
+        actual: String,
+        attempts: u32,
+    },
+    #[error("snapshot {snapshot}: {detail}")]
+    Unexpected { snapshot: String, detail: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("snapshot {snapshot} went to state error on completion ({detail})")]
+    CompletionFailed { snapshot: String, detail: String },
+}
+
+/// One block of a snapshot listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockEntry {
+    pub index: u64,
+    pub token: String,
+}
+
+/// One page of ListSnapshotBlocks / ListChangedBlocks.
+#[derive(Debug, Clone, Default)]
+pub struct BlockPage {
+    /// Volume size in GiB.
+    pub volume_size_gib: u64,
+    /// Blocks present (in the second snapshot, for changed blocks), in index order.
+    pub blocks: Vec<BlockEntry>,
+    /// Changed blocks absent from the second snapshot (only for changed blocks).
+    pub removed: Vec<u64>,
+    pub next_token: Option<String>,
+}
+
+/// What a new snapshot is started with.
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    pub volume_size_gib: u64,
+    pub description: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub parent_snapshot_id: Option<String>,
+    pub encrypted: bool,
+    pub kms_key_arn: Option<String>,
+    pub client_token: Option<String>,
+}
+
+/// Base64 SHA-256 of a block, as EBS sends and expects it.
+pub fn block_checksum(data: &[u8]) -> (String, [u8; 32]) {
+    let digest: [u8; 32] = Sha256::digest(data).into();
+    (aws_smithy_types::base64::encode(digest), digest)
+}
+
+/// The LINEAR aggregate checksum: SHA-256 over the concatenated raw 32-byte digests of the
+/// written blocks in block-index order, base64 (what AWS's own coldsnap sends).
+#[derive(Default)]
+pub struct LinearChecksum {
+    hasher: Sha256,
+    blocks: u64,
+}
+
+impl LinearChecksum {
+    /// Adds the next written block's digest (call in ascending block-index order).
+    pub fn push(&mut self, digest: &[u8; 32]) {
+        self.hasher.update(digest);
+        self.blocks += 1;
+    }
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    pub fn finish(self) -> String {
+        aws_smithy_types::base64::encode(self.hasher.finalize())
+    }
+}
+
+/// An EBS direct client.
+#[derive(Clone)]
+pub struct Ebs {
+    client: aws_sdk_ebs::Client,
+    site: CallSite,
+}
+
+enum Verdict {
+    Retry(&'static str),
+    Fail,
+}
+
+fn classify<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+    new_snapshot_grace: bool,
+) -> Verdict {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Verdict::Retry("transport error")
+        }
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            match ctx.err().code() {
+                Some(
+                    "ThrottlingException"
+                    | "RequestThrottledException"
+                    | "TooManyRequestsException"
+                    | "SlowDown",
+                ) => Verdict::Retry("throttled"),
+                Some("ResourceNotFoundException") if new_snapshot_grace => {
+                    Verdict::Retry("snapshot not yet visible")
+                }
+                Some("InternalServerException" | "ServiceUnavailableException") => {
+                    Verdict::Retry("server error")
+                }
+                _ if status == 429 => Verdict::Retry("throttled"),
+                _ if status >= 500 => Verdict::Retry("server error"),
+                _ => Verdict::Fail,
+            }
+        }
+        _ => Verdict::Fail,
+    }
+}
+
+/// Exponential backoff with jitter (no RNG dependency: the clock's nanoseconds).
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base / 2 + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+impl Ebs {
+    /// An EBS direct client with the context's credentials, region and endpoint.
+    pub fn new(ctx: &AwsContext) -> Ebs {
+        Ebs {
+            client: aws_sdk_ebs::Client::new(ctx.sdk_config()),
+            site: ctx.call_site("EBS", ctx.region()),
+        }
+    }
+
+    /// An EBS direct client over a ready SDK client (tests use a fake HTTP client).
+    pub fn from_client(client: aws_sdk_ebs::Client, site: CallSite) -> Ebs {
+        Ebs { client, site }
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the retry budget is spent.
+    async fn call<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        snapshot: &str,
+        started: Option<Instant>,
+        mut call: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(err) => {
+                    let grace = started.is_some_and(|s| s.elapsed() < NEW_SNAPSHOT_GRACE);
+                    match classify(&err, grace) {
+                        Verdict::Retry(why) if attempt + 1 < MAX_ATTEMPTS || grace => {
+                            attempt += 1;
+                            let delay = backoff(attempt);
+                            tracing::warn!(
+                                "{operation} on {snapshot}: {why}; retry {attempt} in {:.1}s",
+                                delay.as_secs_f64()
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
+                        _ => {
+                            return Err(AwsError::from_sdk(
+                                err,
+                                operation,
+                                Some(("EBS snapshot", snapshot)),
+                                &self.site,
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// StartSnapshot; returns the new snapshot id.
+    pub async fn start_snapshot(&self, new: &NewSnapshot) -> Result<String, EbsError> {
+        let tags: Vec<Tag> = new
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .call("StartSnapshot", "(new)", None, || {
+                self.client
+                    .start_snapshot()
+                    .volume_size(new.volume_size_gib as i64)
+                    .set_description(new.description.clone())
+                    .set_tags((!tags.is_empty()).then(|| tags.clone()))
+                    .set_parent_snapshot_id(new.parent_snapshot_id.clone())
+                    .set_encrypted(new.encrypted.then_some(true))
+                    .set_kms_key_arn(new.kms_key_arn.clone())
+                    .set_client_token(new.client_token.clone())
+                    .send()
+            })
+            .await?;
+        out.snapshot_id.ok_or_else(|| EbsError::Unexpected {
+            snapshot: "(new)".into(),
+            detail: "StartSnapshot returned no snapshot id".into(),
+        })
+    }
+
+    /// PutSnapshotBlock of one full block with its base64 SHA-256. `started` is when the
+    /// snapshot was started (for the "does not exist yet" grace period).
+    pub async fn put_block(
+        &self,
+        snapshot: &str,
+        index: u64,
+        data: bytes::Bytes,
+        checksum: &str,
+        started: Instant,
+    ) -> Result<(), AwsError> {
+        self.call("PutSnapshotBlock", snapshot, Some(started), || {
+            self.client
+                .put_snapshot_block()
+                .snapshot_id(snapshot)
+                .block_index(index as i32)
+                .data_length(BLOCK_SIZE as i32)
+                .block_data(ByteStream::from(data.clone()))
+                .checksum(checksum)
+                .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// CompleteSnapshot with the number of blocks written and the linear checksum.
+    pub async fn complete(
+        &self,
+        snapshot: &str,
+        changed_blocks: u64,
+        linear_checksum: &str,
+    ) -> Result<(), EbsError> {
+        let out = self
+            .call("CompleteSnapshot", snapshot, None, || {
+                self.client
+                    .complete_snapshot()
+                    .snapshot_id(snapshot)
+                    .changed_blocks_count(changed_blocks as i32)
+                    .checksum(linear_checksum)
+                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .checksum_aggregation_method(
+                        ChecksumAggregationMethod::ChecksumAggregationLinear,
+                    )
+                    .send()
+            })
+            .await?;
+        match out.status() {
+            Some(Status::Error) => Err(EbsError::CompletionFailed {
+                snapshot: snapshot.to_string(),
+                detail: format!("{changed_blocks} blocks, linear checksum {linear_checksum}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// One page of ListSnapshotBlocks.
+    pub async fn list_blocks_page(
+        &self,
+        snapshot: &str,
+        token: Option<String>,
+    ) -> Result<BlockPage, EbsError> {
+        let out = self
+            .call("ListSnapshotBlocks", snapshot, None, || {
+                self.client
+                    .list_snapshot_blocks()
+                    .snapshot_id(snapshot)
+                    .max_results(LIST_PAGE)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+        check_block_size(snapshot, out.block_size())?;
+        Ok(BlockPage {
+            volume_size_gib: out.volume_size().unwrap_or(0).max(0) as u64,
+            blocks: out
+                .blocks()
+                .iter()
+                .filter_map(|b| {
+                    Some(BlockEntry {
+                        index: u64::try_from(b.block_index()?).ok()?,
+                        token: b.block_token()?.to_string(),
+                    })
+                })
+                .collect(),
+            removed: Vec::new(),
+            next_token: out.next_token().map(str::to_string),
+        })
+    }
+
+    /// One page of ListChangedBlocks between `first` (older) and `second`.
+    pub async fn list_changed_page(
+        &self,
+        first: &str,
+        second: &str,
+        token: Option<String>,
+    ) -> Result<BlockPage, EbsError> {
+        let out = self
+            .call("ListChangedBlocks", second, None, || {
+                self.client
+                    .list_changed_blocks()
+                    .first_snapshot_id(first)
+                    .second_snapshot_id(second)
+                    .max_results(LIST_PAGE)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+        check_block_size(second, out.block_size())?;
+        let mut page = BlockPage {
+            volume_size_gib: out.volume_size().unwrap_or(0).max(0) as u64,
+            next_token: out.next_token().map(str::to_string),
+            ..BlockPage::default()
+        };
+        for b in out.changed_blocks() {
+            let Some(index) = b.block_index().and_then(|i| u64::try_from(i).ok()) else {
+                continue;
+            };
+            match b.second_block_token() {
+                Some(token) => page.blocks.push(BlockEntry {
+                    index,
+                    token: token.to_string(),
+                }),
+                None => page.removed.push(index),
+            }
+        }
+        Ok(page)
+    }
+
+    /// GetSnapshotBlock, checked against the checksum EBS sends (a mismatch is read again,
+    /// up to three times).
+    pub async fn get_block(&self, snapshot: &str, block: &BlockEntry) -> Result<Vec<u8>, EbsError> {
+        const READS: u32 = 3;
+        let mut last = (String::new(), String::new());
+        for attempt in 1..=READS {
+            let out = self
+                .call("GetSnapshotBlock", snapshot, None, || {
+                    self.client
+                        .get_snapshot_block()
+                        .snapshot_id(snapshot)
+                        .block_index(block.index as i32)
+                        .block_token(&block.token)
+                        .send()
+                })
+                .await?;
+            let expected = out.checksum().unwrap_or_default().to_string();
+            let data = match out.block_data.collect().await {
+                Ok(d) => d.to_vec(),
+                Err(e) => {
+                    tracing::warn!(
+                        "GetSnapshotBlock {snapshot} block {}: body cut short ({e}); reading again",
+                        block.index
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+            };
+            let (actual, _) = block_checksum(&data);
+            if data.len() == BLOCK_SIZE && actual == expected {
+                return Ok(data);
+            }
+            tracing::warn!(
+                "GetSnapshotBlock {snapshot} block {}: checksum mismatch (attempt {attempt})",
+                block.index
+            );
+            last = (expected, actual);
+        }
+        Err(EbsError::ChecksumMismatch {
+            snapshot: snapshot.to_string(),
+            index: block.index,
+            expected: last.0,
+            actual: last.1,
+            attempts: READS,
+        })
+    }
+}
+
+fn check_block_size(snapshot: &str, size: Option<i32>) -> Result<(), EbsError> {
+    match size {
+        Some(s) if s as usize != BLOCK_SIZE => Err(EbsError::Unexpected {
+            snapshot: snapshot.to_string(),
+            detail: format!("block size {s}, autosnap handles only {BLOCK_SIZE}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_checksum_is_over_raw_digests() {
+        let a = vec![1u8; BLOCK_SIZE];
+        let b = vec![2u8; BLOCK_SIZE];
+        let mut linear = LinearChecksum::default();
+        let (_, da) = block_checksum(&a);
+        let (_, db) = block_checksum(&b);
+        linear.push(&da);
+        linear.push(&db);
+        let mut concat = da.to_vec();
+        concat.extend_from_slice(&db);
+        let expected = aws_smithy_types::base64::encode(Sha256::digest(&concat));
+        assert_eq!(linear.blocks(), 2);
+        assert_eq!(linear.finish(), expected);
+    }
+
+    /// An EBS client whose HTTP layer answers every request with `respond(n)` (n counts calls).
+    fn fake_ebs(
+        respond: impl Fn(usize) -> http::Response<Vec<u8>> + Send + Sync + 'static,
+    ) -> (Ebs, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let http = aws_smithy_http_client::test_util::infallible_client_fn(move |_req| {
+            respond(counter.fetch_add(1, Ordering::SeqCst))
+        });
+        let conf = aws_sdk_ebs::Config::builder()
+            .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ebs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ebs::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .retry_config(aws_sdk_ebs::config::retry::RetryConfig::disabled())
+            .http_client(http)
+            .build();
+        let site = CallSite {
+            service: "EBS",
+            region: "us-east-1".into(),
+            account: None,
+            endpoint: None,
+        };
+        (
+            Ebs::from_client(aws_sdk_ebs::Client::from_conf(conf), site),
+            calls,
+        )
+    }
+
+    fn block_response(data: Vec<u8>, checksum: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(200)
+            .header("x-amz-Checksum", checksum)
+            .header("x-amz-Checksum-Algorithm", "SHA256")
+            .header("x-amz-Data-Length", data.len().to_string())
+            .body(data)
+            .unwrap()
+    }
+
+    fn entry() -> BlockEntry {
+        BlockEntry {
+            index: 7,
+            token: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_block_failing_its_checksum_is_reread_then_reported() {
+        let (wrong, _) = block_checksum(&[0u8; 4]);
+        let (ebs, calls) = fake_ebs(move |_| block_response(vec![1u8; BLOCK_SIZE], &wrong));
+        let err = ebs.get_block("snap-1", &entry()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EbsError::ChecksumMismatch {
+                    index: 7,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(err.to_string().contains("snap-1"));
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_read_is_retried_and_the_good_copy_returned() {
+        let data = vec![5u8; BLOCK_SIZE];
+        let (good, _) = block_checksum(&data);
+        let (ebs, calls) = fake_ebs(move |n| {
+            let mut body = data.clone();
+            if n == 0 {
+                body[100] ^= 1; // flipped in transit
+            }
+            block_response(body, &good)
+        });
+        let got = ebs.get_block("snap-1", &entry()).await.unwrap();
+        assert_eq!(got, vec![5u8; BLOCK_SIZE]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_and_access_denied_is_not() {
+        let data = vec![9u8; BLOCK_SIZE];
+        let (good, _) = block_checksum(&data);
+        let (ebs, calls) = fake_ebs(move |n| {
+            if n < 2 {
+                http::Response::builder()
+                    .status(400)
+                    .header("x-amzn-ErrorType", "ThrottlingException")
+                    .body(br#"{"message":"slow down"}"#.to_vec())
+                    .unwrap()
+            } else {
+                block_response(data.clone(), &good)
+            }
+        });
+        ebs.get_block("snap-1", &entry()).await.unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let (ebs, calls) = fake_ebs(|_| {
+            http::Response::builder()
+                .status(403)
+                .header("x-amzn-ErrorType", "AccessDeniedException")
+                .body(br#"{"message":"no"}"#.to_vec())
+                .unwrap()
+        });
+        let err = ebs.get_block("snap-1", &entry()).await.unwrap_err();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "{err}");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) < backoff(5));
+        assert!(backoff(30) <= MAX_BACKOFF);
+        assert!(backoff(1) >= FIRST_BACKOFF / 2);
+    }
+}

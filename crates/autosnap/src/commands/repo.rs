@@ -1,0 +1,391 @@
+//! `autosnap repo …`: archive repositories on a local directory or `s3://bucket/prefix`.
+//!
+//! The repository library is synchronous; every call into it runs on a blocking thread
+//! (`spawn_blocking`), where the S3 backend may block on the runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use autosnap_aws::s3_backend::{S3Backend, S3Location};
+use autosnap_repo::{
+    Backend, Credentials, EncryptionInit, InitOptions, KdfParams, LocalBackend, Repository,
+};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::cli::{
+    OutputFormat, RepoArgs, RepoCommand, RepoForgetArgs, RepoGcArgs, RepoInitArgs, RepoVerifyArgs,
+};
+use crate::commands::Env;
+use crate::exit::{Exit, UsageError};
+use crate::output;
+
+/// Environment variable holding a repository passphrase.
+pub const PASSWORD_ENV: &str = "AUTOSNAP_REPO_PASSWORD";
+
+pub async fn run(env: &Env, command: RepoCommand) -> anyhow::Result<Exit> {
+    match command {
+        RepoCommand::Init(args) => init(env, &args).await,
+        RepoCommand::List(args) => list(env, &args).await,
+        RepoCommand::Verify(args) => verify(env, &args).await,
+        RepoCommand::Forget(args) => forget(env, &args).await,
+        RepoCommand::Gc(args) => gc(env, &args).await,
+    }
+}
+
+/// The backend for `repo` (a local directory or `s3://bucket/prefix`).
+pub async fn backend(env: &Env, repo: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    match S3Location::parse(repo) {
+        Some(location) => {
+            let location = location.map_err(UsageError)?;
+            let ctx = env.connect().await?;
+            Ok(Arc::new(S3Backend::connect(&ctx, location).await?))
+        }
+        None => {
+            if repo.is_empty() {
+                return Err(UsageError(
+                    "REPO is empty: give a directory or s3://bucket/prefix".into(),
+                )
+                .into());
+            }
+            Ok(Arc::new(LocalBackend::new(PathBuf::from(repo))))
+        }
+    }
+}
+
+/// The passphrase from `--password-file` or `$AUTOSNAP_REPO_PASSWORD`, if any.
+fn passphrase(args: &RepoArgs) -> anyhow::Result<Option<String>> {
+    if let Some(file) = &args.password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            UsageError(format!(
+                "cannot read --password-file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let line = text.lines().next().unwrap_or_default().to_string();
+        if line.is_empty() {
+            return Err(UsageError(format!("--password-file {} is empty", file.display())).into());
+        }
+        return Ok(Some(line));
+    }
+    Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
+}
+
+/// Runs blocking repository work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("repository worker panicked")?
+}
+
+/// Opens the repository named by `args` (asks for the passphrase only if it is encrypted).
+pub async fn open(env: &Env, args: &RepoArgs) -> anyhow::Result<Repository> {
+    let backend = backend(env, &args.repo).await?;
+    let password = passphrase(args)?;
+    let name = args.repo.clone();
+    blocking(move || {
+        let config = Repository::read_config(&*backend)
+            .with_context(|| format!("cannot open repository {name}"))?;
+        let credentials = match (&config.encryption, password) {
+            (None, _) => Credentials::None,
+            (Some(_), Some(p)) => Credentials::Passphrase(p),
+            (Some(_), None) => {
+                return Err(UsageError(format!(
+                    "repository {name} is encrypted: set ${PASSWORD_ENV} or give --password-file"
+                ))
+                .into())
+            }
+        };
+        Repository::open(backend, credentials)
+            .with_context(|| format!("cannot open repository {name}"))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+struct Initialized {
+    repository: String,
+    id: String,
+    encrypted: bool,
+}
+
+async fn init(env: &Env, args: &RepoInitArgs) -> anyhow::Result<Exit> {
+    let encryption = if args.encrypt {
+        let p = passphrase(&args.repo)?.ok_or_else(|| {
+            UsageError(format!(
+                "--encrypt needs a passphrase: set ${PASSWORD_ENV} or give --password-file"
+            ))
+        })?;
+        EncryptionInit::Passphrase {
+            passphrase: p,
+            kdf: KdfParams::default(),
+        }
+    } else {
+        EncryptionInit::None
+    };
+    if S3Location::parse(&args.repo.repo).is_none() {
+        std::fs::create_dir_all(&args.repo.repo)
+            .map_err(|e| anyhow::anyhow!("cannot create directory {}: {e}", args.repo.repo))?;
+    }
+    let backend = backend(env, &args.repo.repo).await?;
+    let name = args.repo.repo.clone();
+    let repo = blocking(move || {
+        Repository::init(
+            backend,
+            InitOptions {
+                encryption,
+                ..InitOptions::default()
+            },
+        )
+        .with_context(|| format!("cannot create repository {name}"))
+    })
+    .await?;
+    let result = Initialized {
+        repository: repo.backend().location(),
+        id: repo.config().id.clone(),
+        encrypted: repo.is_encrypted(),
+    };
+    match env.output {
+        OutputFormat::Json => output::print_json(&result)?,
+        _ => output::print(&format!(
+            "created {}repository {} at {}",
+            if result.encrypted { "encrypted " } else { "" },
+            result.id,
+            result.repository
+        )),
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Serialize)]
+struct ArchiveRow {
+    id: String,
+    kind: String,
+    source: String,
+    lineage: String,
+    time: chrono::DateTime<Utc>,
+    created: chrono::DateTime<Utc>,
+    parent: Option<String>,
+    volumes: usize,
+    size_bytes: u64,
+    new_bytes: u64,
+    new_stored_bytes: u64,
+    blocks: u64,
+    blocks_added: u64,
+}
+
+/// Bytes as a short binary size.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+async fn list(env: &Env, args: &RepoArgs) -> anyhow::Result<Exit> {
+    let repo = open(env, args).await?;
+    let mut manifests = blocking(move || Ok(repo.list_archives()?)).await?;
+    manifests.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+    let rows: Vec<ArchiveRow> = manifests
+        .iter()
+        .map(|m| ArchiveRow {
+            id: m.id.to_string(),
+            kind: serde_json::to_value(m.source.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            source: m.source.id.clone(),
+            lineage: m.lineage(),
+            time: m.time,
+            created: m.created,
+            parent: m.parent.as_ref().map(ToString::to_string),
+            volumes: m.volumes.len(),
+            size_bytes: m.stats.size_bytes,
+            new_bytes: m.stats.new_bytes,
+            new_stored_bytes: m.stats.new_stored_bytes,
+            blocks: m.stats.blocks,
+            blocks_added: m.stats.blocks_added,
+        })
+        .collect();
+    output::emit(env.output, &rows, || {
+        let mut t = output::table(["ID", "SOURCE", "TIME", "VOLUMES", "SIZE", "NEW", "STORED"]);
+        for r in &rows {
+            t.add_row([
+                r.id.clone(),
+                r.source.clone(),
+                output::time(Some(r.time)),
+                r.volumes.to_string(),
+                size(r.size_bytes),
+                size(r.new_bytes),
+                size(r.new_stored_bytes),
+            ]);
+        }
+        t
+    })?;
+    Ok(Exit::Success)
+}
+
+async fn verify(env: &Env, args: &RepoVerifyArgs) -> anyhow::Result<Exit> {
+    let repo = open(env, &args.repo).await?;
+    let read_data = args.read_data;
+    let report = blocking(move || Ok(repo.verify(read_data)?)).await?;
+    let ok = report.is_ok();
+    match env.output {
+        OutputFormat::Json => {
+            #[derive(Serialize)]
+            struct Out<'a> {
+                ok: bool,
+                damaged_archives: Vec<String>,
+                #[serde(flatten)]
+                report: &'a autosnap_repo::VerifyReport,
+            }
+            output::print_json(&Out {
+                ok,
+                damaged_archives: report
+                    .damaged_archives()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                report: &report,
+            })?
+        }
+        _ => {
+            let mut text =
+                format!(
+                "{} archives, {} block maps, {} chunks referenced ({} stored, {} unreferenced){}",
+                report.archives,
+                report.blockmaps,
+                report.chunks_referenced,
+                report.chunks_stored,
+                report.chunks_unreferenced,
+                if report.read_data {
+                    format!(", {} chunks read ({})", report.chunks_read, size(report.bytes_read))
+                } else {
+                    String::new()
+                }
+            );
+            for m in &report.bad_manifests {
+                text.push_str(&format!("\nbad manifest {}: {}", m.object, m.reason));
+            }
+            for (what, list) in [
+                ("missing block map", &report.missing_blockmaps),
+                ("corrupt block map", &report.corrupt_blockmaps),
+                ("missing chunk", &report.missing_chunks),
+                ("corrupt chunk", &report.corrupt_chunks),
+            ] {
+                for d in list {
+                    let archives: Vec<String> =
+                        d.archives.iter().map(ToString::to_string).collect();
+                    text.push_str(&format!(
+                        "\n{what} {} ({}): {}; affects archives: {}",
+                        d.id,
+                        d.object,
+                        d.reason,
+                        if archives.is_empty() {
+                            "none".into()
+                        } else {
+                            archives.join(", ")
+                        }
+                    ));
+                }
+            }
+            for name in &report.unexpected_objects {
+                text.push_str(&format!("\nwarning: unexpected object {name}"));
+            }
+            text.push_str(if ok {
+                "\nrepository OK"
+            } else {
+                "\nrepository DAMAGED: the archives named above cannot be fully restored"
+            });
+            output::print(&text);
+        }
+    }
+    Ok(if ok { Exit::Success } else { Exit::Failure })
+}
+
+async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
+    let policy = crate::commands::retention::policy_from_args(&args.keep)?;
+    let repo = open(env, &args.repo).await?;
+    let now = args.now.unwrap_or_else(Utc::now);
+    let dry_run = args.dry_run;
+    let plan = blocking(move || Ok(repo.forget(&policy, now, dry_run)?)).await?;
+    match env.output {
+        OutputFormat::Json => output::print_json(&plan)?,
+        _ => {
+            output::print(&format!("policy: {}\n", plan.policy));
+            let mut t = output::table(["ID", "LINEAGE", "TIME", "DECISION", "REASONS"]);
+            for g in &plan.groups {
+                for d in &g.decisions {
+                    t.add_row([
+                        d.id.to_string(),
+                        g.lineage.clone(),
+                        output::time(Some(d.time)),
+                        match (d.keep, plan.dry_run) {
+                            (true, _) => "keep",
+                            (false, true) => "would forget",
+                            (false, false) => "forgotten",
+                        }
+                        .to_string(),
+                        d.reasons.join(", "),
+                    ]);
+                }
+            }
+            output::print_table(&t);
+            output::print(&format!(
+                "\n{} kept, {} {}{}",
+                plan.kept().count(),
+                plan.removed().count(),
+                if plan.dry_run {
+                    "would be forgotten (dry run)"
+                } else {
+                    "forgotten"
+                },
+                if plan.dry_run || plan.removed().count() == 0 {
+                    ""
+                } else {
+                    "; run `autosnap repo gc` to free their chunks"
+                }
+            ));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+async fn gc(env: &Env, args: &RepoGcArgs) -> anyhow::Result<Exit> {
+    let repo = open(env, &args.repo).await?;
+    let dry_run = args.dry_run;
+    let report = blocking(move || Ok(repo.gc(dry_run)?)).await?;
+    match env.output {
+        OutputFormat::Json => output::print_json(&report)?,
+        _ => output::print(&format!(
+            "{} archives; {} chunks and {} block maps referenced; {} chunks and {} block maps \
+             unreferenced ({}){}",
+            report.archives,
+            report.chunks_referenced,
+            report.blockmaps_referenced,
+            report.chunks_unreferenced,
+            report.blockmaps_unreferenced,
+            size(report.bytes_unreferenced),
+            if report.dry_run {
+                " — dry run, nothing deleted".to_string()
+            } else {
+                format!(
+                    "; {} objects deleted, {} stale locks and {} temp files removed",
+                    report.deleted, report.stale_locks_removed, report.temporaries_removed
+                )
+            }
+        )),
+    }
+    Ok(Exit::Success)
+}
