@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use autosnap_aws::ami::{ImageWaitObserver, StoreTask};
 use autosnap_aws::WaitObserver;
+use autosnap_core::ami::ImageDetails;
 use autosnap_core::model::{Snapshot, Volume};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -92,6 +94,24 @@ impl WaitObserver for WaitProgress {
         self.report(
             percent,
             format!("waiting for volume {}: {}", volume.volume_id, volume.state),
+        );
+    }
+}
+
+impl ImageWaitObserver for WaitProgress {
+    fn image_polled(&self, image: &ImageDetails) {
+        let percent = if image.state == "available" { 100 } else { 0 };
+        self.report(
+            percent,
+            format!("waiting for AMI {}: {}", image.image_id, image.state),
+        );
+    }
+
+    fn store_task_polled(&self, task: &StoreTask) {
+        let p = task.progress_percent.unwrap_or(0).clamp(0, 100);
+        self.report(
+            p as u64,
+            format!("storing AMI {} in S3: {} {p}%", task.image_id, task.state),
         );
     }
 }

@@ -1,14 +1,10 @@
 //! `autosnap ami create | from-snapshot | list | delete | metadata | store | restore`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
-use autosnap_aws::ami::{
-    ImageCopy, ImageWaitObserver, NewImage, NewRegisteredImage, PollSchedule, StoreTask,
-};
+use autosnap_aws::ami::{ImageCopy, NewImage, NewRegisteredImage, PollSchedule};
 use autosnap_aws::kms::check_encryption_key;
 use autosnap_aws::s3::{ServerSideEncryptionMode, S3};
 use autosnap_aws::{AwsContext, AwsError, Ec2, VolumeQuery};
@@ -20,7 +16,6 @@ use autosnap_core::ami::{
 use autosnap_core::tags::{self, settable_tags, Tags};
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{
@@ -30,6 +25,7 @@ use crate::cli::{
 use crate::commands::{wait_timeout, Env};
 use crate::exit::{Exit, UsageError};
 use crate::output;
+use crate::progress::WaitProgress;
 
 /// Deregistrations and snapshot deletions in flight (DeregisterImage and
 /// DeleteSnapshot refill at 5 per second).
@@ -127,72 +123,6 @@ async fn free_name(ec2: &Ec2, base: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Progress while waiting for AMIs and store tasks: a bar on a terminal,
-/// one log line per change otherwise.
-struct AmiProgress {
-    bar: Option<ProgressBar>,
-    last: Mutex<String>,
-}
-
-impl AmiProgress {
-    fn new(what: &str, allowed: bool) -> AmiProgress {
-        let bar = (allowed && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(100);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos:>3}% ({elapsed})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_message(what.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        AmiProgress {
-            bar,
-            last: Mutex::new(String::new()),
-        }
-    }
-
-    fn report(&self, percent: u64, line: String) {
-        match &self.bar {
-            Some(bar) => bar.set_position(percent),
-            None => {
-                let mut last = self.last.lock().expect("not poisoned");
-                if *last != line {
-                    tracing::info!("{line}");
-                    *last = line;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for AmiProgress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl ImageWaitObserver for AmiProgress {
-    fn image_polled(&self, image: &ImageDetails) {
-        let percent = if image.state == "available" { 100 } else { 0 };
-        self.report(
-            percent,
-            format!("waiting for AMI {}: {}", image.image_id, image.state),
-        );
-    }
-
-    fn store_task_polled(&self, task: &StoreTask) {
-        let p = task.progress_percent.unwrap_or(0).clamp(0, 100);
-        self.report(
-            p as u64,
-            format!("storing AMI {} in S3: {} {p}%", task.image_id, task.state),
-        );
-    }
-}
-
 /// Waits for an AMI with progress.
 async fn wait_available(
     env: &Env,
@@ -201,7 +131,7 @@ async fn wait_available(
     timeout: Duration,
     poll: PollSchedule,
 ) -> Result<ImageDetails, AwsError> {
-    let progress = AmiProgress::new(&format!("AMI {image_id}"), env.progress);
+    let progress = WaitProgress::new(&format!("AMI {image_id}"), env.progress);
     ec2.wait_image_available(image_id, timeout, poll, &progress)
         .await
 }
@@ -1143,7 +1073,7 @@ pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
         .await
         .with_context(|| format!("cannot start storing {image_id} in s3://{}", args.bucket))?;
     tracing::info!("storing {image_id} as s3://{}/{object_key}", args.bucket);
-    let progress = AmiProgress::new(&format!("storing {image_id}"), env.progress);
+    let progress = WaitProgress::new(&format!("storing {image_id}"), env.progress);
     let task = ec2
         .wait_store_image_task(&image_id, interval, timeout, &progress)
         .await;
