@@ -53,8 +53,8 @@ pub use maintenance::{
     VerifyReport,
 };
 pub use manifest::{
-    ArchiveSource, ArchiveStats, BlockMap, Manifest, SegmentRef, SourceKind, VolumeArchive,
-    VolumeSource,
+    latest_volume, ArchiveSource, ArchiveStats, BlockMap, Manifest, SegmentRef, SourceKind,
+    VolumeArchive, VolumeParent, VolumeSource,
 };
 pub use reader::{ArchiveReader, ImportOptions, Parallelism, RestoreReport, VolumeBlocks};
 pub use repository::{PutChunk, Repository};

@@ -251,6 +251,12 @@ impl Repository {
             match self.read_manifest(&id) {
                 Ok(manifest) => {
                     report.archives += 1;
+                    if let Some(problem) = manifest.structure_problem() {
+                        report.bad_manifests.push(BadManifest {
+                            object: manifest_object_name(&id),
+                            reason: problem,
+                        });
+                    }
                     for segment in manifest.segment_ids() {
                         segment_archives
                             .entry(segment)

@@ -23,7 +23,8 @@ pub struct Manifest {
     /// `created` when the source has none. Retention (`forget`) and listing order use it.
     pub time: DateTime<Utc>,
     /// The archive this one was built incrementally from, if any (informational: every
-    /// manifest is self-contained, so a parent may be forgotten).
+    /// manifest is self-contained, so a parent may be forgotten). For an archive of several
+    /// volumes, the parent of the first incremental volume; `volumes[].parent` has each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ArchiveId>,
     /// What was archived.
@@ -54,12 +55,79 @@ impl Manifest {
         ids.join("+")
     }
 
+    /// Whether this is an AMI archive (several volumes and the AMI's metadata document).
+    pub fn is_image(&self) -> bool {
+        self.source.kind == SourceKind::Image
+    }
+
+    /// The volume recorded under `device_name` (an AMI archive's `/dev/xvda`), with its index.
+    pub fn volume_by_device(&self, device_name: &str) -> Option<(usize, &VolumeArchive)> {
+        self.volumes
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.source.device_name.as_deref() == Some(device_name))
+    }
+
+    /// The device names of the volumes, in order (volumes without one are left out).
+    pub fn device_names(&self) -> Vec<&str> {
+        self.volumes
+            .iter()
+            .filter_map(|v| v.source.device_name.as_deref())
+            .collect()
+    }
+
+    /// Why this manifest is not a well-formed archive of its kind, if it is not: an AMI
+    /// archive needs its metadata document and a distinct device name on every volume. (The
+    /// block maps are checked against the objects they reference by `verify`.)
+    pub fn structure_problem(&self) -> Option<String> {
+        if !self.is_image() {
+            return None;
+        }
+        if self.volumes.is_empty() {
+            return Some("an image archive without volumes".to_owned());
+        }
+        if self.source.image_metadata.is_none() {
+            return Some("an image archive without `source.image_metadata`".to_owned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            match v.source.device_name.as_deref() {
+                None => return Some(format!("volume {i} of an image archive has no device_name")),
+                Some(d) if !seen.insert(d) => {
+                    return Some(format!("device_name {d} appears on more than one volume"))
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
     /// Every block-map segment id this archive references (with repeats across volumes).
     pub fn segment_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
         self.volumes
             .iter()
             .flat_map(|v| v.block_map.segments.iter().map(|s| s.id))
     }
+}
+
+/// The newest archive among `manifests` (in any order) holding a volume of `volume_lineage`,
+/// with that volume's index. A volume's lineage is its source `volume_id`, or its
+/// `snapshot_id` when it has none (snapshots written through the EBS direct APIs). Archives
+/// of every kind count: an AMI archive's root volume is the natural parent of the next
+/// archive of a snapshot of that volume, and the other way round.
+pub fn latest_volume<'a>(
+    manifests: &'a [Manifest],
+    volume_lineage: &str,
+) -> Option<(&'a Manifest, usize)> {
+    manifests
+        .iter()
+        .filter_map(|m| {
+            m.volumes
+                .iter()
+                .position(|v| v.source.lineage() == Some(volume_lineage))
+                .map(|i| (m, i))
+        })
+        .max_by(|(a, _), (b, _)| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)))
 }
 
 /// What kind of thing was archived.
@@ -145,6 +213,11 @@ pub struct VolumeSource {
 }
 
 impl VolumeSource {
+    /// The volume's lineage: its `volume_id`, else its `snapshot_id` (see [`latest_volume`]).
+    pub fn lineage(&self) -> Option<&str> {
+        self.volume_id.as_deref().or(self.snapshot_id.as_deref())
+    }
+
     /// A volume of `volume_size_gib` GiB.
     pub fn ebs(volume_size_gib: u64) -> Self {
         VolumeSource {
@@ -169,11 +242,24 @@ impl VolumeSource {
     }
 }
 
+/// The earlier archive a volume was built incrementally from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeParent {
+    /// The parent archive's id.
+    pub archive: ArchiveId,
+    /// The volume's index in the parent's `volumes`.
+    pub volume: usize,
+}
+
 /// One archived volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolumeArchive {
     #[serde(flatten)]
     pub source: VolumeSource,
+    /// The archive and volume this volume was built incrementally from (informational, like
+    /// [`Manifest::parent`]; absent for a full read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<VolumeParent>,
     /// Where the blocks are.
     pub block_map: BlockMap,
     /// This volume's sizes.

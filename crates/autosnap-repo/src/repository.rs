@@ -540,6 +540,13 @@ impl Repository {
             .rfind(|m| m.lineage() == lineage))
     }
 
+    /// The newest archive holding a volume of `volume_lineage` (its volume id, or snapshot id
+    /// when it has none), and the volume's index: see [`crate::manifest::latest_volume`].
+    pub fn latest_volume_archive(&self, volume_lineage: &str) -> Result<Option<(Manifest, usize)>> {
+        let manifests = self.list_archives()?;
+        Ok(crate::manifest::latest_volume(&manifests, volume_lineage).map(|(m, i)| (m.clone(), i)))
+    }
+
     /// The compression writers use.
     pub fn compression(&self) -> Compression {
         self.inner.config.compression

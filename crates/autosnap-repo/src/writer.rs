@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::id::ArchiveId;
 use crate::lock::{LockKind, RepoLock};
 use crate::manifest::{
-    ArchiveSource, ArchiveStats, BlockMap, Manifest, SegmentRef, VolumeArchive, VolumeSource,
-    MANIFEST_VERSION,
+    ArchiveSource, ArchiveStats, BlockMap, Manifest, SegmentRef, VolumeArchive, VolumeParent,
+    VolumeSource, MANIFEST_VERSION,
 };
 use crate::repository::Repository;
 
@@ -66,6 +66,7 @@ impl std::fmt::Debug for ArchiveWriter {
 /// One volume being written.
 struct VolumeState {
     source: VolumeSource,
+    parent: Option<VolumeParent>,
     block_size: u32,
     span: u32,
     block_count: u64,
@@ -248,7 +249,7 @@ impl ArchiveWriter {
 
     /// Adds a volume with no blocks yet; returns its number for [`ArchiveWriter::add_block`].
     pub fn add_volume(&mut self, source: VolumeSource) -> Result<usize> {
-        self.push_volume(source, Vec::new())
+        self.push_volume(source, None, Vec::new())
     }
 
     /// Adds a volume that starts as a copy of volume `parent_volume` of `parent` (an earlier
@@ -281,13 +282,20 @@ impl ArchiveWriter {
         }
         let mut segments = parent_map.segments.clone();
         segments.sort_by_key(|s| s.first_index);
-        self.parent = Some(parent.id.clone());
-        self.push_volume(source, segments)
+        if self.parent.is_none() {
+            self.parent = Some(parent.id.clone());
+        }
+        let parent = VolumeParent {
+            archive: parent.id.clone(),
+            volume: parent_volume,
+        };
+        self.push_volume(source, Some(parent), segments)
     }
 
     fn push_volume(
         &mut self,
         source: VolumeSource,
+        parent: Option<VolumeParent>,
         parent_segments: Vec<SegmentRef>,
     ) -> Result<usize> {
         let block_size = self.repo.chunk_size();
@@ -295,6 +303,7 @@ impl ArchiveWriter {
         self.volumes.push(Mutex::new(VolumeState {
             block_count: source.size_bytes.div_ceil(u64::from(block_size)),
             source,
+            parent,
             block_size,
             span,
             parent_segments,
@@ -402,6 +411,7 @@ impl ArchiveWriter {
             stats.add(&volume_stats);
             volumes.push(VolumeArchive {
                 source: state.source,
+                parent: state.parent,
                 block_map: BlockMap {
                     block_size: state.block_size,
                     segment_blocks: state.span,
