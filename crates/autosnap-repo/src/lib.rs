@@ -39,6 +39,9 @@ pub mod reader;
 pub mod repository;
 pub mod writer;
 
+/// The JSON crate of [`ArchiveSource::image_metadata`]'s type, for callers without their own.
+pub use serde_json;
+
 pub use backend::{Backend, LocalBackend, MemoryBackend, ObjectInfo};
 pub use blockmap::{BlockRef, Segment};
 pub use config::{

@@ -141,7 +141,7 @@ fn image_archive_is_incremental_per_volume_and_restores_each_device() {
         .forget(&policy, "2024-02-01T00:00:00Z".parse().unwrap(), false)
         .unwrap();
     let forgotten: Vec<_> = plan.removed().map(|d| d.id.clone()).collect();
-    assert_eq!(forgotten, [first.id.clone()], "{plan:?}");
+    assert_eq!(forgotten, std::slice::from_ref(&first.id), "{plan:?}");
     repo.gc(false).unwrap();
     let report = repo.verify(true).unwrap();
     assert!(report.is_ok(), "{report:?}");
