@@ -87,6 +87,7 @@ pub async fn upload_file(
     progress: &dyn TransferProgress,
 ) -> Result<UploadReport, EbsError> {
     let begun = Instant::now();
+    let ebs = &ebs.with_concurrency(options.concurrency.max(1));
     let file = Arc::new(File::open(path).map_err(io_err("cannot open", path))?);
     let len = file.metadata().map_err(io_err("cannot stat", path))?.len();
     let volume_size_gib = len.div_ceil(GIB).max(1);
@@ -225,6 +226,7 @@ pub async fn download_snapshot(
     progress: &dyn TransferProgress,
 ) -> Result<DownloadReport, EbsError> {
     let begun = Instant::now();
+    let ebs = &ebs.with_concurrency(concurrency.max(1));
     let first = ebs.list_blocks_page(snapshot, None).await?;
     let size = first.volume_size_gib * GIB;
     let dir = path

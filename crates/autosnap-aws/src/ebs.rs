@@ -2,9 +2,15 @@
 //! list and read their blocks. Every call is retried with exponential backoff and jitter on
 //! throttling, 5xx and transport failures (each retry is logged); non-retryable errors
 //! (AccessDenied, validation) fail at once. Every block read is checked against its SHA-256.
+//!
+//! Block requests (Get/PutSnapshotBlock) of one client share an adaptive concurrency limit
+//! ([`crate::adaptive`]): throttling halves the requests in flight, successes win them back.
+//! The SDK's own retries are off for this client, so that every throttling answer reaches the
+//! limit (and the log) instead of being retried out of sight.
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ebs::primitives::ByteStream;
@@ -14,6 +20,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use sha2::{Digest, Sha256};
 
+use crate::adaptive::{AdaptiveConcurrency, Permit};
 use crate::context::AwsContext;
 use crate::error::{AwsError, CallSite};
 
@@ -22,6 +29,10 @@ pub const BLOCK_SIZE: usize = 524_288;
 /// Blocks in flight at once by default (AWS: ~1000 Get/Put per second per account; 64 workers
 /// have been seen to exceed the per-snapshot rate).
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// The cap of a client's adaptive limit until [`Ebs::with_concurrency`] sets one (the largest
+/// `--concurrency` the CLI accepts); the transfer's own bound on requests in flight is then
+/// what the limit starts from when it first halves.
+pub const MAX_CONCURRENCY: usize = 256;
 /// Attempts for a throttled or failing call before giving up.
 const MAX_ATTEMPTS: u32 = 10;
 /// First backoff delay; doubled per attempt up to [`MAX_BACKOFF`], with jitter.
@@ -121,14 +132,17 @@ impl LinearChecksum {
     }
 }
 
-/// An EBS direct client.
+/// An EBS direct client. Clones share the adaptive limit on block requests.
 #[derive(Clone)]
 pub struct Ebs {
     client: aws_sdk_ebs::Client,
     site: CallSite,
+    limit: Arc<AdaptiveConcurrency>,
 }
 
 enum Verdict {
+    /// Throttling (or 503): retry, and lower the concurrency.
+    Throttled,
     Retry(&'static str),
     Fail,
 }
@@ -148,15 +162,14 @@ fn classify<E: ProvideErrorMetadata>(
                     "ThrottlingException"
                     | "RequestThrottledException"
                     | "TooManyRequestsException"
-                    | "SlowDown",
-                ) => Verdict::Retry("throttled"),
+                    | "SlowDown"
+                    | "ServiceUnavailableException",
+                ) => Verdict::Throttled,
                 Some("ResourceNotFoundException") if new_snapshot_grace => {
                     Verdict::Retry("snapshot not yet visible")
                 }
-                Some("InternalServerException" | "ServiceUnavailableException") => {
-                    Verdict::Retry("server error")
-                }
-                _ if status == 429 => Verdict::Retry("throttled"),
+                Some("InternalServerException") => Verdict::Retry("server error"),
+                _ if status == 429 || status == 503 => Verdict::Throttled,
                 _ if status >= 500 => Verdict::Retry("server error"),
                 _ => Verdict::Fail,
             }
@@ -177,17 +190,39 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 }
 
 impl Ebs {
-    /// An EBS direct client with the context's credentials, region and endpoint.
+    /// An EBS direct client with the context's credentials, region and endpoint (the SDK's
+    /// retries off: [`Ebs`] retries itself, visibly, and adapts its concurrency).
     pub fn new(ctx: &AwsContext) -> Ebs {
-        Ebs {
-            client: aws_sdk_ebs::Client::new(ctx.sdk_config()),
-            site: ctx.call_site("EBS", ctx.region()),
-        }
+        let conf = aws_sdk_ebs::config::Builder::from(ctx.sdk_config())
+            .retry_config(aws_sdk_ebs::config::retry::RetryConfig::disabled())
+            .build();
+        Ebs::from_client(
+            aws_sdk_ebs::Client::from_conf(conf),
+            ctx.call_site("EBS", ctx.region()),
+        )
     }
 
     /// An EBS direct client over a ready SDK client (tests use a fake HTTP client).
     pub fn from_client(client: aws_sdk_ebs::Client, site: CallSite) -> Ebs {
-        Ebs { client, site }
+        Ebs {
+            client,
+            site,
+            limit: AdaptiveConcurrency::new("EBS", MAX_CONCURRENCY),
+        }
+    }
+
+    /// This client with its own adaptive limit on block requests, at most `concurrency` in
+    /// flight (one transfer's `--concurrency`).
+    pub fn with_concurrency(&self, concurrency: usize) -> Ebs {
+        Ebs {
+            limit: AdaptiveConcurrency::new("EBS", concurrency),
+            ..self.clone()
+        }
+    }
+
+    /// The adaptive limit on block requests (its current value and the peak in flight).
+    pub fn concurrency(&self) -> &AdaptiveConcurrency {
+        &self.limit
     }
 
     /// Runs `call` until it succeeds, fails for good, or the retry budget is spent.
@@ -196,8 +231,47 @@ impl Ebs {
         operation: &'static str,
         snapshot: &str,
         started: Option<Instant>,
-        mut call: F,
+        call: F,
     ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let (value, _) = self
+            .attempts(operation, snapshot, started, false, call)
+            .await?;
+        Ok(value)
+    }
+
+    /// Like [`Ebs::call`], each attempt holding a slot of the adaptive limit; returns the slot
+    /// of the successful attempt (release it once the response is consumed).
+    async fn call_limited<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        snapshot: &str,
+        started: Option<Instant>,
+        call: F,
+    ) -> Result<(T, Permit), AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let (value, permit) = self
+            .attempts(operation, snapshot, started, true, call)
+            .await?;
+        Ok((value, permit.expect("limited attempts hold a permit")))
+    }
+
+    async fn attempts<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        snapshot: &str,
+        started: Option<Instant>,
+        limited: bool,
+        mut call: F,
+    ) -> Result<(T, Option<Permit>), AwsError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -205,12 +279,28 @@ impl Ebs {
     {
         let mut attempt = 0;
         loop {
+            let permit = if limited {
+                Some(self.limit.acquire().await)
+            } else {
+                None
+            };
             match call().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, permit)),
                 Err(err) => {
                     let grace = started.is_some_and(|s| s.elapsed() < NEW_SNAPSHOT_GRACE);
-                    match classify(&err, grace) {
-                        Verdict::Retry(why) if attempt + 1 < MAX_ATTEMPTS || grace => {
+                    let verdict = classify(&err, grace);
+                    // The slot is free again while this request backs off.
+                    match (permit, &verdict) {
+                        (Some(p), Verdict::Throttled) => p.throttled(),
+                        (p, _) => drop(p),
+                    }
+                    let retry = match verdict {
+                        Verdict::Throttled => Some("throttled"),
+                        Verdict::Retry(why) => Some(why),
+                        Verdict::Fail => None,
+                    };
+                    match retry {
+                        Some(why) if attempt + 1 < MAX_ATTEMPTS || grace => {
                             attempt += 1;
                             let delay = backoff(attempt);
                             tracing::warn!(
@@ -270,18 +360,20 @@ impl Ebs {
         checksum: &str,
         started: Instant,
     ) -> Result<(), AwsError> {
-        self.call("PutSnapshotBlock", snapshot, Some(started), || {
-            self.client
-                .put_snapshot_block()
-                .snapshot_id(snapshot)
-                .block_index(index as i32)
-                .data_length(BLOCK_SIZE as i32)
-                .block_data(ByteStream::from(data.clone()))
-                .checksum(checksum)
-                .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                .send()
-        })
-        .await?;
+        let (_, permit) = self
+            .call_limited("PutSnapshotBlock", snapshot, Some(started), || {
+                self.client
+                    .put_snapshot_block()
+                    .snapshot_id(snapshot)
+                    .block_index(index as i32)
+                    .data_length(BLOCK_SIZE as i32)
+                    .block_data(ByteStream::from(data.clone()))
+                    .checksum(checksum)
+                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .send()
+            })
+            .await?;
+        permit.succeeded();
         Ok(())
     }
 
@@ -391,11 +483,20 @@ impl Ebs {
     /// GetSnapshotBlock, checked against the checksum EBS sends (a mismatch is read again,
     /// up to three times).
     pub async fn get_block(&self, snapshot: &str, block: &BlockEntry) -> Result<Vec<u8>, EbsError> {
+        Ok(self.get_block_bytes(snapshot, block).await?.into())
+    }
+
+    /// [`Ebs::get_block`] without copying the body out of the buffer it was received in.
+    pub async fn get_block_bytes(
+        &self,
+        snapshot: &str,
+        block: &BlockEntry,
+    ) -> Result<bytes::Bytes, EbsError> {
         const READS: u32 = 3;
         let mut last = (String::new(), String::new());
         for attempt in 1..=READS {
-            let out = self
-                .call("GetSnapshotBlock", snapshot, None, || {
+            let (out, permit) = self
+                .call_limited("GetSnapshotBlock", snapshot, None, || {
                     self.client
                         .get_snapshot_block()
                         .snapshot_id(snapshot)
@@ -405,9 +506,14 @@ impl Ebs {
                 })
                 .await?;
             let expected = out.checksum().unwrap_or_default().to_string();
+            // The slot covers the body too: it is most of the request.
             let data = match out.block_data.collect().await {
-                Ok(d) => d.to_vec(),
+                Ok(d) => {
+                    permit.succeeded();
+                    d.into_bytes()
+                }
                 Err(e) => {
+                    drop(permit);
                     tracing::warn!(
                         "GetSnapshotBlock {snapshot} block {}: body cut short ({e}); reading again",
                         block.index

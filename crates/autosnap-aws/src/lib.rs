@@ -5,6 +5,7 @@
 //! Nothing here decides *what* to do; the CLI and the planning code decide,
 //! this crate only does it.
 
+pub mod adaptive;
 pub mod ami;
 pub mod archive;
 pub mod context;

@@ -8,9 +8,13 @@
 //!   exists (`Ok(false)`); `409 ConditionalRequestConflict` (a concurrent create) is retried;
 //! * lists page through `ListObjectsV2` and stream each page to the visitor;
 //! * `DeleteObject` of a missing key succeeds (S3's own semantics);
-//! * throttling and 5xx are retried by the SDK's standard retry strategy.
+//! * throttling (`SlowDown`, 503, 429), other 5xx and transport errors are retried here with
+//!   exponential backoff and jitter (each retry logged; the SDK's own retries are off for this
+//!   client), and the requests of one backend share an adaptive concurrency limit
+//!   ([`crate::adaptive`]): throttling halves the requests in flight, successes win them back.
 
 use std::fmt;
+use std::sync::Arc;
 
 use autosnap_repo::{Backend, BackendError, ObjectInfo};
 use aws_sdk_s3::primitives::ByteStream;
@@ -19,11 +23,16 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::runtime::Handle;
 
+use crate::adaptive::{AdaptiveConcurrency, Permit};
 use crate::context::AwsContext;
 use crate::error::{AwsError, CallSite};
 
 /// How often a create that met `409 ConditionalRequestConflict` is tried again.
 const CONFLICT_RETRIES: u32 = 5;
+/// Attempts of a throttled or failing request (more when `aws.max_attempts` says so).
+const MAX_ATTEMPTS: u32 = 10;
+/// Requests in flight at most; the repository's worker threads bound them first.
+const MAX_CONCURRENCY: usize = 256;
 
 /// A repository location `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +75,51 @@ impl fmt::Display for S3Location {
     }
 }
 
-/// Repository objects in S3.
+/// Repository objects in S3. Clones share the adaptive limit.
 #[derive(Clone)]
 pub struct S3Backend {
     client: aws_sdk_s3::Client,
     location: S3Location,
     site: CallSite,
     handle: Handle,
+    limit: Arc<AdaptiveConcurrency>,
+    max_attempts: u32,
+}
+
+/// What to do after a failed attempt.
+enum Verdict {
+    Throttled,
+    Retry,
+    Fail,
+}
+
+fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Verdict {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Verdict::Retry
+        }
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            match ctx.err().code() {
+                Some(
+                    "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestThrottled"
+                    | "RequestLimitExceeded"
+                    | "TooManyRequestsException"
+                    | "ServiceUnavailable",
+                ) => Verdict::Throttled,
+                Some("RequestTimeout" | "RequestTimeoutException" | "InternalError") => {
+                    Verdict::Retry
+                }
+                _ if status == 503 || status == 429 => Verdict::Throttled,
+                _ if status >= 500 => Verdict::Retry,
+                _ => Verdict::Fail,
+            }
+        }
+        _ => Verdict::Fail,
+    }
 }
 
 impl fmt::Debug for S3Backend {
@@ -90,12 +137,90 @@ impl S3Backend {
     pub async fn connect(ctx: &AwsContext, location: S3Location) -> Result<S3Backend, AwsError> {
         let s3 = crate::s3::S3::connect(ctx, ctx.region()).await?;
         s3.check_bucket(&location.bucket).await?;
-        Ok(S3Backend {
-            client: s3.raw().clone(),
-            site: ctx.call_site("S3", ctx.region()),
+        Ok(S3Backend::from_client(
+            s3.raw(),
             location,
-            handle: Handle::current(),
-        })
+            ctx.call_site("S3", ctx.region()),
+            Handle::current(),
+        ))
+    }
+
+    /// A backend over a ready SDK client (its retries are turned off: the backend retries
+    /// itself); tests use a scripted HTTP client.
+    pub fn from_client(
+        client: &aws_sdk_s3::Client,
+        location: S3Location,
+        site: CallSite,
+        handle: Handle,
+    ) -> S3Backend {
+        let configured = client
+            .config()
+            .retry_config()
+            .map_or(0, |r| r.max_attempts());
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build();
+        S3Backend {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            location,
+            site,
+            handle,
+            limit: AdaptiveConcurrency::new("S3", MAX_CONCURRENCY),
+            max_attempts: configured.max(MAX_ATTEMPTS),
+        }
+    }
+
+    /// The adaptive limit on this backend's requests.
+    pub fn concurrency(&self) -> &AdaptiveConcurrency {
+        &self.limit
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the attempts are spent; each attempt
+    /// holds a slot of the adaptive limit. Returns the slot of the successful attempt (release
+    /// it once the response is consumed) or the last error.
+    async fn send<T, E, F, Fut>(
+        &self,
+        op: &'static str,
+        name: &str,
+        mut call: F,
+    ) -> Result<(T, Permit), SdkError<E, HttpResponse>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata,
+    {
+        let mut attempt = 0;
+        loop {
+            let permit = self.limit.acquire().await;
+            let err = match call().await {
+                Ok(v) => return Ok((v, permit)),
+                Err(e) => e,
+            };
+            let why = match classify(&err) {
+                Verdict::Throttled => {
+                    permit.throttled();
+                    "throttled"
+                }
+                Verdict::Retry => {
+                    drop(permit);
+                    "server or transport error"
+                }
+                Verdict::Fail => return Err(err),
+            };
+            attempt += 1;
+            if attempt >= self.max_attempts {
+                return Err(err);
+            }
+            let delay = crate::ebs::backoff(attempt);
+            tracing::warn!(
+                "{op} {}: {why}; retry {attempt} in {:.1}s",
+                self.location.key(name),
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn remote<E>(
@@ -136,60 +261,90 @@ impl Backend for S3Backend {
 
     fn read(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         self.block_on(async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.location.bucket)
-                .key(self.location.key(name))
-                .send()
-                .await;
-            let out = match out {
-                Ok(out) => out,
-                Err(e) if status(&e) == Some(404) => {
-                    return Err(BackendError::NotFound {
-                        name: name.to_string(),
+            let mut attempt = 0;
+            loop {
+                let out = self
+                    .send("GetObject", name, || {
+                        self.client
+                            .get_object()
+                            .bucket(&self.location.bucket)
+                            .key(self.location.key(name))
+                            .send()
                     })
+                    .await;
+                let (out, permit) = match out {
+                    Ok(out) => out,
+                    Err(e) if status(&e) == Some(404) => {
+                        return Err(BackendError::NotFound {
+                            name: name.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(self.remote(e, "GetObject", name)),
+                };
+                // The slot covers the body too.
+                match out.body.collect().await {
+                    Ok(bytes) => {
+                        permit.succeeded();
+                        return Ok(bytes.to_vec());
+                    }
+                    Err(e) if attempt + 1 < self.max_attempts => {
+                        drop(permit);
+                        attempt += 1;
+                        tracing::warn!("GetObject {name}: body cut short ({e}); reading again");
+                        tokio::time::sleep(crate::ebs::backoff(attempt)).await;
+                    }
+                    Err(e) => {
+                        return Err(BackendError::Remote {
+                            op: "GetObject",
+                            name: name.to_string(),
+                            source: Box::new(e),
+                        })
+                    }
                 }
-                Err(e) => return Err(self.remote(e, "GetObject", name)),
-            };
-            let bytes = out.body.collect().await.map_err(|e| BackendError::Remote {
-                op: "GetObject",
-                name: name.to_string(),
-                source: Box::new(e),
-            })?;
-            Ok(bytes.to_vec())
+            }
         })
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        let data = bytes::Bytes::copy_from_slice(data);
         self.block_on(async {
-            self.client
-                .put_object()
-                .bucket(&self.location.bucket)
-                .key(self.location.key(name))
-                .body(ByteStream::from(data.to_vec()))
-                .send()
+            let (_, permit) = self
+                .send("PutObject", name, || {
+                    self.client
+                        .put_object()
+                        .bucket(&self.location.bucket)
+                        .key(self.location.key(name))
+                        .body(ByteStream::from(data.clone()))
+                        .send()
+                })
                 .await
                 .map_err(|e| self.remote(e, "PutObject", name))?;
+            permit.succeeded();
             Ok(())
         })
     }
 
     fn create(&self, name: &str, data: &[u8]) -> Result<bool, BackendError> {
+        let data = bytes::Bytes::copy_from_slice(data);
         self.block_on(async {
             let mut attempt = 0;
             loop {
                 let result = self
-                    .client
-                    .put_object()
-                    .bucket(&self.location.bucket)
-                    .key(self.location.key(name))
-                    .if_none_match("*")
-                    .body(ByteStream::from(data.to_vec()))
-                    .send()
+                    .send("PutObject", name, || {
+                        self.client
+                            .put_object()
+                            .bucket(&self.location.bucket)
+                            .key(self.location.key(name))
+                            .if_none_match("*")
+                            .body(ByteStream::from(data.clone()))
+                            .send()
+                    })
                     .await;
                 match result {
-                    Ok(_) => return Ok(true),
+                    Ok((_, permit)) => {
+                        permit.succeeded();
+                        return Ok(true);
+                    }
                     Err(e) if status(&e) == Some(412) => return Ok(false),
                     Err(e) if status(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
                         attempt += 1;
@@ -205,14 +360,19 @@ impl Backend for S3Backend {
     fn exists(&self, name: &str) -> Result<bool, BackendError> {
         self.block_on(async {
             match self
-                .client
-                .head_object()
-                .bucket(&self.location.bucket)
-                .key(self.location.key(name))
-                .send()
+                .send("HeadObject", name, || {
+                    self.client
+                        .head_object()
+                        .bucket(&self.location.bucket)
+                        .key(self.location.key(name))
+                        .send()
+                })
                 .await
             {
-                Ok(_) => Ok(true),
+                Ok((_, permit)) => {
+                    permit.succeeded();
+                    Ok(true)
+                }
                 Err(e) if status(&e) == Some(404) => Ok(false),
                 Err(e) => Err(self.remote(e, "HeadObject", name)),
             }
@@ -232,15 +392,21 @@ impl Backend for S3Backend {
         let full = format!("{root}{prefix}");
         let mut token: Option<String> = None;
         loop {
-            let page = self.block_on(
+            let page = self.block_on(self.send("ListObjectsV2", prefix, || {
                 self.client
                     .list_objects_v2()
                     .bucket(&self.location.bucket)
                     .prefix(&full)
-                    .set_continuation_token(token.take())
-                    .send(),
-            );
-            let page = page.map_err(|e| self.remote(e, "ListObjectsV2", prefix))?;
+                    .set_continuation_token(token.clone())
+                    .send()
+            }));
+            let page = match page {
+                Ok((page, permit)) => {
+                    permit.succeeded();
+                    page
+                }
+                Err(e) => return Err(self.remote(e, "ListObjectsV2", prefix)),
+            };
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let Some(name) = key.strip_prefix(&root) else {
@@ -263,14 +429,19 @@ impl Backend for S3Backend {
     fn delete(&self, name: &str) -> Result<(), BackendError> {
         self.block_on(async {
             match self
-                .client
-                .delete_object()
-                .bucket(&self.location.bucket)
-                .key(self.location.key(name))
-                .send()
+                .send("DeleteObject", name, || {
+                    self.client
+                        .delete_object()
+                        .bucket(&self.location.bucket)
+                        .key(self.location.key(name))
+                        .send()
+                })
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok((_, permit)) => {
+                    permit.succeeded();
+                    Ok(())
+                }
                 Err(e) if status(&e) == Some(404) => Ok(()),
                 Err(e) => Err(self.remote(e, "DeleteObject", name)),
             }
@@ -293,5 +464,87 @@ mod tests {
         assert_eq!(bare.key("config"), "config");
         assert!(S3Location::parse("s3://").unwrap().is_err());
         assert!(S3Location::parse("/srv/repo").is_none());
+    }
+
+    /// A backend whose HTTP layer answers request `n` with `respond(n)`, on its own runtime.
+    fn scripted(
+        respond: impl Fn(usize) -> http::Response<Vec<u8>> + Send + Sync + 'static,
+    ) -> (
+        S3Backend,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        tokio::runtime::Runtime,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let http = aws_smithy_http_client::test_util::infallible_client_fn(move |_req| {
+            respond(counter.fetch_add(1, Ordering::SeqCst))
+        });
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .force_path_style(true)
+            .http_client(http)
+            .build();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = S3Backend::from_client(
+            &aws_sdk_s3::Client::from_conf(conf),
+            S3Location::parse("s3://bucket/repo").unwrap().unwrap(),
+            CallSite {
+                service: "S3",
+                region: "us-east-1".into(),
+                account: None,
+                endpoint: None,
+            },
+            runtime.handle().clone(),
+        );
+        (backend, calls, runtime)
+    }
+
+    fn s3_error(status: u16, code: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(status)
+            .body(
+                format!("<Error><Code>{code}</Code><Message>scripted</Message></Error>")
+                    .into_bytes(),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn slow_down_is_retried_and_lowers_the_concurrency() {
+        let (backend, calls, _runtime) = scripted(|n| match n {
+            0 => s3_error(503, "SlowDown"),
+            1 => s3_error(500, "InternalError"),
+            _ => http::Response::builder()
+                .status(200)
+                .body(Vec::new())
+                .unwrap(),
+        });
+        assert_eq!(backend.concurrency().limit(), MAX_CONCURRENCY);
+        assert!(backend.create("chunks/ab/cd", b"data").unwrap());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // One request was in flight when S3 said SlowDown: the limit fell to 1, then the
+        // success raised it by one; the server error changed nothing.
+        assert_eq!(backend.concurrency().limit(), 2);
+    }
+
+    #[test]
+    fn permanent_errors_are_not_retried_and_exists_is_not_an_error() {
+        let (backend, calls, _runtime) = scripted(|_| s3_error(403, "AccessDenied"));
+        assert!(backend.write("config", b"x").is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (backend, calls, _runtime) = scripted(|_| s3_error(412, "PreconditionFailed"));
+        assert!(!backend.create("chunks/ab/cd", b"data").unwrap());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(backend.concurrency().limit(), MAX_CONCURRENCY);
     }
 }
