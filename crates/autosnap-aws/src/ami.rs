@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use autosnap_core::ami::{
-    ImageBlockDevice, ImageDetails, ImageUser, SecurityGroupRef, SnapshotFacts, SourceInstance,
+    AmiMetadata, ImageBlockDevice, ImageDetails, ImageUser, SecurityGroupRef, SnapshotFacts,
+    SourceInstance,
 };
 use autosnap_core::model::Snapshot;
 use autosnap_core::tags::Tags;
@@ -81,6 +82,37 @@ pub struct NewRegisteredImage {
     pub ena_support: bool,
     pub delete_on_termination: bool,
     pub tags: Tags,
+}
+
+/// A new AMI registered from snapshots with every block device of an original: what
+/// `restore --to-ami` rebuilds from an archived metadata document.
+#[derive(Debug, Clone, Default)]
+pub struct NewImageFromMappings {
+    pub name: String,
+    pub description: Option<String>,
+    pub root_device_name: String,
+    pub architecture: Option<String>,
+    /// `hvm` when absent.
+    pub virtualization_type: Option<String>,
+    pub ena_support: Option<bool>,
+    pub boot_mode: Option<String>,
+    pub mappings: Vec<RegisteredMapping>,
+    /// Tags of the new AMI (applied on create).
+    pub tags: Tags,
+}
+
+/// One block device of [`NewImageFromMappings`]: an EBS snapshot, or an instance store
+/// device (`virtual_name`, no snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct RegisteredMapping {
+    pub device_name: String,
+    pub snapshot_id: Option<String>,
+    pub volume_size_gib: Option<i32>,
+    pub volume_type: Option<String>,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub delete_on_termination: Option<bool>,
+    pub virtual_name: Option<String>,
 }
 
 /// An AMI copy (in the same or from another region), optionally encrypted.
@@ -386,6 +418,109 @@ impl Ec2 {
                 operation: "RegisterImage",
                 detail: "the response carried no image id".into(),
             })
+    }
+
+    /// RegisterImage with all of `r`'s block devices (sizes, types, IOPS, throughput), its
+    /// architecture, virtualization type, ENA support, boot mode and root device, tagged on
+    /// create.
+    pub async fn register_image_with_mappings(
+        &self,
+        r: &NewImageFromMappings,
+    ) -> Result<String, AwsError> {
+        let mappings = r
+            .mappings
+            .iter()
+            .map(|m| {
+                let mut b = BlockDeviceMapping::builder().device_name(&m.device_name);
+                if let Some(v) = &m.virtual_name {
+                    b = b.virtual_name(v);
+                }
+                if let Some(snapshot) = &m.snapshot_id {
+                    let mut ebs = EbsBlockDevice::builder()
+                        .snapshot_id(snapshot)
+                        .set_volume_size(m.volume_size_gib)
+                        .set_iops(m.iops)
+                        .set_throughput(m.throughput)
+                        .set_delete_on_termination(m.delete_on_termination);
+                    if let Some(t) = &m.volume_type {
+                        ebs = ebs.volume_type(VolumeType::from(t.as_str()));
+                    }
+                    b = b.ebs(ebs.build());
+                }
+                b.build()
+            })
+            .collect::<Vec<_>>();
+        let mut req = self
+            .raw()
+            .register_image()
+            .name(&r.name)
+            .root_device_name(&r.root_device_name)
+            .virtualization_type(r.virtualization_type.as_deref().unwrap_or("hvm"))
+            .set_block_device_mappings(Some(mappings))
+            .set_ena_support(r.ena_support);
+        if let Some(d) = &r.description {
+            req = req.description(d);
+        }
+        if let Some(a) = &r.architecture {
+            req = req.architecture(ArchitectureValues::from(a.as_str()));
+        }
+        if let Some(b) = &r.boot_mode {
+            req = req.boot_mode(BootModeValues::from(b.as_str()));
+        }
+        if !r.tags.is_empty() {
+            req = req.tag_specifications(tag_spec(ResourceType::Image, &r.tags));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.classify(e, "RegisterImage", Some(("AMI name", &r.name))))?;
+        out.image_id()
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::Other {
+                operation: "RegisterImage",
+                detail: "the response carried no image id".into(),
+            })
+    }
+
+    /// The metadata document of `image` (docs/ami-metadata.md): the AMI, its snapshots'
+    /// encryption and tags, and the instance it was made from (its `autosnap:source-instance`
+    /// tag, else EC2's SourceInstanceId) as it is now, or only its id if it is gone.
+    pub async fn collect_image_metadata(
+        &self,
+        image: &ImageDetails,
+        generator: &str,
+        collected_at: DateTime<Utc>,
+    ) -> Result<AmiMetadata, AwsError> {
+        let source_id = image
+            .tags
+            .get(autosnap_core::tags::SOURCE_INSTANCE)
+            .cloned()
+            .or_else(|| image.source_instance_id.clone());
+        let source = match &source_id {
+            Some(id) => Some(self.source_instance(id).await?.unwrap_or(SourceInstance {
+                instance_id: id.clone(),
+                instance_type: None,
+                availability_zone: None,
+                vpc_id: None,
+                subnet_id: None,
+                security_groups: Vec::new(),
+                iam_instance_profile: None,
+                key_name: None,
+                private_ip_address: None,
+                tags: Tags::new(),
+            })),
+            None => None,
+        };
+        let facts = self.snapshot_facts(&image.snapshot_ids()).await?;
+        Ok(AmiMetadata::build(
+            image,
+            &facts,
+            source,
+            self.account(),
+            self.region(),
+            generator,
+            collected_at,
+        ))
     }
 
     /// DeregisterImage; the snapshots stay (autosnap deletes them itself).

@@ -104,6 +104,23 @@ pub struct KmsWrappedKey {
     pub ciphertext: String,
 }
 
+impl KmsWrappedKey {
+    /// A wrapped key from KMS's answer: the key id and the raw `CiphertextBlob`.
+    pub fn new(key_id: impl Into<String>, ciphertext: &[u8]) -> KmsWrappedKey {
+        KmsWrappedKey {
+            key_id: key_id.into(),
+            ciphertext: hex::encode(ciphertext),
+        }
+    }
+
+    /// The raw `CiphertextBlob` to hand to KMS `Decrypt`.
+    pub fn ciphertext_bytes(&self) -> crate::Result<Vec<u8>> {
+        hex::decode(&self.ciphertext).map_err(|_| crate::Error::InvalidConfig {
+            reason: "encryption.kms.ciphertext is not hex".to_owned(),
+        })
+    }
+}
+
 /// How a new repository protects its data.
 #[derive(Clone, Default)]
 pub enum EncryptionInit {

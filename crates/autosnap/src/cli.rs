@@ -174,10 +174,10 @@ pub enum Command {
     /// Download an EBS snapshot as a sparse raw image file (EBS direct APIs)
     Download(DownloadArgs),
 
-    /// Archive an EBS snapshot into a repository (incremental, deduplicated, verified)
+    /// Archive an EBS snapshot or an AMI into a repository (incremental, deduplicated, verified)
     Archive(ArchiveArgs),
 
-    /// Restore an archive to a new snapshot, an image file or a block device
+    /// Restore an archive to a new snapshot, an AMI, an image file or a block device
     Restore(RestoreArgs),
 }
 
@@ -917,7 +917,8 @@ pub enum RepoCommand {
     #[command(
         long_about = "Create a new archive repository at REPO (a local directory or \
         s3://bucket/prefix). With --encrypt, a random master key is wrapped under a passphrase \
-        (Argon2id) taken from $AUTOSNAP_REPO_PASSWORD or --password-file."
+        (Argon2id) taken from $AUTOSNAP_REPO_PASSWORD or --password-file. With --kms-key, the \
+        master key is a KMS data key, decrypted through KMS whenever the repository is opened."
     )]
     Init(RepoInitArgs),
     /// List the archives in a repository, oldest first
@@ -949,6 +950,18 @@ pub struct RepoInitArgs {
     /// Encrypt the repository (XChaCha20-Poly1305; key from the passphrase through Argon2id)
     #[arg(long)]
     pub encrypt: bool,
+    /// Encrypt the repository with a KMS data key under this key (id, ARN or alias/NAME)
+    #[arg(
+        long,
+        value_name = "KEY",
+        conflicts_with = "encrypt",
+        long_help = "Encrypt the repository with a KMS data key: KMS GenerateDataKey under KEY \
+        (a key id, key ARN or alias/NAME; an ARN's region is used, else --region) gives the \
+        master key, and only its encrypted form is stored in the repository's config. Every \
+        command that opens the repository asks KMS to decrypt it (kms:Decrypt on KEY), so no \
+        passphrase is needed."
+    )]
+    pub kms_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1017,11 +1030,30 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// Snapshot to archive (snap-…)
-    #[arg(value_name = "SNAPSHOT")]
-    pub snapshot: String,
+    /// Snapshot (snap-…) or AMI (ami-…) to archive
+    #[arg(
+        value_name = "SOURCE",
+        long_help = "What to archive: a snapshot (snap-…), or an AMI (ami-…): all its EBS \
+        snapshots, deduplicated together, each incremental from the newest archive of its \
+        volume, and the AMI's metadata document, in one archive."
+    )]
+    pub source: String,
     #[command(flatten)]
     pub repo: RepoFlag,
+    /// Retention group (and incremental base for a snapshot) instead of the volume id
+    #[arg(
+        long,
+        value_name = "NAME",
+        long_help = "The archive's lineage: the group `repo forget` applies retention to. \
+        Default: the snapshot's volume id (the snapshot id for snapshots without a volume, \
+        such as uploads), or for an AMI the instance it was made from. For a snapshot, the \
+        newest archive of the same lineage is also the one it is built on incrementally; \
+        use it to chain snapshots written through the EBS direct APIs, which have no volume."
+    )]
+    pub lineage: Option<String>,
+    /// Print what would be archived (volumes, incremental parents) without reading anything
+    #[arg(long)]
+    pub dry_run: bool,
     /// Blocks in flight at once
     #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -1039,9 +1071,9 @@ pub struct RepoFlag {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["to_file", "to_snapshot", "to_device"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_file", "to_snapshot", "to_device", "to_ami"])))]
 pub struct RestoreArgs {
-    /// Archive id, or a source snapshot id / volume id (its newest archive)
+    /// Archive id, or a source snapshot, AMI or volume id (its newest archive)
     #[arg(value_name = "ARCHIVE")]
     pub archive: String,
     #[command(flatten)]
@@ -1052,12 +1084,39 @@ pub struct RestoreArgs {
     /// Create a new EBS snapshot with the original description and tags
     #[arg(long)]
     pub to_snapshot: bool,
-    /// Encrypt the new snapshot with this KMS key (with --to-snapshot)
-    #[arg(long, value_name = "KEY", requires = "to_snapshot")]
+    /// Register a new AMI from an AMI archive (each volume to a new snapshot, original tags)
+    #[arg(
+        long,
+        long_help = "Restore an AMI archive as a new AMI: each volume becomes a new snapshot \
+        (with the original snapshot's tags), then RegisterImage rebuilds the AMI from the \
+        archived metadata document (block device mappings with sizes, volume types, IOPS and \
+        throughput, architecture, boot mode, ENA, root device, virtualization type) with the \
+        original AMI's tags, plus autosnap:managed=true and autosnap:restored-from. If \
+        registering fails, the snapshots just made are deleted. Prints the new AMI id."
+    )]
+    pub to_ami: bool,
+    /// Name of the new AMI (with --to-ami; default: the original AMI's name)
+    #[arg(long, value_name = "NAME", requires = "to_ami")]
+    pub name: Option<String>,
+    /// Encrypt the new snapshot(s) with this KMS key (with --to-snapshot or --to-ami)
+    #[arg(
+        long,
+        value_name = "KEY",
+        long_help = "Encrypt the new snapshot(s) with this KMS key (id, ARN or alias/NAME) \
+        and write the zero blocks the archive recorded. With --to-ami and no --kms-key, each \
+        volume that was encrypted is encrypted again with its original key (which must still \
+        be usable), the others stay unencrypted."
+    )]
     pub kms_key: Option<String>,
     /// Write every block of the volume to this block device (or existing file)
     #[arg(long, value_name = "DEV")]
     pub to_device: Option<PathBuf>,
+    /// The volume of an AMI archive to restore (its device name, e.g. /dev/xvda)
+    #[arg(long, value_name = "DEVICE", conflicts_with = "to_ami")]
+    pub device: Option<String>,
+    /// Print what would be created (with --to-snapshot or --to-ami) without creating it
+    #[arg(long)]
+    pub dry_run: bool,
     /// Blocks in flight at once
     #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,

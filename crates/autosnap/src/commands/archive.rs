@@ -1,5 +1,6 @@
 //! `autosnap upload` and `autosnap download`: disk images in and out of EBS snapshots
-//! through the EBS direct APIs.
+//! through the EBS direct APIs; `autosnap archive` (snapshots and AMIs into a repository)
+//! and `autosnap restore` (to a file, a device, a snapshot or an AMI).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,87 +194,264 @@ fn repo_args(flag: &RepoFlag) -> RepoArgs {
     }
 }
 
+/// What wrote an AMI's metadata document.
+const GENERATOR: &str = concat!("autosnap ", env!("CARGO_PKG_VERSION"));
+
+/// `archive SOURCE`: what SOURCE names.
+enum ArchiveSource {
+    Snapshot(String),
+    Image(String),
+}
+
+fn archive_source(source: &str) -> anyhow::Result<ArchiveSource> {
+    use autosnap_core::ids::{ImageId, SnapshotId};
+    let source = source.trim();
+    if source.starts_with("ami-") {
+        let id: ImageId = source.parse().map_err(|e| UsageError(format!("{e}")))?;
+        return Ok(ArchiveSource::Image(id.to_string()));
+    }
+    if source.starts_with("snap-") {
+        let id: SnapshotId = source.parse().map_err(|e| UsageError(format!("{e}")))?;
+        return Ok(ArchiveSource::Snapshot(id.to_string()));
+    }
+    Err(UsageError(format!(
+        "SOURCE {source:?}: give a snapshot id (snap-…) or an AMI id (ami-…)"
+    ))
+    .into())
+}
+
+fn describe_parent(v: &engine::VolumePlan) -> String {
+    match &v.parent {
+        Some(p) => format!(
+            "changed blocks since {} (archive {}, volume {})",
+            p.snapshot_id, p.archive_id, p.volume
+        ),
+        None => "every written block".to_string(),
+    }
+}
+
 pub async fn archive(env: &Env, args: &ArchiveArgs) -> anyhow::Result<Exit> {
     check_concurrency(args.concurrency)?;
-    let snapshot: autosnap_core::ids::SnapshotId = args.snapshot.parse()?;
-    let snapshot = snapshot.to_string();
+    let source = archive_source(&args.source)?;
+    if args.lineage.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        return Err(UsageError("--lineage is empty: give a name, or leave it out".into()).into());
+    }
+    let lineage = args.lineage.clone();
     let repo = repo::open(env, &repo_args(&args.repo)).await?;
     let ctx = env.connect().await?;
     let ebs = Ebs::new(&ctx);
     let ec2 = ctx.ec2().await?;
-    let bar = TransferBar::new(format!("archive {snapshot}"), env.progress);
-    let report = engine::archive_snapshot(
-        &ebs,
-        &ec2,
-        ctx.region(),
-        &repo,
-        &snapshot,
-        args.concurrency,
-        &bar,
-    )
-    .await?;
+    let plan = match &source {
+        ArchiveSource::Snapshot(id) => {
+            engine::plan_snapshot_archive(&ec2, &repo, id, lineage).await?
+        }
+        ArchiveSource::Image(id) => {
+            let image = ec2.get_image(id).await?;
+            let metadata = ec2
+                .collect_image_metadata(&image, GENERATOR, chrono::Utc::now())
+                .await?;
+            engine::plan_image_archive(&ec2, &repo, &metadata, lineage).await?
+        }
+    };
+    if args.dry_run {
+        #[derive(serde::Serialize)]
+        struct DryRun<'a> {
+            dry_run: bool,
+            repository: String,
+            #[serde(flatten)]
+            plan: &'a engine::ArchivePlan,
+        }
+        match env.output {
+            OutputFormat::Json => output::print_json(&DryRun {
+                dry_run: true,
+                repository: repo.backend().location(),
+                plan: &plan,
+            })?,
+            _ => {
+                let mut text = format!(
+                    "would archive {} {} into {} (lineage {}), reading:",
+                    plan.kind,
+                    plan.source_id,
+                    repo.backend().location(),
+                    plan.lineage
+                );
+                for v in &plan.volumes {
+                    text.push_str(&format!(
+                        "\n  {}{} ({} GiB{}): {}",
+                        v.device_name
+                            .as_ref()
+                            .map(|d| format!("{d} "))
+                            .unwrap_or_default(),
+                        v.snapshot_id,
+                        v.volume_size_gib,
+                        if v.encrypted { ", encrypted" } else { "" },
+                        describe_parent(v)
+                    ));
+                }
+                if !plan.skipped_devices.is_empty() {
+                    text.push_str(&format!(
+                        "\n  not archived (instance store): {}",
+                        plan.skipped_devices.join(", ")
+                    ));
+                }
+                text.push_str("\ndry run: nothing was read or written");
+                output::print(&text);
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    let bar = TransferBar::new(format!("archive {}", plan.source_id), env.progress);
+    let report = engine::run_archive(&ebs, &repo, plan, args.concurrency, &bar).await?;
     bar.finish();
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
-        _ => output::print(&format!(
-            "archive {} of {}{}: {} blocks read, {} new ({} stored)",
-            report.archive_id,
-            report.snapshot_id,
-            report
-                .parent
-                .as_ref()
-                .map(|p| format!(" (incremental from {p})"))
-                .unwrap_or_default(),
-            report.blocks_read,
-            size(report.new_bytes),
-            size(report.new_stored_bytes)
-        )),
+        _ => {
+            let mut text = format!(
+                "archive {} of {}{}: {} blocks read ({}), {} new ({} stored)",
+                report.archive_id,
+                report.source_id,
+                report
+                    .parent
+                    .as_ref()
+                    .map(|p| format!(" (incremental from {p})"))
+                    .unwrap_or_default(),
+                report.blocks_read,
+                size(report.bytes_read),
+                size(report.new_bytes),
+                size(report.new_stored_bytes)
+            );
+            if report.kind == "image" {
+                for v in &report.volumes {
+                    text.push_str(&format!(
+                        "\n  {} {}: {} blocks read, {} new{}",
+                        v.device_name.as_deref().unwrap_or("?"),
+                        v.snapshot_id,
+                        v.blocks_read,
+                        size(v.new_bytes),
+                        v.parent
+                            .as_ref()
+                            .map(|p| format!(" (incremental from {p})"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            output::print(&text)
+        }
     }
     Ok(Exit::Success)
 }
 
+/// Checks a KMS key before anything is encrypted with it, naming what it was for.
+async fn check_key(
+    ctx: &autosnap_aws::AwsContext,
+    key: &str,
+    what: &str,
+) -> anyhow::Result<String> {
+    let usable = autosnap_aws::kms::check_encryption_key(ctx, ctx.region(), key)
+        .await
+        .with_context(|| format!("{what} is not usable for EBS encryption"))?;
+    Ok(usable.arn)
+}
+
 pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
     check_concurrency(args.concurrency)?;
+    if args.kms_key.is_some() && !(args.to_snapshot || args.to_ami) {
+        return Err(UsageError("--kms-key applies to --to-snapshot and --to-ami".into()).into());
+    }
+    if args.dry_run && !(args.to_snapshot || args.to_ami) {
+        return Err(UsageError(
+            "--dry-run applies to --to-snapshot and --to-ami (file and device restores create \
+             nothing in AWS)"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(name) = &args.name {
+        autosnap_core::ami::validate_image_name(name)
+            .map_err(|e| UsageError(format!("--name: {e}")))?;
+    }
     let repo = repo::open(env, &repo_args(&args.repo)).await?;
     let manifest = {
         let repo = repo.clone();
         let wanted = args.archive.clone();
         repo::blocking(move || Ok(engine::find_archive(&repo, &wanted)?)).await?
     };
-    if manifest.volumes.len() != 1 {
-        return Err(UsageError(format!(
-            "archive {} holds {} volumes; restoring multi-volume (AMI) archives is not supported yet",
-            manifest.id,
-            manifest.volumes.len()
-        ))
-        .into());
+    if args.to_ami {
+        return restore_to_ami(env, args, repo, manifest).await;
     }
+    let volume = engine::select_volume(&manifest, args.device.as_deref())?;
     #[derive(serde::Serialize)]
     struct Restored {
         archive_id: String,
         target: String,
+        device_name: Option<String>,
         snapshot_id: Option<String>,
         blocks_written: u64,
         size_bytes: u64,
     }
     let id = manifest.id.to_string();
-    let size_bytes = manifest.volumes[0].source.size_bytes;
+    let device_name = manifest.volumes[volume].source.device_name.clone();
+    let size_bytes = manifest.volumes[volume].source.size_bytes;
     let result = if args.to_snapshot {
         let ctx = env.connect().await?;
+        let kms_key = match &args.kms_key {
+            Some(k) => Some(check_key(&ctx, k, &format!("--kms-key {k}")).await?),
+            None => None,
+        };
+        let target = engine::SnapshotTarget::original(&manifest, volume, kms_key);
+        if args.dry_run {
+            #[derive(serde::Serialize)]
+            struct Plan<'a> {
+                dry_run: bool,
+                archive_id: &'a str,
+                device_name: &'a Option<String>,
+                volume_size_gib: u64,
+                kms_key: &'a Option<String>,
+                description: &'a Option<String>,
+                tags: std::collections::BTreeMap<&'a str, &'a str>,
+            }
+            let plan = Plan {
+                dry_run: true,
+                archive_id: &id,
+                device_name: &device_name,
+                volume_size_gib: manifest.volumes[volume].source.volume_size_gib,
+                kms_key: &target.kms_key,
+                description: &target.description,
+                tags: target
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            };
+            match env.output {
+                OutputFormat::Json => output::print_json(&plan)?,
+                _ => output::print(&format!(
+                    "would restore archive {id}{} to a new {} GiB snapshot{} with {} tags\ndry \
+                     run: nothing was created",
+                    device_name
+                        .as_ref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default(),
+                    plan.volume_size_gib,
+                    target
+                        .kms_key
+                        .as_ref()
+                        .map(|k| format!(" encrypted with {k}"))
+                        .unwrap_or_default(),
+                    target.tags.len()
+                )),
+            }
+            return Ok(Exit::Success);
+        }
         let ebs = Ebs::new(&ctx);
         let bar = TransferBar::new(format!("restore {id}"), env.progress);
-        let r = engine::restore_to_snapshot(
-            &ebs,
-            &repo,
-            manifest,
-            args.kms_key.clone(),
-            args.concurrency,
-            &bar,
-        )
-        .await?;
+        let r =
+            engine::restore_to_snapshot(&ebs, &repo, &manifest, &target, args.concurrency, &bar)
+                .await?;
         Restored {
             archive_id: id,
             target: r.snapshot_id.clone(),
+            device_name,
             snapshot_id: Some(r.snapshot_id),
             blocks_written: r.blocks_written,
             size_bytes,
@@ -284,7 +462,7 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
         let r = repo::blocking(move || {
             Ok(repo.restore_to_file_with(
                 &manifest,
-                0,
+                volume,
                 &path2,
                 autosnap_repo::Parallelism { threads },
             )?)
@@ -293,16 +471,19 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
         Restored {
             archive_id: id,
             target: path.display().to_string(),
+            device_name,
             snapshot_id: None,
             blocks_written: r.blocks_written,
             size_bytes: r.size_bytes,
         }
     } else if let Some(dev) = &args.to_device {
         let dev2 = dev.clone();
-        let written = repo::blocking(move || restore_to_device(&repo, manifest, &dev2)).await?;
+        let written =
+            repo::blocking(move || restore_to_device(&repo, manifest, volume, &dev2)).await?;
         Restored {
             archive_id: id,
             target: dev.display().to_string(),
+            device_name,
             snapshot_id: None,
             blocks_written: written,
             size_bytes,
@@ -313,18 +494,152 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
     match env.output {
         OutputFormat::Json => output::print_json(&result)?,
         _ => output::print(&format!(
-            "restored {} to {} ({} blocks written)",
-            result.archive_id, result.target, result.blocks_written
+            "restored {}{} to {} ({} blocks written)",
+            result.archive_id,
+            result
+                .device_name
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            result.target,
+            result.blocks_written
         )),
     }
     Ok(Exit::Success)
 }
 
-/// Writes every block of the archive's volume to an existing device or file, zeros included
+/// `restore --to-ami`: plan (name free, keys usable), print it on `--dry-run`, else restore
+/// every volume, register the AMI and print its id.
+async fn restore_to_ami(
+    env: &Env,
+    args: &RestoreArgs,
+    repo: autosnap_repo::Repository,
+    manifest: autosnap_repo::Manifest,
+) -> anyhow::Result<Exit> {
+    let ctx = env.connect().await?;
+    let ec2 = ctx.ec2().await?;
+    let kms_key = match &args.kms_key {
+        Some(k) => Some(check_key(&ctx, k, &format!("--kms-key {k}")).await?),
+        None => None,
+    };
+    let plan = engine::plan_image_restore(&ec2, &manifest, args.name.clone(), kms_key).await?;
+    if args.kms_key.is_none() {
+        for key in plan.kms_keys() {
+            let devices: Vec<&str> = plan
+                .volumes
+                .iter()
+                .filter(|v| v.kms_key.as_deref() == Some(key.as_str()))
+                .map(|v| v.device_name.as_str())
+                .collect();
+            check_key(
+                &ctx,
+                &key,
+                &format!(
+                    "the original KMS key {key} of {} (give --kms-key to encrypt with another)",
+                    devices.join(", ")
+                ),
+            )
+            .await?;
+        }
+    }
+    if args.dry_run {
+        #[derive(serde::Serialize)]
+        struct DryRun<'a> {
+            dry_run: bool,
+            #[serde(flatten)]
+            plan: &'a engine::ImageRestorePlan,
+        }
+        match env.output {
+            OutputFormat::Json => output::print_json(&DryRun {
+                dry_run: true,
+                plan: &plan,
+            })?,
+            _ => {
+                let mut text = format!(
+                    "would restore archive {} of {} as AMI '{}' (root {}{}):",
+                    plan.archive_id,
+                    plan.source_image_id,
+                    plan.name,
+                    plan.root_device_name,
+                    plan.architecture
+                        .as_ref()
+                        .map(|a| format!(", {a}"))
+                        .unwrap_or_default()
+                );
+                for v in &plan.volumes {
+                    text.push_str(&format!(
+                        "\n  {}: a new {} GiB snapshot{}",
+                        v.device_name,
+                        v.volume_size_gib,
+                        v.kms_key
+                            .as_ref()
+                            .map(|k| format!(" encrypted with {k}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                for d in &plan.instance_store_devices {
+                    text.push_str(&format!("\n  {d}: instance store (no data)"));
+                }
+                text.push_str(&format!(
+                    "\n  AMI tags: {}\ndry run: nothing was created",
+                    plan.tags.len()
+                ));
+                output::print(&text);
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    let ebs = Ebs::new(&ctx);
+    let bar = TransferBar::new(
+        format!("restore {} as an AMI", plan.archive_id),
+        env.progress,
+    );
+    let report =
+        engine::restore_image(&ebs, &ec2, &repo, &manifest, &plan, args.concurrency, &bar).await?;
+    bar.finish();
+    #[derive(serde::Serialize)]
+    struct Restored<'a> {
+        target: &'a str,
+        snapshot_ids: Vec<&'a str>,
+        size_bytes: u64,
+        #[serde(flatten)]
+        report: &'a engine::RestoreImageReport,
+    }
+    match env.output {
+        OutputFormat::Json => output::print_json(&Restored {
+            target: &report.image_id,
+            snapshot_ids: report
+                .volumes
+                .iter()
+                .map(|v| v.snapshot_id.as_str())
+                .collect(),
+            size_bytes: manifest.volumes.iter().map(|v| v.source.size_bytes).sum(),
+            report: &report,
+        })?,
+        _ => output::print(&format!(
+            "{}\nrestored {} ({}) as AMI {} '{}': {}",
+            report.image_id,
+            report.archive_id,
+            report.source_image_id,
+            report.image_id,
+            report.name,
+            report
+                .volumes
+                .iter()
+                .map(|v| format!("{} {}", v.device_name, v.snapshot_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    Ok(Exit::Success)
+}
+
+/// Writes every block of volume `volume` of the archive to an existing device or file, zeros included
 /// (the device may hold old data), in index order; every chunk is hash-checked.
 fn restore_to_device(
     repo: &autosnap_repo::Repository,
     manifest: autosnap_repo::Manifest,
+    volume: usize,
     dev: &std::path::Path,
 ) -> anyhow::Result<u64> {
     use std::os::unix::fs::FileExt;
@@ -332,8 +647,8 @@ fn restore_to_device(
         .write(true)
         .open(dev)
         .with_context(|| format!("cannot open {} for writing", dev.display()))?;
-    let size = manifest.volumes[0].source.size_bytes;
-    let block = u64::from(manifest.volumes[0].block_map.block_size);
+    let size = manifest.volumes[volume].source.size_bytes;
+    let block = u64::from(manifest.volumes[volume].block_map.block_size);
     let reader = autosnap_repo::ArchiveReader::new(repo, manifest);
     let zeros = vec![0u8; block as usize];
     let write = |index: u64, data: &[u8]| -> anyhow::Result<()> {
@@ -344,7 +659,7 @@ fn restore_to_device(
     };
     let mut next = 0u64;
     let mut written = 0u64;
-    for item in reader.blocks(0)? {
+    for item in reader.blocks(volume)? {
         let (index, block_ref) = item?;
         while next < index {
             write(next, &zeros)?;

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use autosnap_aws::kms::{decrypt_data_key, generate_data_key};
 use autosnap_aws::s3_backend::{S3Backend, S3Location};
 use autosnap_repo::{
-    Backend, Credentials, EncryptionInit, InitOptions, KdfParams, LocalBackend, Repository,
+    Backend, Credentials, EncryptionInit, InitOptions, KdfParams, KmsWrappedKey, LocalBackend,
+    Repository,
 };
 use chrono::Utc;
 use serde::Serialize;
@@ -81,28 +83,63 @@ pub async fn blocking<T: Send + 'static>(
         .context("repository worker panicked")?
 }
 
-/// Opens the repository named by `args` (asks for the passphrase only if it is encrypted).
+/// Opens the repository named by `args`. An unencrypted one needs nothing; an encrypted one
+/// opens with `--password-file` when given, else through KMS when its config holds a
+/// KMS-wrapped key, else with `$AUTOSNAP_REPO_PASSWORD`.
 pub async fn open(env: &Env, args: &RepoArgs) -> anyhow::Result<Repository> {
     let backend = backend(env, &args.repo).await?;
-    let password = passphrase(args)?;
     let name = args.repo.clone();
+    let config = {
+        let backend = backend.clone();
+        let name = name.clone();
+        blocking(move || {
+            Repository::read_config(&*backend)
+                .with_context(|| format!("cannot open repository {name}"))
+        })
+        .await?
+    };
+    let credentials = match &config.encryption {
+        None => Credentials::None,
+        Some(encryption) => match (&args.password_file, &encryption.kms) {
+            (None, Some(kms)) => Credentials::DataKey(kms_data_key(env, &name, kms).await?),
+            _ => match passphrase(args)? {
+                Some(p) => Credentials::Passphrase(p),
+                None => {
+                    return Err(UsageError(format!(
+                        "repository {name} is encrypted: set ${PASSWORD_ENV} or give \
+                         --password-file"
+                    ))
+                    .into())
+                }
+            },
+        },
+    };
     blocking(move || {
-        let config = Repository::read_config(&*backend)
-            .with_context(|| format!("cannot open repository {name}"))?;
-        let credentials = match (&config.encryption, password) {
-            (None, _) => Credentials::None,
-            (Some(_), Some(p)) => Credentials::Passphrase(p),
-            (Some(_), None) => {
-                return Err(UsageError(format!(
-                    "repository {name} is encrypted: set ${PASSWORD_ENV} or give --password-file"
-                ))
-                .into())
-            }
-        };
         Repository::open(backend, credentials)
             .with_context(|| format!("cannot open repository {name}"))
     })
     .await
+}
+
+/// The master key of a repository whose config holds a KMS-wrapped data key: KMS `Decrypt`.
+/// (The key is only ever handed to the repository library; it is never printed.)
+async fn kms_data_key(
+    env: &Env,
+    name: &str,
+    kms: &autosnap_repo::KmsWrappedKey,
+) -> anyhow::Result<[u8; 32]> {
+    let ciphertext = kms
+        .ciphertext_bytes()
+        .with_context(|| format!("cannot open repository {name}"))?;
+    let ctx = env.connect().await?;
+    decrypt_data_key(&ctx, ctx.region(), &kms.key_id, &ciphertext)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open repository {name}: KMS did not decrypt its key (wrapped by {})",
+                kms.key_id
+            )
+        })
 }
 
 #[derive(Serialize)]
@@ -110,10 +147,31 @@ struct Initialized {
     repository: String,
     id: String,
     encrypted: bool,
+    /// The KMS key that wraps the master key (`--kms-key`), else null.
+    kms_key_id: Option<String>,
 }
 
 async fn init(env: &Env, args: &RepoInitArgs) -> anyhow::Result<Exit> {
-    let encryption = if args.encrypt {
+    let mut kms_key_id = None;
+    let encryption = if let Some(key) = &args.kms_key {
+        let ctx = env.connect().await?;
+        let data_key = generate_data_key(&ctx, ctx.region(), key)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot create repository {}: KMS did not give a data key",
+                    args.repo.repo
+                )
+            })?;
+        kms_key_id = Some(data_key.key_id.clone());
+        EncryptionInit::DataKey {
+            key: data_key.plaintext,
+            kms: Some(KmsWrappedKey::new(
+                data_key.key_id.clone(),
+                &data_key.ciphertext,
+            )),
+        }
+    } else if args.encrypt {
         let p = passphrase(&args.repo)?.ok_or_else(|| {
             UsageError(format!(
                 "--encrypt needs a passphrase: set ${PASSWORD_ENV} or give --password-file"
@@ -147,14 +205,20 @@ async fn init(env: &Env, args: &RepoInitArgs) -> anyhow::Result<Exit> {
         repository: repo.backend().location(),
         id: repo.config().id.clone(),
         encrypted: repo.is_encrypted(),
+        kms_key_id,
     };
     match env.output {
         OutputFormat::Json => output::print_json(&result)?,
         _ => output::print(&format!(
-            "created {}repository {} at {}",
+            "created {}repository {} at {}{}",
             if result.encrypted { "encrypted " } else { "" },
             result.id,
-            result.repository
+            result.repository,
+            result
+                .kms_key_id
+                .as_ref()
+                .map(|k| format!(" (master key wrapped by KMS key {k})"))
+                .unwrap_or_default()
         )),
     }
     Ok(Exit::Success)
@@ -170,6 +234,8 @@ struct ArchiveRow {
     created: chrono::DateTime<Utc>,
     parent: Option<String>,
     volumes: usize,
+    /// Device names of an AMI archive's volumes (`/dev/xvda`, …); empty otherwise.
+    devices: Vec<String>,
     size_bytes: u64,
     new_bytes: u64,
     new_stored_bytes: u64,
@@ -211,6 +277,7 @@ async fn list(env: &Env, args: &RepoArgs) -> anyhow::Result<Exit> {
             created: m.created,
             parent: m.parent.as_ref().map(ToString::to_string),
             volumes: m.volumes.len(),
+            devices: m.device_names().into_iter().map(str::to_string).collect(),
             size_bytes: m.stats.size_bytes,
             new_bytes: m.stats.new_bytes,
             new_stored_bytes: m.stats.new_stored_bytes,
@@ -219,10 +286,13 @@ async fn list(env: &Env, args: &RepoArgs) -> anyhow::Result<Exit> {
         })
         .collect();
     output::emit(env.output, &rows, || {
-        let mut t = output::table(["ID", "SOURCE", "TIME", "VOLUMES", "SIZE", "NEW", "STORED"]);
+        let mut t = output::table([
+            "ID", "KIND", "SOURCE", "TIME", "VOLUMES", "SIZE", "NEW", "STORED",
+        ]);
         for r in &rows {
             t.add_row([
                 r.id.clone(),
+                r.kind.clone(),
                 r.source.clone(),
                 output::time(Some(r.time)),
                 r.volumes.to_string(),
