@@ -715,6 +715,7 @@ pub async fn run_archive(
     progress: &dyn TransferProgress,
 ) -> Result<ArchiveReport, ArchiveError> {
     let begun = Instant::now();
+    let ebs = &ebs.with_concurrency(concurrency.max(1));
     // Which parents EBS can still compare with (a parent's snapshot may be deleted).
     let mut changed = Vec::with_capacity(plan.volumes.len());
     for v in &plan.volumes {
@@ -1024,6 +1025,7 @@ pub async fn restore_to_snapshot(
 ) -> Result<RestoreSnapshotReport, ArchiveError> {
     use autosnap_repo::{ArchiveReader, BlockRef};
     let begun = Instant::now();
+    let ebs = &ebs.with_concurrency(concurrency.max(1));
     let volume = manifest
         .volumes
         .get(target.volume)

@@ -577,3 +577,146 @@ fn killed_archive_leaves_a_valid_repository_and_resumes() {
     assert_eq!(verify["ok"], true);
     assert_eq!(verify["chunks_unreferenced"], 0);
 }
+
+/// An EBS direct client for the test bed.
+fn ebs_client(bed: &TestBed) -> aws_sdk_ebs::Client {
+    let conf = aws_sdk_ebs::Config::builder()
+        .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
+        .region(aws_sdk_ebs::config::Region::new(support::REGION))
+        .endpoint_url(bed.endpoint())
+        .credentials_provider(aws_sdk_ebs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_ebs::Client::from_conf(conf)
+}
+
+/// A child of `parent` written through EBS direct: StartSnapshot with ParentSnapshotId, one
+/// PutSnapshotBlock per changed block (SHA-256 checksum), CompleteSnapshot with the LINEAR
+/// aggregate (SHA-256 over the decoded per-block digests in index order). Returns its id.
+fn child_snapshot(bed: &TestBed, parent: &str, changes: &[(u64, Vec<u8>)]) -> String {
+    use autosnap_aws::ebs::{block_checksum, LinearChecksum};
+    use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm};
+    let ebs = ebs_client(bed);
+    let mut changes = changes.to_vec();
+    changes.sort_by_key(|(index, _)| *index);
+    bed.block(async {
+        let id = ebs
+            .start_snapshot()
+            .volume_size(1)
+            .parent_snapshot_id(parent)
+            .description("child")
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string();
+        let mut linear = LinearChecksum::default();
+        for (index, data) in &changes {
+            let (checksum, digest) = block_checksum(data);
+            linear.push(&digest);
+            ebs.put_snapshot_block()
+                .snapshot_id(&id)
+                .block_index(*index as i32)
+                .block_data(aws_sdk_ebs::primitives::ByteStream::from(data.clone()))
+                .data_length(BLOCK as i32)
+                .checksum(checksum)
+                .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .send()
+                .await
+                .unwrap();
+        }
+        let status = ebs
+            .complete_snapshot()
+            .snapshot_id(&id)
+            .changed_blocks_count(changes.len() as i32)
+            .checksum(linear.finish())
+            .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+            .checksum_aggregation_method(ChecksumAggregationMethod::ChecksumAggregationLinear)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status.status().map(|s| s.as_str()), Some("completed"));
+        id
+    })
+}
+
+#[test]
+fn child_snapshot_archive_reads_only_the_changed_blocks() {
+    let bed = TestBed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().unwrap();
+    run_ok(&bed, &["repo", "init", repo_s]);
+    // The parent: 8 blocks, 6 of them written.
+    let layout = [true, true, false, true, true, true, false, true];
+    let src = image(dir.path(), "parent.img", &layout, 0, 21);
+    let parent = bed.json(&["upload", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The child: block 1 rewritten, block 3 zeroed, block 6 (absent in the parent) written,
+    // block 10 appended; the rest inherited.
+    let changes = vec![
+        (1u64, noise(501, BLOCK)),
+        (3, vec![0u8; BLOCK]),
+        (6, noise(506, BLOCK)),
+        (10, noise(510, BLOCK)),
+    ];
+    let child = child_snapshot(&bed, &parent, &changes);
+    let mut expected = std::fs::read(&src).unwrap();
+    expected.resize(11 * BLOCK, 0);
+    for (index, data) in &changes {
+        let at = *index as usize * BLOCK;
+        expected[at..at + BLOCK].copy_from_slice(data);
+    }
+
+    // Both were written through EBS direct (no volume): one --lineage chains them.
+    let a1 = bed.json(&["archive", &parent, "--repo", repo_s, "--lineage", "disk"]);
+    assert_eq!(a1["blocks_read"], 6, "{a1}");
+    assert_eq!(a1["lineage"], "disk");
+    let a2 = bed.json(&["archive", &child, "--repo", repo_s, "--lineage", "disk"]);
+    assert_eq!(a2["parent"], a1["archive_id"], "{a2}");
+    assert_eq!(a2["parent_snapshot_id"], parent.as_str());
+    // Only the changed blocks were read: ListChangedBlocks, then GetSnapshotBlock for each.
+    assert_eq!(a2["blocks_read"], 4, "{a2}");
+    assert_eq!(a2["bytes_read"], 4 * BLOCK as u64);
+    // Three of them are new content; the zeroed one is recorded, not stored.
+    assert_eq!(a2["new_chunks"], 3, "{a2}");
+    assert_eq!(a2["new_bytes"], 3 * BLOCK as u64);
+    // Present blocks: 6 inherited or rewritten + block 6 + block 10 (block 3 now zeros).
+    assert_eq!(a2["size_bytes"], 8 * BLOCK as u64);
+
+    // The child restores to the child's bytes.
+    let out = dir.path().join("child.img");
+    bed.json(&[
+        "restore",
+        a2["archive_id"].as_str().unwrap(),
+        "--repo",
+        repo_s,
+        "--to-file",
+        out.to_str().unwrap(),
+    ]);
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), 1 << 30);
+    assert_eq!(sha256(&got[..expected.len()]), sha256(&expected));
+    assert!(got[expected.len()..].iter().all(|&b| b == 0));
+    drop(got);
+    // And so does the parent, untouched by the child.
+    bed.json(&[
+        "restore",
+        a1["archive_id"].as_str().unwrap(),
+        "--repo",
+        repo_s,
+        "--to-file",
+        out.to_str().unwrap(),
+    ]);
+    let parent_bytes = std::fs::read(&src).unwrap();
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(sha256(&got[..parent_bytes.len()]), sha256(&parent_bytes));
+    assert_eq!(
+        bed.json(&["repo", "verify", repo_s, "--read-data"])["ok"],
+        true
+    );
+}
