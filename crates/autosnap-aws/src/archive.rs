@@ -252,7 +252,7 @@ pub async fn download_snapshot(
             let file = Arc::clone(&file);
             let temp_path = temp.path.clone();
             async move {
-                let data = ebs.get_block(snapshot, &block).await?;
+                let data = ebs.get_block_bytes(snapshot, &block).await?;
                 tokio::task::spawn_blocking(move || {
                     if data.iter().all(|&b| b == 0) {
                         return Ok(());
