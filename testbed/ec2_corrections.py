@@ -22,7 +22,7 @@ CORRECTIONS = {
     "test-controls": (
         "TEST-BED ONLY, not AWS behaviour: the tags autosnap-testbed:start-time=<RFC 3339> "
         "and autosnap-testbed:state=<pending|error|completed> on a snapshot set its start "
-        "time and state, so tests can build a backup history (moto stamps every snapshot "
+        "time and state (on an AMI: its creation date and state), so tests can build a backup history (moto stamps every snapshot "
         "'now' and has no pending phase); autosnap-testbed:fail=CreateSnapshot on a volume "
         "makes snapshots of it fail (IncorrectState), for partial-failure tests; "
         "autosnap-testbed:delay-seconds=N on a volume makes CreateSnapshot of it take N seconds"
@@ -142,7 +142,7 @@ def apply() -> None:
     EBSBackend.delete_snapshot = delete_snapshot
 
     # --- test-controls ---------------------------------------------------------
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from moto.ec2.models.tags import TagBackend
 
@@ -151,7 +151,17 @@ def apply() -> None:
     def create_tags(self: Any, resource_ids: list, tags: dict) -> bool:
         result = original_create_tags(self, resource_ids, tags)
         snapshots = getattr(self, "snapshots", {})
+        images = getattr(self, "amis", {})
         for rid in resource_ids:
+            image = images.get(rid)
+            if image is not None:
+                # The same controls on an AMI: its creation date and state.
+                if START_TIME_TAG in tags:
+                    t = datetime.fromisoformat(tags[START_TIME_TAG].replace("Z", "+00:00"))
+                    image.creation_date = t.astimezone(timezone.utc).replace(tzinfo=None)
+                if STATE_TAG in tags:
+                    image.state = tags[STATE_TAG]
+                continue
             snap = snapshots.get(rid)
             if snap is None:
                 continue

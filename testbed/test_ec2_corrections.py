@@ -94,3 +94,15 @@ def test_test_controls_fail_create_snapshot(ec2):
     with pytest.raises(ClientError) as e:
         ec2.create_snapshot(VolumeId=vol)
     assert e.value.response["Error"]["Code"] == "IncorrectState"
+
+
+def test_test_controls_set_image_creation_date_and_state(ec2):
+    _, snap = volume_and_snapshot(ec2)
+    image = register(ec2, snap, name="img-dated")
+    ec2.create_tags(Resources=[image], Tags=[
+        {"Key": "autosnap-testbed:start-time", "Value": "2025-03-01T03:00:00Z"},
+        {"Key": "autosnap-testbed:state", "Value": "pending"},
+    ])
+    i = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert i["CreationDate"].startswith("2025-03-01T03:00:00")
+    assert i["State"] == "pending"

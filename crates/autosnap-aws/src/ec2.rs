@@ -260,6 +260,20 @@ impl Ec2 {
     /// Lists our own snapshots matching the query, newest first, paged
     /// through completely.
     pub async fn list_snapshots(&self, q: &SnapshotQuery) -> Result<Vec<Snapshot>, AwsError> {
+        let mut out = Vec::new();
+        self.for_each_snapshot(q, |s| out.push(s)).await?;
+        sort_newest_first(&mut out);
+        Ok(out)
+    }
+
+    /// Hands each of our own snapshots matching the query to `each`, page by
+    /// page in listing order, so a caller that keeps only part of each needs
+    /// no memory for the whole listing.
+    pub async fn for_each_snapshot(
+        &self,
+        q: &SnapshotQuery,
+        mut each: impl FnMut(Snapshot),
+    ) -> Result<(), AwsError> {
         let base = {
             let mut f = tag_filters(&q.tags);
             // The owner-id filter (not OwnerIds=self, which some emulators
@@ -267,7 +281,6 @@ impl Ec2 {
             f.push(filter("owner-id", [self.account.clone()]));
             f
         };
-        let mut out = Vec::new();
         // Ids are passed as filters rather than SnapshotIds so that a missing
         // id is simply absent (callers report it by name) instead of failing
         // the whole call.
@@ -289,12 +302,14 @@ impl Ec2 {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| self.err(e, "DescribeSnapshots", None))?;
-                    out.extend(page.snapshots().iter().map(snapshot_from_sdk));
+                    page.snapshots()
+                        .iter()
+                        .map(snapshot_from_sdk)
+                        .for_each(&mut each);
                 }
             }
         }
-        sort_newest_first(&mut out);
-        Ok(out)
+        Ok(())
     }
 
     /// One of our snapshots, or `NotFound` naming it.

@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use autosnap_core::ami::ImageDetails;
 use autosnap_core::model::Snapshot;
-use autosnap_core::plan::{CopySource, CreateAction, Plan, PolicyPlan, TargetPlan};
-use autosnap_core::policy::ResourceKind;
+use autosnap_core::plan::{AmiCreate, CopySource, CreateAction, Plan, PolicyPlan, TargetPlan};
+use autosnap_core::policy::{BackupKind, ResourceKind};
 use autosnap_core::tags::{self, Tags};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -21,7 +22,9 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
+use crate::ami::{ImageCopy, ImageWaitObserver, NewImage, PollSchedule};
+use crate::ami_flow::{encrypt_image, free_name, remove_image};
+use crate::ec2::{Ec2, SnapshotQuery, VolumeQuery, WaitObserver};
 use crate::rate::Ec2RateLimits;
 use crate::{AwsContext, AwsError};
 
@@ -50,6 +53,9 @@ pub struct Created {
     pub region: String,
     pub snapshot_ids: Vec<String>,
     pub set_id: Option<String>,
+    /// AMI policies: the new AMI (its snapshots are `snapshot_ids`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +64,9 @@ pub struct Copied {
     pub target_id: String,
     pub from_region: String,
     pub to_region: String,
+    /// The snapshot copied (AMI policies: the AMI).
     pub source_snapshot_id: String,
+    /// The copy (AMI policies: the new AMI).
     pub snapshot_id: String,
 }
 
@@ -125,6 +133,7 @@ pub trait LocalSnapshotter: Send + Sync {
 
 struct NoWaitProgress;
 impl WaitObserver for NoWaitProgress {}
+impl ImageWaitObserver for NoWaitProgress {}
 
 struct Regions {
     clients: HashMap<String, Ec2>,
@@ -204,6 +213,9 @@ async fn run_target(
     observer: &dyn RunObserver,
     local: Option<&dyn LocalSnapshotter>,
 ) -> RunReport {
+    if policy.kind == BackupKind::Ami {
+        return run_ami_target(regions, policy, target, opts, observer).await;
+    }
     let mut report = RunReport::default();
     let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
         tracing::warn!(
@@ -285,6 +297,7 @@ async fn run_target(
                     region: create.region.clone(),
                     snapshot_ids: ids,
                     set_id,
+                    image_id: None,
                 });
                 created = snaps;
             }
@@ -404,8 +417,8 @@ async fn run_target(
                         policy: policy.policy.clone(),
                         target_id: target.target_id.clone(),
                         region: group.region.clone(),
-                        backup_id: backup.backup_id.clone(),
-                        snapshot_ids: backup.snapshot_ids.clone(),
+                        backup_id: backup.backup_id.to_string(),
+                        snapshot_ids: backup.snapshot_ids.iter().map(|s| s.to_string()).collect(),
                     });
                 }
             }
@@ -455,5 +468,303 @@ async fn copy_one(
         &NoWaitProgress,
     )
     .await?;
+    Ok(id)
+}
+
+// ---- AMI policies ---------------------------------------------------------------------------
+
+/// [`run_target`] for an AMI policy: CreateImage (encrypted by CopyImage when asked),
+/// CopyImage to the copy regions, and deregistration with snapshot cleanup on prune.
+async fn run_ami_target(
+    regions: &Regions,
+    policy: &PolicyPlan,
+    target: &TargetPlan,
+    opts: &RunOptions,
+    observer: &dyn RunObserver,
+) -> RunReport {
+    let mut report = RunReport::default();
+    let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
+        tracing::warn!(
+            "policy {}: {action} for {} in {region} failed: {e}",
+            policy.policy,
+            target.target_id
+        );
+        report.failures.push(Failure {
+            policy: policy.policy.clone(),
+            target_id: target.target_id.clone(),
+            region: region.to_string(),
+            action,
+            error: e,
+        });
+    };
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+
+    // 1. Create. The AMI is waited for only when a copy or encryption needs it.
+    let mut created: Option<ImageDetails> = None;
+    if let (true, Some(create), Some(ami)) = (
+        opts.create,
+        &target.create,
+        target.create.as_ref().and_then(|c| c.ami.as_ref()),
+    ) {
+        let wait = opts.copy && !target.copies.is_empty();
+        match create_ami(regions, create, ami, wait, opts).await {
+            Ok(image) => {
+                tracing::info!(
+                    "policy {}: created AMI {} of {}",
+                    policy.policy,
+                    image.image_id,
+                    create.target_id
+                );
+                observer.done(&format!("created {}", image.image_id));
+                report.created.push(Created {
+                    policy: policy.policy.clone(),
+                    target_id: create.target_id.clone(),
+                    region: create.region.clone(),
+                    snapshot_ids: image.snapshot_ids(),
+                    set_id: None,
+                    image_id: Some(image.image_id.clone()),
+                });
+                created = Some(image);
+            }
+            Err(e) => {
+                fail(&mut report, &create.region, "create", e.to_string());
+                blocked.insert(create.region.clone());
+            }
+        }
+    }
+
+    // 2. Copy the AMI to other regions.
+    if opts.copy {
+        for copy in &target.copies {
+            let source = match &copy.source {
+                CopySource::New => match &created {
+                    Some(image) => Ok(image.clone()),
+                    None => {
+                        blocked.insert(copy.to_region.clone());
+                        continue;
+                    }
+                },
+                CopySource::Existing { backup_id, .. } => {
+                    regions.ec2(&copy.from_region).get_image(backup_id).await
+                }
+            };
+            let result = match source {
+                Ok(source) => copy_ami(regions, &source, copy, opts)
+                    .await
+                    .map(|id| (source, id)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((source, id)) => {
+                    observer.done(&format!("copied {} to {}", source.image_id, copy.to_region));
+                    report.copied.push(Copied {
+                        policy: policy.policy.clone(),
+                        target_id: target.target_id.clone(),
+                        from_region: copy.from_region.clone(),
+                        to_region: copy.to_region.clone(),
+                        source_snapshot_id: source.image_id.clone(),
+                        snapshot_id: id,
+                    });
+                }
+                Err(e) => {
+                    fail(&mut report, &copy.to_region, "copy", e.to_string());
+                    blocked.insert(copy.to_region.clone());
+                }
+            }
+        }
+    }
+
+    // 3. Prune: deregister, then delete the AMI's snapshots (never one another AMI uses).
+    if opts.prune {
+        for group in &target.groups {
+            let doomed: Vec<_> = group.backups.iter().filter(|b| b.delete).collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            if blocked.contains(&group.region) {
+                report.skipped_prunes.push(format!(
+                    "policy {}: {} in {}: an earlier step failed, so nothing was deleted",
+                    policy.policy, target.target_id, group.region
+                ));
+                continue;
+            }
+            let ec2 = regions.ec2(&group.region);
+            for backup in doomed {
+                regions
+                    .limits(&group.region)
+                    .deregister_image
+                    .acquire()
+                    .await;
+                let cleanup = remove_image(ec2, &backup.backup_id).await;
+                if !cleanup.left.is_empty() {
+                    fail(&mut report, &group.region, "delete", cleanup.summary());
+                    continue;
+                }
+                tracing::info!(
+                    "policy {}: deregistered {} of {} in {} ({})",
+                    policy.policy,
+                    backup.backup_id,
+                    target.target_id,
+                    group.region,
+                    cleanup.summary()
+                );
+                observer.done(&format!("deregistered {}", backup.backup_id));
+                report.deleted.push(Deleted {
+                    policy: policy.policy.clone(),
+                    target_id: target.target_id.clone(),
+                    region: group.region.clone(),
+                    backup_id: backup.backup_id.to_string(),
+                    snapshot_ids: cleanup.deleted_snapshots,
+                });
+            }
+        }
+    }
+    report
+}
+
+/// CreateImage of the target (a free name near the planned one; tags on the AMI and its
+/// snapshots), then, with `encrypt` and unencrypted volumes, an encrypted CopyImage that
+/// replaces it. What a failure leaves is cleaned up, and the error says what is left.
+async fn create_ami(
+    regions: &Regions,
+    create: &CreateAction,
+    ami: &AmiCreate,
+    wait: bool,
+    opts: &RunOptions,
+) -> Result<ImageDetails, AwsError> {
+    let ec2 = regions.ec2(&create.region);
+    let needs_copy = ami.encrypt && {
+        let volumes = ec2
+            .list_volumes(&VolumeQuery {
+                instance_id: Some(create.target_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        volumes.is_empty() || volumes.iter().any(|v| !v.encrypted)
+    };
+    // With encryption to do, the first AMI is an intermediate and the copy gets the name.
+    let name = free_name(ec2, &ami.name).await?;
+    let first_name = if needs_copy {
+        free_name(ec2, &format!("{name}-unencrypted")).await?
+    } else {
+        name.clone()
+    };
+    regions.limits(&create.region).create_image.acquire().await;
+    let image_id = ec2
+        .create_image(&NewImage {
+            instance_id: create.target_id.clone(),
+            name: first_name,
+            description: create.description.clone(),
+            no_reboot: !ami.reboot,
+            image_tags: create.tags.clone(),
+            snapshot_tags: create.tags.clone(),
+        })
+        .await?;
+    if !(wait || needs_copy) {
+        return ec2.get_image(&image_id).await;
+    }
+    let image = match ec2
+        .wait_image_available(
+            &image_id,
+            opts.wait_timeout,
+            PollSchedule::IMAGES,
+            &NoWaitProgress,
+        )
+        .await
+    {
+        Ok(image) => image,
+        Err(e) => {
+            let c = remove_image(ec2, &image_id).await;
+            return Err(AwsError::Failed {
+                what: format!("AMI {image_id} of {}", create.target_id),
+                detail: format!("{e}; {}", c.summary()),
+            });
+        }
+    };
+    if !ami.encrypt || image.unencrypted_snapshots().is_empty() {
+        return Ok(image);
+    }
+    regions.limits(&create.region).copy_image.acquire().await;
+    let out = encrypt_image(
+        ec2,
+        &image,
+        &name,
+        ami.kms_key.as_deref(),
+        &create.tags,
+        &create.tags,
+        opts.wait_timeout,
+        PollSchedule::IMAGES,
+        &NoWaitProgress,
+    )
+    .await?;
+    if !out.cleanup.left.is_empty() {
+        tracing::warn!(
+            "the encrypted AMI {} is ready, but removing the unencrypted {image_id} was incomplete: {}",
+            out.image.image_id,
+            out.cleanup.summary()
+        );
+    }
+    Ok(out.image)
+}
+
+/// CopyImage of `source` into the copy's region (encrypted with its KMS key, or as the
+/// source is), tagged like the source plus where it came from; waits for the copy while
+/// holding one of the region's copy slots.
+async fn copy_ami(
+    regions: &Regions,
+    source: &ImageDetails,
+    copy: &autosnap_core::plan::CopyAction,
+    opts: &RunOptions,
+) -> Result<String, AwsError> {
+    let _slot = regions.copy_slots[&copy.to_region]
+        .acquire()
+        .await
+        .expect("semaphore never closed");
+    let dest = regions.ec2(&copy.to_region);
+    let mut t: Tags = source
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    t.insert(tags::SOURCE_IMAGE.into(), source.image_id.clone());
+    t.insert(tags::SOURCE_REGION.into(), copy.from_region.clone());
+    let base = source
+        .name
+        .clone()
+        .unwrap_or_else(|| source.image_id.clone());
+    let name = free_name(dest, &base).await?;
+    regions.limits(&copy.to_region).copy_image.acquire().await;
+    let id = dest
+        .copy_image(&ImageCopy {
+            source_image_id: source.image_id.clone(),
+            source_region: copy.from_region.clone(),
+            name,
+            description: Some(format!(
+                "autosnap copy of {} from {}",
+                source.image_id, copy.from_region
+            )),
+            encrypted: source.is_encrypted() || copy.kms_key.is_some(),
+            kms_key_id: copy.kms_key.clone(),
+            image_tags: t.clone(),
+            snapshot_tags: t,
+        })
+        .await?;
+    if let Err(e) = dest
+        .wait_image_available(
+            &id,
+            opts.wait_timeout,
+            PollSchedule::IMAGES,
+            &NoWaitProgress,
+        )
+        .await
+    {
+        let c = remove_image(dest, &id).await;
+        return Err(AwsError::Failed {
+            what: format!("copy {id} of AMI {} in {}", source.image_id, copy.to_region),
+            detail: format!("{e}; {}", c.summary()),
+        });
+    }
     Ok(id)
 }

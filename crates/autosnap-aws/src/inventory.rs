@@ -1,20 +1,25 @@
 //! Reading what the policies need from the account: the candidate targets
 //! (volumes and instances) in the policies' regions, and every backup
-//! autosnap made for a policy (in the source and the copy regions), with the
-//! AMIs that use them.
+//! autosnap made for a policy (in the source and the copy regions): snapshots
+//! with the AMIs that use them, and AMIs with the instances and launch
+//! templates that use them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use autosnap_core::plan::{ExistingBackup, Inventory, Target};
-use autosnap_core::policy::{PolicyConfig, ResourceKind};
+use autosnap_core::ami::ImageDetails;
+use autosnap_core::plan::{BackupBuilder, ExistingBackup, Inventory, Target};
+use autosnap_core::policy::{BackupKind, PolicyConfig, ResourceKind};
 use autosnap_core::tags;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::ec2::SnapshotQuery;
-use crate::{AwsContext, AwsError};
+use crate::{AwsContext, AwsError, Ec2};
 
 /// Regions read at once.
 const REGION_CONCURRENCY: usize = 4;
+/// AMIs whose users (instances, launch templates) are looked up at once.
+const USERS_CONCURRENCY: usize = 4;
 
 /// The regions policies back up from, and the regions they copy to.
 pub fn regions(policies: &[PolicyConfig], default_region: &str) -> (Vec<String>, Vec<String>) {
@@ -84,32 +89,7 @@ pub async fn gather(
     let backups: Vec<Vec<ExistingBackup>> = stream::iter(all_regions)
         .map(|region| async move {
             let ec2 = ctx.ec2_in(&region).await?;
-            let snaps = ec2
-                .list_snapshots(&SnapshotQuery {
-                    tags: vec![(tags::POLICY.to_string(), None)],
-                    ..Default::default()
-                })
-                .await?;
-            let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
-            let images = if ids.is_empty() {
-                Vec::new()
-            } else {
-                ec2.images_using_snapshots(&ids).await?
-            };
-            Ok::<_, AwsError>(
-                snaps
-                    .into_iter()
-                    .map(|s| ExistingBackup {
-                        in_use_by: images
-                            .iter()
-                            .filter(|i| i.snapshot_ids.contains(&s.snapshot_id))
-                            .map(|i| i.image_id.clone())
-                            .collect(),
-                        region: region.clone(),
-                        snapshot: s,
-                    })
-                    .collect(),
-            )
+            backups_in(&ec2, policies, &region).await
         })
         .buffered(REGION_CONCURRENCY)
         .try_collect()
@@ -119,4 +99,80 @@ pub async fn gather(
         targets: targets.into_iter().flatten().collect(),
         backups: backups.into_iter().flatten().collect(),
     })
+}
+
+/// Every backup of a policy in one region: the snapshots carrying `autosnap:policy` (with
+/// the AMIs using them) and, when AMI policies exist, the AMIs carrying it (with the
+/// instances and launch templates using them).
+async fn backups_in(
+    ec2: &Ec2,
+    policies: &[PolicyConfig],
+    region: &str,
+) -> Result<Vec<ExistingBackup>, AwsError> {
+    // One listing of our AMIs answers "which AMIs use this snapshot" for every snapshot,
+    // instead of one DescribeImages per 200 snapshots.
+    let images = ec2.list_images(&[]).await?;
+    let mut used_by: HashMap<String, Vec<String>> = HashMap::new();
+    for image in &images {
+        for snapshot in image.snapshot_ids() {
+            used_by
+                .entry(snapshot)
+                .or_default()
+                .push(image.image_id.clone());
+        }
+    }
+    let mut builder = BackupBuilder::new(policies);
+    let mut out = Vec::new();
+    // Each snapshot becomes the planner's compact record as its page is read, so a
+    // million of them never sit in memory in full.
+    ec2.for_each_snapshot(
+        &SnapshotQuery {
+            tags: vec![(tags::POLICY.to_string(), None)],
+            ..Default::default()
+        },
+        |s| {
+            let in_use = used_by.remove(&s.snapshot_id).unwrap_or_default();
+            out.push(builder.snapshot(&s, region, in_use));
+        },
+    )
+    .await?;
+
+    let ami_policies: BTreeSet<&str> = policies
+        .iter()
+        .filter(|p| p.kind == BackupKind::Ami)
+        .map(|p| p.name.as_str())
+        .collect();
+    let ours: Vec<&ImageDetails> = images
+        .iter()
+        .filter(|i| {
+            i.tags
+                .get(tags::POLICY)
+                .is_some_and(|p| ami_policies.contains(p.as_str()))
+        })
+        .collect();
+    let users: Vec<Vec<String>> = stream::iter(&ours)
+        .map(|image| async move {
+            let users = ec2.image_users(&image.image_id).await?;
+            Ok::<_, AwsError>(users.iter().map(ToString::to_string).collect())
+        })
+        .buffered(USERS_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (image, users) in ours.into_iter().zip(users) {
+        let created = image
+            .creation_date
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.with_timezone(&Utc));
+        out.push(builder.image(
+            &image.image_id,
+            &image.state,
+            created,
+            image.snapshot_ids(),
+            &image.tags,
+            region,
+            users,
+        ));
+    }
+    Ok(out)
 }

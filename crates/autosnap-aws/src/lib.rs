@@ -7,6 +7,7 @@
 
 pub mod adaptive;
 pub mod ami;
+pub mod ami_flow;
 pub mod archive;
 pub mod context;
 pub mod ebs;

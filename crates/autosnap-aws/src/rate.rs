@@ -44,13 +44,19 @@ impl TokenBucket {
 }
 
 /// EC2's documented buckets (shared/aws-facts: CreateSnapshot(s) and
-/// DeleteSnapshot: 100 tokens, 5 per second; other mutating calls: 50, 5/s).
+/// DeleteSnapshot, DeregisterImage: 100 tokens, 5 per second; CopyImage: 100,
+/// 1/s; other mutating calls (CreateImage): 50, 5/s).
 /// autosnap uses half of each burst so that other tools in the account keep
 /// some headroom.
 pub struct Ec2RateLimits {
     pub create_snapshot: TokenBucket,
     pub delete_snapshot: TokenBucket,
     pub copy_snapshot: TokenBucket,
+    /// CreateImage (the mutating default bucket).
+    pub create_image: TokenBucket,
+    pub deregister_image: TokenBucket,
+    /// CopyImage refills at one per second.
+    pub copy_image: TokenBucket,
 }
 
 impl Default for Ec2RateLimits {
@@ -59,6 +65,9 @@ impl Default for Ec2RateLimits {
             create_snapshot: TokenBucket::new(50, 5.0),
             delete_snapshot: TokenBucket::new(50, 5.0),
             copy_snapshot: TokenBucket::new(25, 5.0),
+            create_image: TokenBucket::new(25, 5.0),
+            deregister_image: TokenBucket::new(50, 5.0),
+            copy_image: TokenBucket::new(50, 1.0),
         }
     }
 }

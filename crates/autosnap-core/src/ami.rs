@@ -464,6 +464,21 @@ pub fn default_image_name(instance_id: &str, name_tag: Option<&str>, at: DateTim
     format!("autosnap-{subject}-{stamp}")
 }
 
+/// The name of an AMI made by policy `policy`:
+/// `autosnap-<policy>-<Name tag or instance id>-<UTC YYYYMMDDTHHMMSSZ>`, sanitised and
+/// shortened like [`default_image_name`].
+pub fn policy_image_name(
+    policy: &str,
+    instance_id: &str,
+    name_tag: Option<&str>,
+    at: DateTime<Utc>,
+) -> String {
+    let subject = name_tag
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(instance_id);
+    default_image_name(instance_id, Some(&format!("{policy}-{subject}")), at)
+}
+
 /// The first of `base`, `base-2`, `base-3`, … that `taken` says is free.
 pub fn unique_image_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {

@@ -73,13 +73,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::{smallvec, SmallVec};
 
 use crate::config::DefaultsSection;
 use crate::model::Snapshot;
-use crate::policy::{CopyRule, PolicyConfig, ResourceKind};
+use crate::policy::{BackupKind, CopyRule, PolicyConfig, ResourceKind};
 use crate::retention::{apply_indexed, KeepPolicy, Retainable, REASON_NEWEST};
 use crate::schedule::Health;
 use crate::tags::{self, Tags};
@@ -126,17 +129,278 @@ impl Target {
     }
 }
 
-/// A snapshot autosnap may have made for a policy, in `region`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExistingBackup {
-    pub snapshot: Snapshot,
-    pub region: String,
-    /// AMIs whose block device mappings use this snapshot.
-    pub in_use_by: Vec<String>,
+/// Ids of one backup's snapshots: most backups have exactly one, kept inline.
+pub type SnapshotIds = SmallVec<[CompactString; 1]>;
+
+/// The state of a backup, snapshot or AMI, as far as the planner cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupState {
+    /// A snapshot `completed`, an AMI `available`.
+    Completed,
+    /// Still being made.
+    Pending,
+    /// A snapshot in `error`, an AMI `failed`, `invalid` or `error`: retention may delete it,
+    /// but it never counts as a target's newest backup.
+    Error,
+    /// Anything else (`recoverable`, `disabled`, …; its name is in [`BackupExtra::state`]):
+    /// never deleted.
+    Other,
 }
 
-/// What the account holds: the targets of all source regions, and every snapshot carrying
-/// `autosnap:policy` (any value) in the source and copy regions.
+impl BackupState {
+    /// From a snapshot's state name.
+    pub fn of_snapshot(state: &str) -> BackupState {
+        match state {
+            "completed" => BackupState::Completed,
+            "pending" => BackupState::Pending,
+            "error" => BackupState::Error,
+            _ => BackupState::Other,
+        }
+    }
+
+    /// From an AMI's state name.
+    pub fn of_image(state: &str) -> BackupState {
+        match state {
+            "available" => BackupState::Completed,
+            "pending" => BackupState::Pending,
+            "failed" | "invalid" | "error" => BackupState::Error,
+            _ => BackupState::Other,
+        }
+    }
+}
+
+/// A backup autosnap may have made for a policy, in `region`: a snapshot, or an AMI (for
+/// `kind = "ami"` policies).
+///
+/// It holds only what the planner reads, compactly, because an account may hold millions:
+/// the ownership tags parsed into fields, strings that repeat across backups (regions, policy
+/// names, source and set ids) as shared `Arc<str>`s (see [`BackupBuilder`]), ids inline, and
+/// the rarely present rest boxed in [`BackupExtra`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExistingBackup {
+    /// The snapshot id, or the AMI's image id.
+    pub id: CompactString,
+    pub kind: BackupKind,
+    pub region: Arc<str>,
+    pub state: BackupState,
+    /// A snapshot's start time, an AMI's creation date.
+    pub start_time: Option<DateTime<Utc>>,
+    /// Carries `autosnap:managed=true`.
+    pub managed: bool,
+    /// `autosnap:policy`.
+    pub policy: Option<Arc<str>>,
+    /// `autosnap:source-volume`: the volume it was taken of.
+    pub source_volume: Option<Arc<str>>,
+    /// `autosnap:source-instance`: the instance it was taken of.
+    pub source_instance: Option<Arc<str>>,
+    /// `autosnap:set-id`: the instance set this snapshot belongs to.
+    pub set_id: Option<Arc<str>>,
+    pub extra: Option<Box<BackupExtra>>,
+}
+
+/// The parts of a backup that most backups do not have.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BackupExtra {
+    /// The state's name when it is [`BackupState::Other`].
+    pub state: Option<String>,
+    /// `autosnap:source-snapshot` or `autosnap:source-image`: the backup this one is a
+    /// cross-region copy of.
+    pub copy_of: Option<CompactString>,
+    /// AMI backups: the snapshots behind the AMI.
+    pub snapshot_ids: Vec<CompactString>,
+    /// What uses it and so keeps it: AMIs using a snapshot; instances and launch templates
+    /// using an AMI.
+    pub in_use_by: Vec<String>,
+    /// The backup's tags that a retention `tags` rule asks about.
+    pub tags: Tags,
+}
+
+impl ExistingBackup {
+    fn extra(&self) -> Option<&BackupExtra> {
+        self.extra.as_deref()
+    }
+
+    /// The snapshots that make it up: the snapshot itself, or the AMI's.
+    pub fn snapshot_ids(&self) -> SnapshotIds {
+        match self.kind {
+            BackupKind::Snapshot => smallvec![self.id.clone()],
+            BackupKind::Ami => self
+                .extra()
+                .map(|e| e.snapshot_ids.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The AMIs, instances or launch templates that use it.
+    pub fn in_use_by(&self) -> &[String] {
+        self.extra().map_or(&[], |e| e.in_use_by.as_slice())
+    }
+
+    /// The backup this one is a copy of.
+    pub fn copy_of(&self) -> Option<&str> {
+        self.extra().and_then(|e| e.copy_of.as_deref())
+    }
+
+    /// The state's name, for explanations.
+    pub fn state_name(&self) -> &str {
+        match self.state {
+            BackupState::Completed => "completed",
+            BackupState::Pending => "pending",
+            BackupState::Error => "error",
+            BackupState::Other => self
+                .extra()
+                .and_then(|e| e.state.as_deref())
+                .unwrap_or("unknown"),
+        }
+    }
+
+    /// Whether it carries `tag` as retention's `tags` rule spells it (`key=value` or `key`).
+    fn carries(&self, tag: &str) -> bool {
+        self.extra().is_some_and(|e| carries(&e.tags, tag))
+    }
+
+    fn extra_mut(&mut self) -> &mut BackupExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+}
+
+/// Makes [`ExistingBackup`]s from what EC2 describes: shares repeated strings among them and
+/// keeps only the tags the policies' retention rules ask about.
+#[derive(Debug, Default)]
+pub struct BackupBuilder {
+    strings: HashSet<Arc<str>>,
+    /// Tag keys retention `tags` rules name; `None`: keep every tag (tests).
+    tag_keys: Option<HashSet<String>>,
+}
+
+impl BackupBuilder {
+    /// For planning `policies`.
+    pub fn new(policies: &[PolicyConfig]) -> Self {
+        let mut keys = HashSet::new();
+        for policy in policies {
+            let copies = policy.copy.iter().filter_map(|c| c.retain.as_ref());
+            for retain in std::iter::once(&policy.retain).chain(copies) {
+                for tag in retain.keep_tags.iter().flatten() {
+                    let key = tag.split_once('=').map_or(tag.as_str(), |(k, _)| k);
+                    keys.insert(key.to_owned());
+                }
+            }
+        }
+        BackupBuilder {
+            strings: HashSet::new(),
+            tag_keys: Some(keys),
+        }
+    }
+
+    /// Keeps every tag (for tests and tools that look at backups without policies).
+    pub fn keeping_all_tags() -> Self {
+        BackupBuilder::default()
+    }
+
+    /// One shared copy of `s`.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// A snapshot in `region`, used by the AMIs `in_use_by`.
+    pub fn snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        region: &str,
+        in_use_by: Vec<String>,
+    ) -> ExistingBackup {
+        let mut backup = self.common(
+            &snapshot.snapshot_id,
+            BackupKind::Snapshot,
+            region,
+            &snapshot.tags,
+            snapshot.start_time,
+        );
+        backup.state = BackupState::of_snapshot(&snapshot.state);
+        if backup.state == BackupState::Other {
+            backup.extra_mut().state = Some(snapshot.state.clone());
+        }
+        if let Some(source) = snapshot.tags.get(tags::SOURCE_SNAPSHOT) {
+            backup.extra_mut().copy_of = Some(source.into());
+        }
+        if !in_use_by.is_empty() {
+            backup.extra_mut().in_use_by = in_use_by;
+        }
+        backup
+    }
+
+    /// An AMI in `region` (state and creation date as EC2 reports them), used by the
+    /// instances and launch templates `in_use_by`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn image(
+        &mut self,
+        image_id: &str,
+        state: &str,
+        created: Option<DateTime<Utc>>,
+        snapshot_ids: Vec<String>,
+        image_tags: &Tags,
+        region: &str,
+        in_use_by: Vec<String>,
+    ) -> ExistingBackup {
+        let mut backup = self.common(image_id, BackupKind::Ami, region, image_tags, created);
+        backup.state = BackupState::of_image(state);
+        let other = backup.state == BackupState::Other;
+        let extra = backup.extra_mut();
+        if other {
+            extra.state = Some(state.to_owned());
+        }
+        extra.copy_of = image_tags.get(tags::SOURCE_IMAGE).map(|s| s.into());
+        extra.snapshot_ids = snapshot_ids.into_iter().map(Into::into).collect();
+        extra.in_use_by = in_use_by;
+        backup
+    }
+
+    fn common(
+        &mut self,
+        id: &str,
+        kind: BackupKind,
+        region: &str,
+        all_tags: &Tags,
+        start_time: Option<DateTime<Utc>>,
+    ) -> ExistingBackup {
+        let own = Ownership::of(all_tags);
+        let mut backup = ExistingBackup {
+            id: id.into(),
+            kind,
+            region: self.intern(region),
+            state: BackupState::Completed,
+            start_time,
+            managed: own.managed,
+            policy: own.policy.map(|p| self.intern(p)),
+            source_volume: own.source_volume.map(|v| self.intern(v)),
+            source_instance: own.source_instance.map(|i| self.intern(i)),
+            set_id: all_tags.get(tags::SET_ID).map(|s| self.intern(s)),
+            extra: None,
+        };
+        let kept: Tags = all_tags
+            .iter()
+            .filter(|(k, _)| {
+                self.tag_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.contains(k.as_str()))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !kept.is_empty() {
+            backup.extra_mut().tags = kept;
+        }
+        backup
+    }
+}
+
+/// What the account holds: the targets of all source regions, and every backup (snapshot
+/// or AMI) carrying `autosnap:policy` (any value) in the source and copy regions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Inventory {
     pub targets: Vec<Target>,
@@ -188,6 +452,8 @@ pub struct Plan {
 pub struct PolicyPlan {
     pub policy: String,
     pub resource: ResourceKind,
+    /// `snapshot` or `ami`: what its backups are.
+    pub kind: BackupKind,
     /// As written in the config.
     pub schedule: String,
     /// The source region's retention, e.g. `keep daily 7, weekly 4`.
@@ -237,6 +503,21 @@ pub struct CreateAction {
     /// `CopyTagsFromSource = volume`), from `copy_volume_tags`. For volume targets the
     /// volume's tags are already in `tags`, and this is false.
     pub copy_tags_from_volumes: bool,
+    /// AMI policies: the AMI to make (CreateImage) instead of a snapshot set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<AmiCreate>,
+}
+
+/// How an AMI policy makes its AMI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AmiCreate {
+    /// The AMI's name (the executor adds `-2`, `-3`, … if it is taken).
+    pub name: String,
+    /// Let CreateImage reboot the instance.
+    pub reboot: bool,
+    /// Make every snapshot encrypted (CopyImage when CreateImage made unencrypted ones).
+    pub encrypt: bool,
+    pub kms_key: Option<String>,
 }
 
 /// Which backup a copy is made of.
@@ -245,7 +526,8 @@ pub struct CreateAction {
 pub enum CopySource {
     /// The backup this run creates, once it completes.
     New,
-    /// An existing backup; `snapshot_ids` are those of its snapshots still to be copied.
+    /// An existing backup; `snapshot_ids` are those of its snapshots still to be copied (AMI
+    /// policies copy the AMI `backup_id` as a whole, and this is empty).
     Existing {
         backup_id: String,
         snapshot_ids: Vec<String>,
@@ -274,9 +556,10 @@ pub struct GroupPlan {
 /// What happens to one backup, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupDecision {
-    /// The set id for instance sets, else the snapshot id.
-    pub backup_id: String,
-    pub snapshot_ids: Vec<String>,
+    /// The set id for instance sets, the AMI id for AMI backups, else the snapshot id.
+    pub backup_id: CompactString,
+    /// Its snapshots (an AMI's: deleted after it is deregistered).
+    pub snapshot_ids: SnapshotIds,
     pub time: DateTime<Utc>,
     /// What the retention rules decided.
     pub keep: bool,
@@ -352,6 +635,7 @@ pub fn plan(
             PolicyPlan {
                 policy: policy.name.clone(),
                 resource: policy.resource,
+                kind: policy.kind,
                 schedule: policy.schedule.to_string(),
                 retention: policy.retain.to_string(),
                 targets: targets
@@ -459,11 +743,11 @@ impl<'a> Ownership<'a> {
 
 impl<'a> BackupIndex<'a> {
     fn build(policies: &[PolicyConfig], backups: &'a [ExistingBackup]) -> Self {
-        let mut by_name: HashMap<&str, (usize, ResourceKind)> = HashMap::new();
+        let mut by_name: HashMap<&str, (usize, ResourceKind, BackupKind)> = HashMap::new();
         for (p, policy) in policies.iter().enumerate() {
             by_name
                 .entry(policy.name.as_str())
-                .or_insert((p, policy.resource));
+                .or_insert((p, policy.resource, policy.kind));
         }
         let mut slots: HashMap<(usize, &str, &str), usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -471,21 +755,25 @@ impl<'a> BackupIndex<'a> {
         // group is checked before hashing.
         let mut previous: Option<((usize, &str, &str), usize)> = None;
         for (i, backup) in backups.iter().enumerate() {
-            let own = Ownership::of(&backup.snapshot.tags);
-            if !own.managed {
+            if !backup.managed {
                 continue;
             }
-            let Some(&(p, kind)) = own.policy.and_then(|name| by_name.get(name)) else {
+            let Some(&(p, resource, kind)) = backup.policy.as_deref().and_then(|n| by_name.get(n))
+            else {
                 continue;
             };
-            let source = match kind {
-                ResourceKind::Volume => own.source_volume,
-                ResourceKind::Instance => own.source_instance,
+            // An AMI policy's backups are its AMIs, not the snapshots behind them.
+            if backup.kind != kind {
+                continue;
+            }
+            let source = match resource {
+                ResourceKind::Volume => &backup.source_volume,
+                ResourceKind::Instance => &backup.source_instance,
             };
             let Some(source) = source else {
                 continue;
             };
-            let key = (p, source, backup.region.as_str());
+            let key = (p, &**source, &*backup.region);
             let slot = match previous {
                 Some((previous_key, slot)) if previous_key == key => slot,
                 _ => {
@@ -538,18 +826,18 @@ const ALL_COUNTING: u8 = 1 << 5;
 /// The bits that make a backup protected on its own.
 const PROTECTING: u8 = ANY_PENDING | ANY_OTHER_STATE | ANY_IN_USE | ANY_NO_TIME;
 
-/// The flags of one snapshot.
+/// The flags of one snapshot (or AMI).
 fn flags_of(b: &ExistingBackup) -> u8 {
-    let mut flags = match b.snapshot.state.as_str() {
-        "completed" => ALL_COMPLETED | ALL_COUNTING,
-        "pending" => ANY_PENDING | ALL_COUNTING,
-        "error" => 0,
-        _ => ANY_OTHER_STATE,
+    let mut flags = match b.state {
+        BackupState::Completed => ALL_COMPLETED | ALL_COUNTING,
+        BackupState::Pending => ANY_PENDING | ALL_COUNTING,
+        BackupState::Error => 0,
+        BackupState::Other => ANY_OTHER_STATE,
     };
-    if !b.in_use_by.is_empty() {
+    if !b.in_use_by().is_empty() {
         flags |= ANY_IN_USE;
     }
-    if b.snapshot.start_time.is_none() {
+    if b.start_time.is_none() {
         flags |= ANY_NO_TIME;
     }
     flags
@@ -586,8 +874,8 @@ impl<'a> Members<'a> {
 impl<'a> Item<'a> {
     fn single(b: &'a ExistingBackup) -> Self {
         Item {
-            id: b.snapshot.snapshot_id.as_str(),
-            time: b.snapshot.start_time,
+            id: b.id.as_str(),
+            time: b.start_time,
             members: Members::One(b),
             flags: flags_of(b),
         }
@@ -596,7 +884,7 @@ impl<'a> Item<'a> {
     fn add(&mut self, b: &'a ExistingBackup) {
         self.members.push(b);
         self.flags = combine_flags(self.flags, flags_of(b));
-        self.time = match (self.time, b.snapshot.start_time) {
+        self.time = match (self.time, b.start_time) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
         };
@@ -606,8 +894,9 @@ impl<'a> Item<'a> {
         self.members.as_slice()
     }
 
-    fn snapshots(&self) -> impl Iterator<Item = &Snapshot> {
-        self.members().iter().map(|m| &m.snapshot)
+    /// Its members' ids: snapshot ids, or for AMI backups the AMI id.
+    fn member_ids(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.members().iter().map(|m| m.id.as_str())
     }
 
     /// Completed or pending, so it counts as a backup for due and health.
@@ -624,9 +913,8 @@ impl<'a> Item<'a> {
         self.time.is_some_and(|t| t <= now)
     }
 
-    fn has_snapshot(&self, ids: &HashSet<&str>) -> bool {
-        self.snapshots()
-            .any(|s| ids.contains(s.snapshot_id.as_str()))
+    fn has_member(&self, ids: &HashSet<&str>) -> bool {
+        self.member_ids().any(|id| ids.contains(id))
     }
 
     /// Safety reasons that hold regardless of the group (not the newest-backup ones).
@@ -641,9 +929,10 @@ impl<'a> Item<'a> {
         }
         if self.flags & ANY_OTHER_STATE != 0 {
             let mut states: Vec<&str> = self
-                .snapshots()
-                .map(|s| s.state.as_str())
-                .filter(|s| !matches!(*s, "pending" | "completed" | "error"))
+                .members()
+                .iter()
+                .filter(|m| m.state == BackupState::Other)
+                .map(|m| m.state_name())
                 .collect();
             states.sort_unstable();
             states.dedup();
@@ -652,14 +941,18 @@ impl<'a> Item<'a> {
             }
         }
         if self.flags & ANY_IN_USE != 0 {
-            let mut amis: Vec<&str> = self
+            let mut users: Vec<&str> = self
                 .members()
                 .iter()
-                .flat_map(|m| m.in_use_by.iter().map(String::as_str))
+                .flat_map(|m| m.in_use_by().iter().map(String::as_str))
                 .collect();
-            amis.sort_unstable();
-            amis.dedup();
-            out.push(format!("used by AMI {}", amis.join(", ")));
+            users.sort_unstable();
+            users.dedup();
+            if self.members().iter().any(|m| m.kind == BackupKind::Ami) {
+                out.push(format!("in use by {}", users.join(", ")));
+            } else {
+                out.push(format!("used by AMI {}", users.join(", ")));
+            }
         }
         if self.flags & ANY_NO_TIME != 0 {
             out.push(REASON_NO_START_TIME.to_owned());
@@ -699,24 +992,25 @@ struct Group<'a> {
 impl<'a> Group<'a> {
     /// Cuts a group's snapshots into items — one per snapshot, or for instance policies one
     /// per set id.
-    fn new(kind: ResourceKind, indices: &[usize], backups: &'a [ExistingBackup]) -> Self {
-        let items: Vec<Item<'a>> = match kind {
-            ResourceKind::Volume => indices.iter().map(|&i| Item::single(&backups[i])).collect(),
-            ResourceKind::Instance => {
+    fn new(policy: &PolicyConfig, indices: &[usize], backups: &'a [ExistingBackup]) -> Self {
+        let sets = policy.resource == ResourceKind::Instance && policy.kind == BackupKind::Snapshot;
+        let items: Vec<Item<'a>> = match sets {
+            false => indices.iter().map(|&i| Item::single(&backups[i])).collect(),
+            true => {
                 let mut items: Vec<Item<'a>> = Vec::new();
                 let mut by_set: HashMap<&str, usize> = HashMap::new();
                 for &i in indices {
                     let b = &backups[i];
-                    let Some(set) = b.snapshot.tags.get(tags::SET_ID) else {
+                    let Some(set) = b.set_id.as_deref() else {
                         items.push(Item::single(b));
                         continue;
                     };
-                    match by_set.get(set.as_str()) {
+                    match by_set.get(set) {
                         Some(&at) => items[at].add(b),
                         None => {
                             by_set.insert(set, items.len());
                             items.push(Item {
-                                id: set.as_str(),
+                                id: set,
                                 ..Item::single(b)
                             });
                         }
@@ -724,7 +1018,7 @@ impl<'a> Group<'a> {
                 }
                 for item in &mut items {
                     if let Members::Many(members) = &mut item.members {
-                        members.sort_by(|a, b| a.snapshot.snapshot_id.cmp(&b.snapshot.snapshot_id));
+                        members.sort_by(|a, b| a.id.cmp(&b.id));
                     }
                 }
                 items
@@ -805,8 +1099,9 @@ impl Retainable for View<'_, '_> {
     fn has_tag(&self, tag: &str) -> bool {
         match (self.item, self.new_tags) {
             (Some(at), _) => self.group.items[at]
-                .snapshots()
-                .any(|s| carries(&s.tags, tag)),
+                .members()
+                .iter()
+                .any(|m| m.carries(tag)),
             (None, Some(tags)) => carries(tags, tag),
             (None, None) => false,
         }
@@ -859,21 +1154,7 @@ fn decide_group(
     };
     let newest_completed = group.newest_position(now, Item::completed);
 
-    // The ids each decision owns, copied in listing order: that is the order they sit in
-    // memory, which matters with a million of them.
-    let mut ids: Vec<(String, Vec<String>)> = group
-        .items
-        .iter()
-        .map(|item| {
-            let snapshot_ids = match &item.members {
-                Members::One(b) => vec![b.snapshot.snapshot_id.clone()],
-                Members::Many(_) => item.snapshots().map(|s| s.snapshot_id.clone()).collect(),
-            };
-            (item.id.to_owned(), snapshot_ids)
-        })
-        .collect();
-
-    let mut decide = |at: usize, time: DateTime<Utc>, keep: bool, reasons: Vec<String>| {
+    let decide = |at: usize, time: DateTime<Utc>, keep: bool, reasons: Vec<String>| {
         let item = &group.items[at];
         let mut protections = item.protections(now);
         if newest == Some(at) {
@@ -882,9 +1163,13 @@ fn decide_group(
             protections.push("newest completed backup".to_owned());
         }
         let protected = (!protections.is_empty()).then(|| protections.join(", "));
-        let (backup_id, snapshot_ids) = std::mem::take(&mut ids[at]);
+        // Ids are inline strings: copying them allocates nothing.
+        let snapshot_ids = match &item.members {
+            Members::One(b) => b.snapshot_ids(),
+            Members::Many(members) => members.iter().map(|m| m.id.clone()).collect(),
+        };
         BackupDecision {
-            backup_id,
+            backup_id: CompactString::from(item.id),
             snapshot_ids,
             time,
             keep,
@@ -923,11 +1208,7 @@ fn plan_target(
     now: DateTime<Utc>,
     options: &PlanOptions,
 ) -> TargetPlan {
-    let source = Group::new(
-        policy.resource,
-        index.get(p, &target.id, &target.region),
-        backups,
-    );
+    let source = Group::new(policy, index.get(p, &target.id, &target.region), backups);
     let newest = source.newest_where(now, Item::counts).and_then(|i| i.time);
     let due = policy.due(newest, now);
     let health = policy.health(newest, now);
@@ -947,11 +1228,7 @@ fn plan_target(
     }];
     let mut copies = Vec::new();
     for rule in &policy.copy {
-        let copies_there = Group::new(
-            policy.resource,
-            index.get(p, &target.id, &rule.region),
-            backups,
-        );
+        let copies_there = Group::new(policy, index.get(p, &target.id, &rule.region), backups);
         if let Some(action) =
             copy_action(rule, target, &source, &copies_there, create.is_some(), now)
         {
@@ -995,8 +1272,11 @@ fn create_action(
         target,
         now,
     };
+    let is_ami = policy.kind == BackupKind::Ami;
     let mut tags = Tags::new();
-    if options.copy_volume_tags && target.kind == ResourceKind::Volume {
+    // Volume snapshots carry their volume's tags (`copy_volume_tags`); AMIs carry their
+    // instance's, as `ami create` does.
+    if (options.copy_volume_tags && target.kind == ResourceKind::Volume) || is_ami {
         tags.extend(tags::copyable_user_tags(&target.tags));
     }
     tags.extend(
@@ -1023,7 +1303,13 @@ fn create_action(
             None => format!("autosnap policy {}: {}", policy.name, target.id),
         },
     };
-    let is_instance = target.kind == ResourceKind::Instance;
+    let is_instance = target.kind == ResourceKind::Instance && !is_ami;
+    let ami = is_ami.then(|| AmiCreate {
+        name: crate::ami::policy_image_name(&policy.name, &target.id, target.name_tag(), now),
+        reboot: policy.reboot,
+        encrypt: policy.encrypt || policy.kms_key.is_some(),
+        kms_key: policy.kms_key.clone(),
+    });
     CreateAction {
         target_id: target.id.clone(),
         kind: target.kind,
@@ -1037,6 +1323,7 @@ fn create_action(
             Vec::new()
         },
         copy_tags_from_volumes: is_instance && options.copy_volume_tags,
+        ami,
     }
 }
 
@@ -1065,13 +1352,13 @@ fn copy_action(
     let copied: HashSet<&str> = copies_there
         .items
         .iter()
-        .flat_map(|i| i.snapshots())
-        .filter_map(|s| s.tags.get(tags::SOURCE_SNAPSHOT).map(String::as_str))
+        .flat_map(|i| i.members().iter())
+        .filter_map(|m| m.copy_of())
         .collect();
     let missing: Vec<String> = latest
-        .snapshots()
-        .filter(|s| !copied.contains(s.snapshot_id.as_str()))
-        .map(|s| s.snapshot_id.clone())
+        .member_ids()
+        .filter(|id| !copied.contains(id))
+        .map(str::to_owned)
         .collect();
     if missing.is_empty() {
         return None;
@@ -1080,7 +1367,7 @@ fn copy_action(
     let newest_copied = source
         .items
         .iter()
-        .filter(|i| i.has_snapshot(&copied))
+        .filter(|i| i.has_member(&copied))
         .filter_map(|i| i.time)
         .max();
     let latest_time = latest.time?;
@@ -1102,10 +1389,12 @@ fn copy_action(
             rule.region
         )
     };
+    let is_ami = latest.members().iter().any(|m| m.kind == BackupKind::Ami);
     Some(action(
         CopySource::Existing {
             backup_id: latest.id.to_owned(),
-            snapshot_ids: missing,
+            // An AMI is copied whole, by its id.
+            snapshot_ids: if is_ami { Vec::new() } else { missing },
         },
         reason,
     ))

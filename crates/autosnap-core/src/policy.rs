@@ -101,12 +101,52 @@ pub struct CopyRule {
     pub retain: Option<KeepPolicy>,
 }
 
+/// What a backup of an instance is: a set of EBS snapshots, or an AMI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// EBS snapshots: one per volume, or one crash-consistent set per instance.
+    #[default]
+    Snapshot,
+    /// An AMI of the instance (CreateImage): its snapshots plus everything needed to launch it.
+    Ami,
+}
+
+impl BackupKind {
+    pub fn is_default(&self) -> bool {
+        *self == BackupKind::Snapshot
+    }
+}
+
+impl fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackupKind::Snapshot => "snapshot",
+            BackupKind::Ami => "ami",
+        })
+    }
+}
+
 /// One `[[policy]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     pub name: String,
     pub resource: ResourceKind,
+    /// `snapshot` (default) or `ami` (instance policies only).
+    #[serde(default, skip_serializing_if = "BackupKind::is_default")]
+    pub kind: BackupKind,
+    /// AMI policies: let CreateImage reboot the instance for a consistent image. Off by
+    /// default: a scheduled backup should not restart production instances.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot: bool,
+    /// AMI policies: make every snapshot of each new AMI encrypted (CopyImage with
+    /// encryption when CreateImage made unencrypted ones).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
+    /// AMI policies: the KMS key for `encrypt` (implies it); the default EBS key when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
     pub select: Vec<Selector>,
     #[serde(default, skip_serializing_if = "Exclude::is_empty")]
     pub exclude: Exclude,
@@ -285,6 +325,62 @@ impl PolicyConfig {
                     "consistency.on_hook_failure",
                     format!("is {v:?}: use \"fail\" or \"crash\""),
                 ));
+            }
+        }
+
+        // kind
+        if self.kind == BackupKind::Ami {
+            if self.resource != ResourceKind::Instance {
+                return Err(fail(
+                    "kind",
+                    "\"ami\" needs resource = \"instance\": an AMI is made of an instance".into(),
+                ));
+            }
+            if !c.is_off() {
+                return Err(fail(
+                    "consistency",
+                    "does not apply to AMI policies: CreateImage cannot run inside a filesystem \
+                     freeze; use reboot = true for a consistent image, or kind = \"snapshot\""
+                        .into(),
+                ));
+            }
+            if self.exclude_boot {
+                return Err(fail(
+                    "exclude_boot",
+                    "does not apply to AMI policies: an AMI needs its root volume".into(),
+                ));
+            }
+            if let Some(id) = self.exclude.ids.iter().find(|id| id.starts_with("vol-")) {
+                return Err(fail(
+                    "exclude.ids",
+                    format!(
+                        "has volume {id:?}: AMI policies back up every volume of an instance; \
+                         leave out instances only (i-…), or use kind = \"snapshot\""
+                    ),
+                ));
+            }
+            if let Some(k) = &self.kms_key {
+                if k.trim().is_empty() {
+                    return Err(fail(
+                        "kms_key",
+                        "is empty: give a key id, ARN or alias".into(),
+                    ));
+                }
+            }
+        } else {
+            for (field, set) in [
+                ("reboot", self.reboot),
+                ("encrypt", self.encrypt),
+                ("kms_key", self.kms_key.is_some()),
+            ] {
+                if set {
+                    return Err(fail(
+                        field,
+                        "only applies to AMI policies (kind = \"ami\"); snapshots are \
+                         encrypted as their volumes are, or by a copy rule's kms_key"
+                            .into(),
+                    ));
+                }
             }
         }
 

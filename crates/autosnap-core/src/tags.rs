@@ -20,6 +20,8 @@ pub const SET_ID: &str = "autosnap:set-id";
 /// On a copy: the snapshot it was copied from, and that snapshot's region.
 pub const SOURCE_SNAPSHOT: &str = "autosnap:source-snapshot";
 pub const SOURCE_REGION: &str = "autosnap:source-region";
+/// On an AMI copy: the AMI it was copied from (with `autosnap:source-region`).
+pub const SOURCE_IMAGE: &str = "autosnap:source-image";
 /// The policy that created a backup (backup policies).
 pub const POLICY: &str = "autosnap:policy";
 /// The consistency a snapshot achieved: `crash`, `filesystem` or `application`.

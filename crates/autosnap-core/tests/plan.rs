@@ -4,8 +4,8 @@
 
 use autosnap_core::model::Snapshot;
 use autosnap_core::plan::{
-    plan, unprotected, BackupDecision, CopySource, ExistingBackup, GroupPlan, Inventory, Plan,
-    PlanOptions, Target, TargetPlan,
+    unprotected, BackupBuilder, BackupDecision, CopySource, GroupPlan, Plan, PlanOptions, Target,
+    TargetPlan,
 };
 use autosnap_core::policy::{PolicyConfig, ResourceKind};
 use autosnap_core::schedule::HealthState;
@@ -15,6 +15,39 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// A backup as the AWS layer sees it (a described snapshot, its region, the AMIs using it),
+/// turned into the planner's compact form by [`plan`], as the AWS layer does.
+#[derive(Debug, Clone)]
+struct ExistingBackup {
+    snapshot: Snapshot,
+    region: String,
+    in_use_by: Vec<String>,
+}
+
+struct Inventory {
+    targets: Vec<Target>,
+    backups: Vec<ExistingBackup>,
+}
+
+fn plan(
+    policies: &[PolicyConfig],
+    inventory: &Inventory,
+    region: &str,
+    now: DateTime<Utc>,
+    options: &PlanOptions,
+) -> Plan {
+    let mut builder = BackupBuilder::new(policies);
+    let inventory = autosnap_core::plan::Inventory {
+        targets: inventory.targets.clone(),
+        backups: inventory
+            .backups
+            .iter()
+            .map(|b| builder.snapshot(&b.snapshot, &b.region, b.in_use_by.clone()))
+            .collect(),
+    };
+    autosnap_core::plan::plan(policies, &inventory, region, now, options)
+}
 
 const REGION: &str = "us-east-1";
 const COPY_REGION: &str = "us-west-2";
@@ -315,7 +348,7 @@ fn plan_run_plan(
 
 fn deleted_ids(plan: &Plan) -> Vec<String> {
     plan.deletions()
-        .map(|(_, _, _, d)| d.backup_id.clone())
+        .map(|(_, _, _, d)| d.backup_id.to_string())
         .collect()
 }
 
@@ -496,14 +529,14 @@ description = "$(policy): $(name) ($(target-id))"
         targets: vec![target.clone()],
         backups: vec![],
     };
-    let plan = plan(
+    let planned = plan(
         std::slice::from_ref(&p),
         &inventory,
         REGION,
         t("2026-01-10 12:34"),
         &options,
     );
-    let create = only_target(&plan).create.clone().unwrap();
+    let create = only_target(&planned).create.clone().unwrap();
     assert_eq!(
         create.tags,
         tags(&[
@@ -535,8 +568,8 @@ description = "$(policy): $(name) ($(target-id))"
         default_tags: Tags::new(),
         ..PlanOptions::default()
     };
-    let plan = autosnap_core::plan::plan(&[p], &inventory, REGION, now(), &options);
-    let create = only_target(&plan).create.clone().unwrap();
+    let planned = plan(&[p], &inventory, REGION, now(), &options);
+    let create = only_target(&planned).create.clone().unwrap();
     assert!(!create.tags.contains_key("Name"), "{:?}", create.tags);
     assert!(!create.tags.contains_key("Backup"), "{:?}", create.tags);
     assert_eq!(create.tags["CostCenter"], "backup");
@@ -599,10 +632,10 @@ fn instance_sets_are_kept_or_removed_as_a_whole() {
     );
     let set3 = &g.backups[1];
     assert_eq!(set3.time, t("2026-01-09 03:00"));
-    assert_eq!(set3.snapshot_ids, ["snap-3a", "snap-3b"]);
+    assert_eq!(set3.snapshot_ids.as_slice(), ["snap-3a", "snap-3b"]);
     let deleted: Vec<Vec<String>> = plan
         .deletions()
-        .map(|(_, _, _, d)| d.snapshot_ids.clone())
+        .map(|(_, _, _, d)| d.snapshot_ids.iter().map(|s| s.to_string()).collect())
         .collect();
     assert_eq!(deleted, [vec!["snap-2a".to_owned(), "snap-2b".to_owned()]]);
 }

@@ -3,7 +3,7 @@
 //! same backups.
 
 use autosnap_core::model::Snapshot;
-use autosnap_core::plan::{plan, ExistingBackup, Inventory, Plan, PlanOptions, Target};
+use autosnap_core::plan::{plan, BackupBuilder, Inventory, Plan, PlanOptions, Target};
 use autosnap_core::policy::{PolicyConfig, ResourceKind};
 use autosnap_core::tags::Tags;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -13,6 +13,14 @@ const REGION: &str = "us-east-1";
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap()
+}
+
+/// A described snapshot with the AMIs using it, as the AWS layer reads it.
+#[derive(Debug, Clone)]
+struct ExistingBackup {
+    snapshot: Snapshot,
+    region: String,
+    in_use_by: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,9 +125,13 @@ fn backups(raws: &[Raw]) -> Vec<ExistingBackup> {
 }
 
 fn run(policy: &PolicyConfig, backups: Vec<ExistingBackup>) -> Plan {
+    let mut builder = BackupBuilder::new(std::slice::from_ref(policy));
     let inventory = Inventory {
         targets: vec![target()],
-        backups,
+        backups: backups
+            .iter()
+            .map(|b| builder.snapshot(&b.snapshot, &b.region, b.in_use_by.clone()))
+            .collect(),
     };
     plan(
         std::slice::from_ref(policy),
@@ -132,7 +144,7 @@ fn run(policy: &PolicyConfig, backups: Vec<ExistingBackup>) -> Plan {
 
 fn deleted(plan: &Plan) -> Vec<String> {
     plan.deletions()
-        .map(|(_, _, _, d)| d.backup_id.clone())
+        .map(|(_, _, _, d)| d.backup_id.to_string())
         .collect()
 }
 

@@ -446,6 +446,9 @@ fn policy_config_errors_name_the_policy_and_field() {
         ("[[policy]]\nname = \"p\"\nresource = \"volume\"\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\ntags = { X = \"$(nope)\" }\n", "nope"),
         ("[[policy]]\nname = \"p\"\nresource = \"volume\"\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { daily = -1 }\n", "daily"),
         ("[[policy]]\nname = \"p\"\nresource = \"volume\"\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\ncopy = [{ region = \"us-east-1\" }]\n", "us-east-1"),
+        ("[[policy]]\nname = \"p\"\nresource = \"volume\"\nkind = \"ami\"\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\n", "kind"),
+        ("[[policy]]\nname = \"p\"\nresource = \"instance\"\nencrypt = true\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\n", "encrypt"),
+        ("[[policy]]\nname = \"p\"\nresource = \"instance\"\nkind = \"ami\"\nexclude_boot = true\nselect = [{ tags = { A = \"b\" } }]\nschedule = \"1d\"\nretain = { last = 1 }\n", "exclude_boot"),
     ] {
         config(&bed, text);
         bed.cmd()
@@ -466,4 +469,216 @@ fn policy_config_errors_name_the_policy_and_field() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("[[policy]]"));
+}
+
+/// Tags resources in `region` (the test bed's backdating controls included).
+fn tag(bed: &TestBed, region: &str, id: &str, tags: &[(&str, &str)]) {
+    let ec2 = bed.ec2(region);
+    bed.block(async {
+        let mut req = ec2.create_tags().resources(id);
+        for (k, v) in tags {
+            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        req.send().await.expect("create tags");
+    });
+}
+
+/// AMIs carrying `autosnap:policy=NAME` in a region, as `ami list -o json` shows them.
+fn policy_amis(bed: &TestBed, region: &str, policy: &str) -> Vec<Value> {
+    bed.json(&[
+        "ami",
+        "list",
+        "--region",
+        region,
+        "--tag",
+        &format!("autosnap:policy={policy}"),
+    ])
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+#[test]
+fn ami_policy_creates_encrypted_amis_copies_them_and_prunes_with_their_snapshots() {
+    let bed = TestBed::start();
+    let web = bed.instance_with_root("web", &[("Backup", "ami"), ("Team", "frontend")]);
+    let key = bed.kms_key(Some("alias/ami-backup"));
+    config(
+        &bed,
+        &format!(
+            r#"
+[[policy]]
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{{ tags = {{ Backup = "ami" }} }}]
+schedule = "0 3 * * *"
+retain = {{ last = 1 }}
+encrypt = true
+kms_key = "{key}"
+copy = [{{ region = "us-west-2", retain = {{ last = 1 }} }}]
+"#
+        ),
+    );
+
+    // AMIs earlier runs made, four, three and two days ago; the oldest is still the image
+    // of a launch template, so retention must spare it.
+    let history = |days: i64, name: &str| {
+        let vol = bed.volume(8, &[]);
+        let snap = bed.snapshot_with_tags(REGION, &vol, &[("Name", name)]);
+        let image = bed.image_using(&snap);
+        let own = [
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", "web-ami"),
+            ("autosnap:source-instance", web.as_str()),
+        ];
+        tag(&bed, REGION, &image, &own);
+        tag(&bed, REGION, &snap, &own);
+        tag(
+            &bed,
+            REGION,
+            &image,
+            &[
+                ("Name", name),
+                ("autosnap-testbed:start-time", &rfc3339_days_ago(days)),
+            ],
+        );
+        (image, snap)
+    };
+    let (in_use, _) = history(4, "old-in-use");
+    let (older, older_snap) = history(3, "older");
+    let (old, old_snap) = history(2, "old");
+    bed.launch_template_using("web-lt", &in_use);
+
+    // The plan says what will happen and why.
+    let plan = bed.json(&["plan"]);
+    let p = &plan["policies"][0];
+    assert_eq!(p["kind"], "ami", "{plan}");
+    let t = &p["targets"][0];
+    assert_eq!(t["target_id"], web.as_str());
+    assert_eq!(t["due"], true, "{t}");
+    let ami = &t["create"]["ami"];
+    assert!(
+        ami["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("autosnap-web-ami-web-"),
+        "{ami}"
+    );
+    assert_eq!(ami["encrypt"], true);
+    assert_eq!(ami["reboot"], false);
+    let decisions: Vec<(String, bool, String)> = t["groups"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["backup_id"].as_str().unwrap().to_string(),
+                b["delete"].as_bool().unwrap(),
+                b["protected"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    // Newest first: the newest completed AMI stays until the new one is complete.
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(
+        (
+            decisions[0].0.as_str(),
+            decisions[0].1,
+            decisions[0].2.as_str()
+        ),
+        (old.as_str(), false, "newest completed backup")
+    );
+    assert_eq!(
+        (decisions[1].0.as_str(), decisions[1].1),
+        (older.as_str(), true)
+    );
+    assert_eq!(
+        (decisions[2].0.as_str(), decisions[2].1),
+        (in_use.as_str(), false)
+    );
+    assert!(decisions[2].2.contains("launch template"), "{decisions:?}");
+    let text = bed
+        .cmd()
+        .arg("plan")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("+ create AMI"), "{text}");
+    assert!(text.contains(&format!("- delete {older}")), "{text}");
+
+    // Run: one encrypted AMI with the instance's tags, copied to us-west-2; the older AMI is
+    // deregistered and its snapshot deleted; the one in use stays.
+    let run = bed.json(&["run"]);
+    let created = run["report"]["created"].as_array().unwrap();
+    assert_eq!(created.len(), 1, "{run}");
+    let new = created[0]["image_id"].as_str().unwrap().to_string();
+    let image = bed.image(&new).expect("the new AMI");
+    let mappings = image.block_device_mappings();
+    assert!(!mappings.is_empty());
+    for m in mappings.iter().filter_map(|m| m.ebs()) {
+        assert_eq!(m.encrypted(), Some(true), "{image:?}");
+    }
+    let image_tags: std::collections::BTreeMap<&str, &str> = image
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert_eq!(image_tags.get("Team"), Some(&"frontend"));
+    assert_eq!(image_tags.get("autosnap:policy"), Some(&"web-ami"));
+    assert_eq!(
+        image_tags.get("autosnap:source-instance"),
+        Some(&web.as_str())
+    );
+
+    let here: Vec<String> = policy_amis(&bed, REGION, "web-ami")
+        .iter()
+        .map(|a| a["image_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(here.contains(&new), "{here:?}");
+    assert!(here.contains(&in_use), "in use: kept {here:?}");
+    assert!(
+        here.contains(&old),
+        "newest completed until this run: kept {here:?}"
+    );
+    assert!(!here.contains(&older), "older AMI deregistered: {here:?}");
+    assert_eq!(here.len(), 3, "no unencrypted intermediate left: {here:?}");
+    assert!(
+        !bed.snapshot_exists(REGION, &older_snap),
+        "its snapshot went too"
+    );
+
+    let copied = run["report"]["copied"].as_array().unwrap();
+    assert_eq!(copied.len(), 1, "{run}");
+    assert_eq!(copied[0]["source_snapshot_id"], new.as_str());
+    let west = policy_amis(&bed, "us-west-2", "web-ami");
+    assert_eq!(west.len(), 1, "{west:?}");
+    assert_eq!(west[0]["image_id"], copied[0]["snapshot_id"]);
+    assert_eq!(west[0]["tags"]["autosnap:source-image"], new.as_str());
+    assert_eq!(west[0]["tags"]["autosnap:source-region"], REGION);
+    assert_eq!(west[0]["encrypted"], true);
+
+    // The next run creates and copies nothing (not due), and now that the new AMI is
+    // complete, retention lets the previous one go.
+    let again = bed.json(&["run"]);
+    assert!(
+        again["report"]["created"].as_array().unwrap().is_empty(),
+        "{again}"
+    );
+    assert!(
+        again["report"]["copied"].as_array().unwrap().is_empty(),
+        "{again}"
+    );
+    let deleted: Vec<&str> = again["report"]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, [old.as_str()], "{again}");
+    assert!(!bed.snapshot_exists(REGION, &old_snap));
+    assert_eq!(policy_amis(&bed, REGION, "web-ami").len(), 2);
 }

@@ -8,7 +8,7 @@
 //! `Name`.
 
 use autosnap_core::model::Snapshot;
-use autosnap_core::plan::{ExistingBackup, Inventory, Target};
+use autosnap_core::plan::{BackupBuilder, ExistingBackup, Inventory, Target};
 use autosnap_core::policy::{PolicyConfig, ResourceKind};
 use autosnap_core::tags::Tags;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -63,10 +63,13 @@ pub fn inventory(count: usize) -> Inventory {
         ages.swap(i, (state % (i as u64 + 1)) as usize);
     }
     let newest = newest();
+    // As the AWS layer does: each described snapshot becomes the planner's compact record
+    // as soon as it is read, so the full descriptions never pile up.
+    let mut builder = BackupBuilder::new(&[policy()]);
     let backups: Vec<ExistingBackup> = ages
         .into_iter()
-        .map(|n| ExistingBackup {
-            snapshot: Snapshot {
+        .map(|n| {
+            let snapshot = Snapshot {
                 snapshot_id: format!("snap-{n:017x}"),
                 volume_id: Some(VOLUME.into()),
                 state: "completed".into(),
@@ -84,9 +87,8 @@ pub fn inventory(count: usize) -> Inventory {
                     ("autosnap:policy".to_owned(), "bench".to_owned()),
                     ("autosnap:source-volume".to_owned(), VOLUME.to_owned()),
                 ]),
-            },
-            region: REGION.into(),
-            in_use_by: Vec::new(),
+            };
+            builder.snapshot(&snapshot, REGION, Vec::new())
         })
         .collect();
     Inventory {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use autosnap_aws::execute::{self, RunObserver, RunOptions, RunReport};
 use autosnap_aws::{inventory, AwsContext};
 use autosnap_core::plan::{self, CopySource, Inventory, Plan, PlanOptions};
-use autosnap_core::policy::PolicyConfig;
+use autosnap_core::policy::{BackupKind, PolicyConfig};
 use autosnap_core::schedule::HealthState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -100,8 +100,16 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
     for p in &plan.policies {
         let _ = writeln!(
             s,
-            "policy {} ({}, schedule \"{}\", {})",
-            p.policy, p.resource, p.schedule, p.retention
+            "policy {} ({}{}, schedule \"{}\", {})",
+            p.policy,
+            p.resource,
+            if p.kind == BackupKind::Ami {
+                " AMIs"
+            } else {
+                ""
+            },
+            p.schedule,
+            p.retention
         );
         if p.targets.is_empty() {
             let _ = writeln!(s, "  no targets match this policy");
@@ -126,7 +134,33 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
             );
             if let (true, Some(c)) = (show_creates, &t.create) {
                 let tags: Vec<String> = c.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = writeln!(s, "    + create {} snapshot \"{}\"", c.kind, c.description);
+                match &c.ami {
+                    Some(ami) => {
+                        let mut how = vec![if ami.reboot {
+                            "with reboot"
+                        } else {
+                            "no reboot"
+                        }];
+                        if ami.encrypt {
+                            how.push("encrypted");
+                        }
+                        let key = ami
+                            .kms_key
+                            .as_deref()
+                            .map(|k| format!(", key {k}"))
+                            .unwrap_or_default();
+                        let _ = writeln!(
+                            s,
+                            "    + create AMI \"{}\" ({}{key})",
+                            ami.name,
+                            how.join(", ")
+                        );
+                    }
+                    None => {
+                        let _ =
+                            writeln!(s, "    + create {} snapshot \"{}\"", c.kind, c.description);
+                    }
+                }
                 let _ = writeln!(s, "      tags: {}", tags.join(", "));
             }
             for c in &t.copies {
