@@ -1376,8 +1376,32 @@ pub async fn restore_image(
     let begun = Instant::now();
     let mut made: Vec<String> = Vec::new();
     let mut restored = Vec::new();
+    // One bar over every volume: the per-volume restores only advance it.
+    struct Advance<'a>(&'a dyn TransferProgress);
+    impl TransferProgress for Advance<'_> {
+        fn advance(&self, bytes: u64) {
+            self.0.advance(bytes)
+        }
+    }
+    progress.start(
+        plan.volumes
+            .iter()
+            .filter_map(|v| manifest.volumes.get(v.volume))
+            .map(|v| v.stats.size_bytes)
+            .sum(),
+    );
+    let volume_progress = Advance(progress);
     for v in &plan.volumes {
-        match restore_to_snapshot(ebs, repo, manifest, &v.target, concurrency, progress).await {
+        match restore_to_snapshot(
+            ebs,
+            repo,
+            manifest,
+            &v.target,
+            concurrency,
+            &volume_progress,
+        )
+        .await
+        {
             Ok(r) => {
                 tracing::info!("restored {} into {}", v.device_name, r.snapshot_id);
                 made.push(r.snapshot_id.clone());
