@@ -135,6 +135,23 @@ run ami list --managed
 run ami store "$ami" --bucket autosnap-amis --poll-interval 1s
 run ami restore --bucket autosnap-amis --ami "$ami" --name web-1-restored --poll-interval 1s
 run ami delete "$ami" --dry-run
+echo "# AMI backups on a schedule: an AMI policy, encrypted, copied to us-west-2, with retention"
+cat >>"$AUTOSNAP_CONFIG" <<'TOML'
+
+[[policy]]
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{ tags = { Name = "web-1" } }]
+schedule = "0 2 * * *"
+retain = { daily = 7, weekly = 4 }
+encrypt = true
+kms_key = "alias/ami-backup"
+copy = [{ region = "us-west-2", retain = { daily = 3 } }]
+TOML
+run plan --policy web-ami
+run run --policy web-ami
+run ami list --managed --tag autosnap:policy=web-ami
 run iam-policy --for backup
 echo
 echo "demo finished: every result above came from the test bed at $endpoint"

@@ -149,8 +149,9 @@ const RULES: &[Rule] = &[
         condition: Cond::None,
     },
     Rule {
+        // Backup and prune plan AMI policies: which instances and templates use an AMI.
         sid: "AutosnapDescribeForAmis",
-        features: &[Prune, Ami, Restore],
+        features: &[Backup, Prune, Ami, Restore],
         actions: &[
             "ec2:DescribeLaunchTemplateVersions",
             "ec2:DescribeLaunchTemplates",
@@ -178,8 +179,9 @@ const RULES: &[Rule] = &[
         condition: Cond::CreateAction(&["CopySnapshot", "CreateSnapshot", "CreateSnapshots"]),
     },
     Rule {
+        // Backup: AMI policies (kind = "ami") create, encrypt and copy AMIs.
         sid: "AutosnapCreateImages",
-        features: &[Ami],
+        features: &[Backup, Ami],
         actions: &[
             "ec2:CopyImage",
             "ec2:CreateImage",
@@ -191,7 +193,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         sid: "AutosnapTagImagesOnCreate",
-        features: &[Ami],
+        features: &[Backup, Ami],
         actions: &["ec2:CreateTags"],
         resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
         condition: Cond::CreateAction(&["CopyImage", "CreateImage", "RegisterImage"]),
