@@ -10,7 +10,6 @@ use autosnap_core::ami::ImageDetails;
 use autosnap_core::plan::{BackupBuilder, ExistingBackup, Inventory, Target};
 use autosnap_core::policy::{BackupKind, PolicyConfig, ResourceKind};
 use autosnap_core::tags;
-use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::ec2::SnapshotQuery;
@@ -159,20 +158,7 @@ async fn backups_in(
         .try_collect()
         .await?;
     for (image, users) in ours.into_iter().zip(users) {
-        let created = image
-            .creation_date
-            .as_deref()
-            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-            .map(|d| d.with_timezone(&Utc));
-        out.push(builder.image(
-            &image.image_id,
-            &image.state,
-            created,
-            image.snapshot_ids(),
-            &image.tags,
-            region,
-            users,
-        ));
+        out.push(builder.image(image, region, users));
     }
     Ok(out)
 }

@@ -15,6 +15,11 @@
 //! ever a candidate for deletion: not unmanaged snapshots, not another policy's, not this
 //! policy's in regions it neither backs up nor copies to.
 //!
+//! For AMI policies (`kind = "ami"`) a target's backups are the AMIs carrying those tags (the
+//! snapshots behind them are not backups of their own); an AMI is kept or removed with its
+//! snapshots, and one that an instance or launch template uses is protected like a snapshot an
+//! AMI uses. A planned create is an AMI ([`AmiCreate`]) and copies are whole AMIs.
+//!
 //! Instance backups are grouped into one backup per `autosnap:set-id` (a snapshot without
 //! one is a backup of its own). A set's time is the earliest start time of its snapshots; it
 //! is kept or removed as a whole, and one protected snapshot protects the whole set.
@@ -80,6 +85,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
 
+use crate::ami::ImageDetails;
 use crate::config::DefaultsSection;
 use crate::model::Snapshot;
 use crate::policy::{BackupKind, CopyRule, PolicyConfig, ResourceKind};
@@ -335,28 +341,34 @@ impl BackupBuilder {
         backup
     }
 
-    /// An AMI in `region` (state and creation date as EC2 reports them), used by the
-    /// instances and launch templates `in_use_by`.
-    #[allow(clippy::too_many_arguments)]
+    /// An AMI in `region`, used by the instances and launch templates `in_use_by`. Its time
+    /// is its creation date.
     pub fn image(
         &mut self,
-        image_id: &str,
-        state: &str,
-        created: Option<DateTime<Utc>>,
-        snapshot_ids: Vec<String>,
-        image_tags: &Tags,
+        image: &ImageDetails,
         region: &str,
         in_use_by: Vec<String>,
     ) -> ExistingBackup {
-        let mut backup = self.common(image_id, BackupKind::Ami, region, image_tags, created);
-        backup.state = BackupState::of_image(state);
+        let created = image
+            .creation_date
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let mut backup = self.common(
+            &image.image_id,
+            BackupKind::Ami,
+            region,
+            &image.tags,
+            created,
+        );
+        backup.state = BackupState::of_image(&image.state);
         let other = backup.state == BackupState::Other;
         let extra = backup.extra_mut();
         if other {
-            extra.state = Some(state.to_owned());
+            extra.state = Some(image.state.clone());
         }
-        extra.copy_of = image_tags.get(tags::SOURCE_IMAGE).map(|s| s.into());
-        extra.snapshot_ids = snapshot_ids.into_iter().map(Into::into).collect();
+        extra.copy_of = image.tags.get(tags::SOURCE_IMAGE).map(|s| s.into());
+        extra.snapshot_ids = image.snapshot_ids().into_iter().map(Into::into).collect();
         extra.in_use_by = in_use_by;
         backup
     }

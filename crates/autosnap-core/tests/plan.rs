@@ -2,12 +2,13 @@
 //! instance sets, cross-region copies and their retention, what prune spares, future-dated
 //! and failed backups, unprotected targets, and the JSON shape of `plan -o json`.
 
+use autosnap_core::ami::{ImageBlockDevice, ImageDetails};
 use autosnap_core::model::Snapshot;
 use autosnap_core::plan::{
     unprotected, BackupBuilder, BackupDecision, CopySource, GroupPlan, Plan, PlanOptions, Target,
     TargetPlan,
 };
-use autosnap_core::policy::{PolicyConfig, ResourceKind};
+use autosnap_core::policy::{BackupKind, PolicyConfig, ResourceKind};
 use autosnap_core::schedule::HealthState;
 use autosnap_core::tags::Tags;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -1279,4 +1280,163 @@ retain = { last = 1 }
     );
     let names: Vec<&str> = plan.policies.iter().map(|p| p.policy.as_str()).collect();
     assert_eq!(names, ["prod-daily", "a-first-alphabetically"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AMI policies
+// ---------------------------------------------------------------------------------------------
+
+/// An AMI that `web-ami` made of `i-0000000a`, with its one snapshot.
+fn ami(id: &str, created: &str, state: &str, extra: &[(&str, &str)]) -> ImageDetails {
+    let mut t = tags(&[
+        ("autosnap:managed", "true"),
+        ("autosnap:policy", "web-ami"),
+        ("autosnap:source-instance", "i-0000000a"),
+    ]);
+    t.extend(tags(extra));
+    ImageDetails {
+        image_id: id.into(),
+        name: Some(format!("name-{id}")),
+        description: None,
+        state: state.into(),
+        state_reason: None,
+        creation_date: Some(format!("{}:00.000Z", created.replace(' ', "T"))),
+        owner_id: None,
+        platform: None,
+        platform_details: None,
+        architecture: None,
+        virtualization_type: None,
+        ena_support: None,
+        boot_mode: None,
+        root_device_name: None,
+        root_device_type: None,
+        source_instance_id: None,
+        source_image_id: None,
+        block_device_mappings: vec![ImageBlockDevice {
+            device_name: "/dev/xvda".into(),
+            snapshot_id: Some(format!("snap-of-{id}")),
+            volume_size_gib: None,
+            volume_type: None,
+            iops: None,
+            throughput: None,
+            delete_on_termination: None,
+            encrypted: None,
+            kms_key_id: None,
+            virtual_name: None,
+        }],
+        tags: t,
+    }
+}
+
+#[test]
+fn ami_policies_keep_and_delete_amis_and_copy_them_whole() {
+    let p = policy(
+        r#"
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{ tags = { Role = "db" } }]
+schedule = "0 3 * * *"
+retain = { last = 1 }
+encrypt = true
+copy = [{ region = "us-west-2", retain = { last = 1 } }]
+"#,
+    );
+    let policies = std::slice::from_ref(&p);
+    let mut b = BackupBuilder::new(policies);
+    let lt = "launch template lt-1 (web) version 3 (default and latest)".to_string();
+    let backups = vec![
+        b.image(
+            &ami("ami-3", "2026-01-10 03:00", "available", &[]),
+            REGION,
+            vec![],
+        ),
+        b.image(
+            &ami("ami-2", "2026-01-09 03:00", "available", &[]),
+            REGION,
+            vec![],
+        ),
+        b.image(
+            &ami("ami-1", "2026-01-08 03:00", "available", &[]),
+            REGION,
+            vec![lt],
+        ),
+        b.image(
+            &ami("ami-0", "2026-01-07 03:00", "pending", &[]),
+            REGION,
+            vec![],
+        ),
+        // The snapshot behind an AMI carries the policy's tags too, but is not a backup of
+        // an AMI policy.
+        b.snapshot(
+            &snapshot(
+                "snap-of-ami-3",
+                Some("2026-01-10 03:00"),
+                "completed",
+                tags(&[
+                    ("autosnap:managed", "true"),
+                    ("autosnap:policy", "web-ami"),
+                    ("autosnap:source-instance", "i-0000000a"),
+                ]),
+            ),
+            REGION,
+            vec!["ami-3".into()],
+        ),
+        // A copy of an older AMI in the copy region.
+        b.image(
+            &ami(
+                "ami-w2",
+                "2026-01-09 04:00",
+                "available",
+                &[("autosnap:source-image", "ami-2")],
+            ),
+            COPY_REGION,
+            vec![],
+        ),
+    ];
+    let inventory = autosnap_core::plan::Inventory {
+        targets: vec![instance("i-0000000a", &["vol-0000000a"])],
+        backups,
+    };
+    let plan =
+        autosnap_core::plan::plan(policies, &inventory, REGION, now(), &PlanOptions::default());
+    assert_eq!(plan.policies[0].kind, BackupKind::Ami);
+    let target = only_target(&plan);
+    assert!(!target.due, "{}", target.due_reason);
+    assert_eq!(
+        lines(group(target, REGION)),
+        [
+            "ami-3 protected (newest backup) [last snapshot]",
+            "ami-2 delete",
+            "ami-1 protected (in use by launch template lt-1 (web) version 3 (default and latest))",
+            "ami-0 protected (pending)",
+        ]
+    );
+    let doomed = group(target, REGION)
+        .backups
+        .iter()
+        .find(|d| d.backup_id == "ami-2")
+        .unwrap();
+    assert_eq!(doomed.snapshot_ids.as_slice(), ["snap-of-ami-2"]);
+    // The newest AMI has no copy yet: it is copied whole, by its id.
+    assert_eq!(target.copies.len(), 1);
+    assert_eq!(
+        target.copies[0].source,
+        CopySource::Existing {
+            backup_id: "ami-3".into(),
+            snapshot_ids: vec![],
+        }
+    );
+
+    // When due, the create is an AMI with the policy's options and the instance's tags.
+    let later = t("2026-01-11 04:00");
+    let plan =
+        autosnap_core::plan::plan(policies, &inventory, REGION, later, &PlanOptions::default());
+    let create = only_target(&plan).create.clone().expect("due");
+    let ami = create.ami.expect("an AMI");
+    assert_eq!(ami.name, "autosnap-web-ami-i-0000000a-20260111T040000Z");
+    assert!(ami.encrypt && !ami.reboot && ami.kms_key.is_none());
+    assert_eq!(create.tags["Role"], "db");
+    assert_eq!(create.tags["autosnap:source-instance"], "i-0000000a");
+    assert!(!create.exclude_boot && create.exclude_volumes.is_empty());
 }
