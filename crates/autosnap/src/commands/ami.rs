@@ -8,10 +8,10 @@ use autosnap_aws::ami::{NewImage, NewRegisteredImage, PollSchedule};
 use autosnap_aws::ami_flow::{self, name_taken, remove_image};
 use autosnap_aws::kms::check_encryption_key;
 use autosnap_aws::s3::{ServerSideEncryptionMode, S3};
-use autosnap_aws::{AwsContext, AwsError, Ec2, VolumeQuery};
+use autosnap_aws::{AwsError, Ec2, VolumeQuery};
 use autosnap_core::ami::{
     default_image_name, metadata_key, plan_ami_deletes, validate_image_name, AmiDeleteAction,
-    AmiMetadata, AmiSummary, ImageDetails, RestoreSource, SourceInstance, StoredImage,
+    AmiMetadata, AmiSummary, ImageDetails, RestoreSource, StoredImage,
 };
 use autosnap_core::tags::{self, settable_tags, Tags};
 use chrono::Utc;
@@ -153,41 +153,10 @@ async fn encrypt_image(
 // ---- metadata -------------------------------------------------------------------------
 
 /// Collects the metadata document of an AMI.
-async fn collect_metadata(
-    ctx: &AwsContext,
-    ec2: &Ec2,
-    image: &ImageDetails,
-) -> anyhow::Result<AmiMetadata> {
-    let source_id = image
-        .tags
-        .get(tags::SOURCE_INSTANCE)
-        .cloned()
-        .or_else(|| image.source_instance_id.clone());
-    let source = match &source_id {
-        Some(id) => Some(ec2.source_instance(id).await?.unwrap_or(SourceInstance {
-            instance_id: id.clone(),
-            instance_type: None,
-            availability_zone: None,
-            vpc_id: None,
-            subnet_id: None,
-            security_groups: Vec::new(),
-            iam_instance_profile: None,
-            key_name: None,
-            private_ip_address: None,
-            tags: Tags::new(),
-        })),
-        None => None,
-    };
-    let facts = ec2.snapshot_facts(&image.snapshot_ids()).await?;
-    Ok(AmiMetadata::build(
-        image,
-        &facts,
-        source,
-        &ctx.account_id().await?,
-        ec2.region(),
-        GENERATOR,
-        Utc::now(),
-    ))
+async fn collect_metadata(ec2: &Ec2, image: &ImageDetails) -> anyhow::Result<AmiMetadata> {
+    Ok(ec2
+        .collect_image_metadata(image, GENERATOR, Utc::now())
+        .await?)
 }
 
 /// Checks a bucket with an error that names it and the fix.
@@ -415,7 +384,7 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
             sse_kms_key: args.sse_kms_key.clone(),
         };
         let written = async {
-            let doc = collect_metadata(&ctx, &ec2, &image).await?;
+            let doc = collect_metadata(&ec2, &image).await?;
             put_metadata(s3, bucket, &store, &doc).await
         }
         .await;
@@ -835,7 +804,7 @@ pub async fn metadata(env: &Env, args: &AmiMetadataArgs) -> anyhow::Result<Exit>
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
     let image = ec2.get_image(args.ami.as_str()).await?;
-    let mut doc = collect_metadata(&ctx, &ec2, &image).await?;
+    let mut doc = collect_metadata(&ec2, &image).await?;
     let Some(bucket) = &args.bucket else {
         // The document is JSON whatever -o says.
         output::print(&doc.to_json());
@@ -916,7 +885,7 @@ pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
         )
     })?;
 
-    let mut doc = collect_metadata(&ctx, &ec2, &image).await?;
+    let mut doc = collect_metadata(&ec2, &image).await?;
     doc.stored_image = Some(StoredImage {
         bucket: args.bucket.clone(),
         object_key: task.object_key.clone().unwrap_or(object_key.clone()),
