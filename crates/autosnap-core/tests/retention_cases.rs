@@ -20,7 +20,6 @@
 //! Go's own `time.AddDate` and `ISOWeek` (restic's reasons, plus autosnap's "newest backup").
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use autosnap_core::retention::{apply, Decision, KeepPolicy, RetentionItem};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -171,7 +170,7 @@ fn check_case(name: &str, policy_toml: &str) {
         .unwrap();
     }
 
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = manifest_dir()
         .join("tests/retention_cases")
         .join(format!("{name}.txt"));
     if std::env::var_os("AUTOSNAP_BLESS").is_some() {
@@ -272,7 +271,7 @@ fn retention_case(#[case] name: &str, #[case] policy: &str) {
 #[test]
 fn no_orphan_case_files() {
     let this_file = include_str!("retention_cases.rs");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/retention_cases");
+    let dir = manifest_dir().join("tests/retention_cases");
     for entry in std::fs::read_dir(dir).unwrap() {
         let file_name = entry.unwrap().file_name().into_string().unwrap();
         let name = file_name.strip_suffix(".txt").expect("only .txt files");
@@ -282,4 +281,12 @@ fn no_orphan_case_files() {
             "tests/retention_cases/{file_name} has no case"
         );
     }
+}
+
+/// This package's directory, as cargo says when it runs the test: the path compiled in may
+/// name another checkout that built into the same (shared) target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -8,12 +8,16 @@ use autosnap_freeze::{
     VolumeRef,
 };
 
+/// This package's directory, as cargo says when it runs the test: the path compiled in may
+/// name another checkout that built into the same (shared) target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn fixture(name: &str) -> SystemView {
-    SystemView::under(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
+    SystemView::under(manifest_dir().join("tests/fixtures").join(name))
 }
 
 fn nitro(path: &str) -> Result<ResolvedMount, ResolveError> {

@@ -8,7 +8,7 @@
 pub mod imds;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as StdCommand, Stdio};
 use std::time::Duration;
 
@@ -18,8 +18,16 @@ use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
 
+/// This package's directory, as cargo says when it runs the test: the path compiled in may
+/// name another checkout that built into the same (shared) target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
         .join("../..")
         .canonicalize()
         .expect("repo root")
