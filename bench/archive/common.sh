@@ -19,7 +19,7 @@ raw_ebs="$CARGO_TARGET_DIR/$profile/examples/raw_ebs"
 work="$(mktemp -d "${TMPDIR:-/tmp}/autosnap-bench.XXXXXX")"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 "$venv/bin/python" testbed/autosnap_testbed.py --port 0 --port-file "$work/port" 2>"$work/bed.log" >/dev/null &
 for _ in $(seq 1 100); do [[ -s "$work/port" ]] && break; sleep 0.1; done

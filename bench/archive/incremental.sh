@@ -25,7 +25,7 @@ fi
 img="$work/disk.img"
 make_image "$img" "$size_mib"
 "$autosnap" repo init "$work/repo" >/dev/null
-snap=$("$autosnap" --no-progress upload "$img")
+snap=$("$autosnap" --no-progress -q upload "$img")
 rm -f "$img"
 
 echo "| day | snapshot | blocks changed | wall | peak RSS | blocks read | new bytes (stored) | repository size |"
