@@ -871,7 +871,7 @@ async fn archive_volume(
         .map_ok(|block| {
             let writer = Arc::clone(writer);
             async move {
-                let data = ebs.get_block(snapshot_id, &block).await?;
+                let data = ebs.get_block_bytes(snapshot_id, &block).await?;
                 blocking(move || writer.add_block(volume, block.index, &data).map(|_| ())).await
             }
         })
@@ -907,7 +907,7 @@ pub fn find_archive(
         .into_iter()
         .filter(|m| m.id.as_str() == wanted || m.source.id == wanted || m.lineage() == wanted)
         .collect();
-    matches.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+    matches.sort_by(autosnap_repo::Manifest::chronological);
     matches.pop().ok_or_else(|| {
         ArchiveError::Invalid(format!(
             "no archive {wanted} in {} (see `autosnap repo list`)",

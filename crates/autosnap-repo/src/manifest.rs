@@ -102,6 +102,15 @@ impl Manifest {
         None
     }
 
+    /// Oldest first: by the data's time, then by when archiving started (sources made in the
+    /// same second keep the order they were archived in), then by id.
+    pub fn chronological(a: &Manifest, b: &Manifest) -> std::cmp::Ordering {
+        a.time
+            .cmp(&b.time)
+            .then_with(|| a.created.cmp(&b.created))
+            .then_with(|| a.id.cmp(&b.id))
+    }
+
     /// Every block-map segment id this archive references (with repeats across volumes).
     pub fn segment_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
         self.volumes
@@ -127,7 +136,7 @@ pub fn latest_volume<'a>(
                 .position(|v| v.source.lineage() == Some(volume_lineage))
                 .map(|i| (m, i))
         })
-        .max_by(|(a, _), (b, _)| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)))
+        .max_by(|(a, _), (b, _)| Manifest::chronological(a, b))
 }
 
 /// What kind of thing was archived.

@@ -527,7 +527,7 @@ impl Repository {
             .iter()
             .map(|id| self.read_manifest(id))
             .collect::<Result<Vec<_>>>()?;
-        manifests.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        manifests.sort_by(Manifest::chronological);
         Ok(manifests)
     }
 

@@ -262,7 +262,7 @@ pub fn size(bytes: u64) -> String {
 async fn list(env: &Env, args: &RepoArgs) -> anyhow::Result<Exit> {
     let repo = open(env, args).await?;
     let mut manifests = blocking(move || Ok(repo.list_archives()?)).await?;
-    manifests.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+    manifests.sort_by(autosnap_repo::Manifest::chronological);
     let rows: Vec<ArchiveRow> = manifests
         .iter()
         .map(|m| ArchiveRow {
