@@ -381,43 +381,25 @@ impl Ec2 {
 
     /// RegisterImage with one root EBS device from a snapshot.
     pub async fn register_image(&self, r: &NewRegisteredImage) -> Result<String, AwsError> {
-        let ebs = EbsBlockDevice::builder()
-            .snapshot_id(&r.snapshot_id)
-            .volume_size(r.volume_size_gib)
-            .volume_type(VolumeType::from(r.volume_type.as_str()))
-            .delete_on_termination(r.delete_on_termination)
-            .build();
-        let mut req = self
-            .raw()
-            .register_image()
-            .name(&r.name)
-            .description(&r.description)
-            .root_device_name(&r.root_device_name)
-            .architecture(ArchitectureValues::from(r.architecture.as_str()))
-            .virtualization_type("hvm")
-            .ena_support(r.ena_support)
-            .block_device_mappings(
-                BlockDeviceMapping::builder()
-                    .device_name(&r.root_device_name)
-                    .ebs(ebs)
-                    .build(),
-            );
-        if let Some(b) = &r.boot_mode {
-            req = req.boot_mode(BootModeValues::from(b.as_str()));
-        }
-        if !r.tags.is_empty() {
-            req = req.tag_specifications(tag_spec(ResourceType::Image, &r.tags));
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.classify(e, "RegisterImage", Some(("snapshot", &r.snapshot_id))))?;
-        out.image_id()
-            .map(str::to_string)
-            .ok_or_else(|| AwsError::Other {
-                operation: "RegisterImage",
-                detail: "the response carried no image id".into(),
-            })
+        let image = NewImageFromMappings {
+            name: r.name.clone(),
+            description: Some(r.description.clone()),
+            root_device_name: r.root_device_name.clone(),
+            architecture: Some(r.architecture.clone()),
+            virtualization_type: None,
+            ena_support: Some(r.ena_support),
+            boot_mode: r.boot_mode.clone(),
+            mappings: vec![RegisteredMapping {
+                device_name: r.root_device_name.clone(),
+                snapshot_id: Some(r.snapshot_id.clone()),
+                volume_size_gib: Some(r.volume_size_gib),
+                volume_type: Some(r.volume_type.clone()),
+                delete_on_termination: Some(r.delete_on_termination),
+                ..Default::default()
+            }],
+            tags: r.tags.clone(),
+        };
+        self.register(&image, ("snapshot", &r.snapshot_id)).await
     }
 
     /// RegisterImage with all of `r`'s block devices (sizes, types, IOPS, throughput), its
@@ -426,6 +408,15 @@ impl Ec2 {
     pub async fn register_image_with_mappings(
         &self,
         r: &NewImageFromMappings,
+    ) -> Result<String, AwsError> {
+        self.register(r, ("AMI name", &r.name)).await
+    }
+
+    /// RegisterImage; errors name `subject`.
+    async fn register(
+        &self,
+        r: &NewImageFromMappings,
+        subject: (&'static str, &str),
     ) -> Result<String, AwsError> {
         let mappings = r
             .mappings
@@ -473,7 +464,7 @@ impl Ec2 {
         let out = req
             .send()
             .await
-            .map_err(|e| self.classify(e, "RegisterImage", Some(("AMI name", &r.name))))?;
+            .map_err(|e| self.classify(e, "RegisterImage", Some(subject)))?;
         out.image_id()
             .map(str::to_string)
             .ok_or_else(|| AwsError::Other {

@@ -218,18 +218,7 @@ async fn run_target(
     }
     let mut report = RunReport::default();
     let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
-        tracing::warn!(
-            "policy {}: {action} for {} in {region} failed: {e}",
-            policy.policy,
-            target.target_id
-        );
-        report.failures.push(Failure {
-            policy: policy.policy.clone(),
-            target_id: target.target_id.clone(),
-            region: region.to_string(),
-            action,
-            error: e,
-        });
+        record_failure(report, policy, target, region, action, e)
     };
     // Regions whose retention must not run because a step it relied on failed.
     let mut blocked: BTreeSet<String> = BTreeSet::new();
@@ -384,10 +373,9 @@ async fn run_target(
                 continue;
             }
             if blocked.contains(&group.region) {
-                report.skipped_prunes.push(format!(
-                    "policy {}: {} in {}: an earlier step failed, so nothing was deleted",
-                    policy.policy, target.target_id, group.region
-                ));
+                report
+                    .skipped_prunes
+                    .push(skipped_prune(policy, target, &group.region));
                 continue;
             }
             let ec2 = regions.ec2(&group.region);
@@ -425,6 +413,37 @@ async fn run_target(
         }
     }
     report
+}
+
+/// Logs a failed step of one target and records it in the report.
+fn record_failure(
+    report: &mut RunReport,
+    policy: &PolicyPlan,
+    target: &TargetPlan,
+    region: &str,
+    action: &'static str,
+    error: String,
+) {
+    tracing::warn!(
+        "policy {}: {action} for {} in {region} failed: {error}",
+        policy.policy,
+        target.target_id
+    );
+    report.failures.push(Failure {
+        policy: policy.policy.clone(),
+        target_id: target.target_id.clone(),
+        region: region.to_string(),
+        action,
+        error,
+    });
+}
+
+/// Why a group's deletions did not run.
+fn skipped_prune(policy: &PolicyPlan, target: &TargetPlan, region: &str) -> String {
+    format!(
+        "policy {}: {} in {region}: an earlier step failed, so nothing was deleted",
+        policy.policy, target.target_id
+    )
 }
 
 /// Copies one completed snapshot and waits for the copy, holding one of the
@@ -484,18 +503,7 @@ async fn run_ami_target(
 ) -> RunReport {
     let mut report = RunReport::default();
     let fail = |report: &mut RunReport, region: &str, action: &'static str, e: String| {
-        tracing::warn!(
-            "policy {}: {action} for {} in {region} failed: {e}",
-            policy.policy,
-            target.target_id
-        );
-        report.failures.push(Failure {
-            policy: policy.policy.clone(),
-            target_id: target.target_id.clone(),
-            region: region.to_string(),
-            action,
-            error: e,
-        });
+        record_failure(report, policy, target, region, action, e)
     };
     let mut blocked: BTreeSet<String> = BTreeSet::new();
 
@@ -582,10 +590,9 @@ async fn run_ami_target(
                 continue;
             }
             if blocked.contains(&group.region) {
-                report.skipped_prunes.push(format!(
-                    "policy {}: {} in {}: an earlier step failed, so nothing was deleted",
-                    policy.policy, target.target_id, group.region
-                ));
+                report
+                    .skipped_prunes
+                    .push(skipped_prune(policy, target, &group.region));
                 continue;
             }
             let ec2 = regions.ec2(&group.region);
