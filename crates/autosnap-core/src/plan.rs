@@ -13,7 +13,10 @@
 //! `autosnap:managed=true`, `autosnap:policy=<policy>` and `autosnap:source-volume=<id>`
 //! (volume policies) or `autosnap:source-instance=<id>` (instance policies). Nothing else is
 //! ever a candidate for deletion: not unmanaged snapshots, not another policy's, not this
-//! policy's in regions it neither backs up nor copies to.
+//! policy's in regions it neither backs up nor copies to. Nor anything carrying
+//! `autosnap:restored-from`: a restored snapshot or AMI is the user's data, never a backup,
+//! whatever other tags it carries (restores made by older versions copied the original's
+//! policy tags), so it neither makes a target "not due" nor is ever pruned.
 //!
 //! For AMI policies (`kind = "ami"`) a target's backups are the AMIs carrying those tags (the
 //! snapshots behind them are not backups of their own); an AMI is kept or removed with its
@@ -194,6 +197,8 @@ pub struct ExistingBackup {
     pub start_time: Option<DateTime<Utc>>,
     /// Carries `autosnap:managed=true`.
     pub managed: bool,
+    /// Carries `autosnap:restored-from`: restored data, never a backup.
+    pub restored: bool,
     /// `autosnap:policy`.
     pub policy: Option<Arc<str>>,
     /// `autosnap:source-volume`: the volume it was taken of.
@@ -389,6 +394,7 @@ impl BackupBuilder {
             state: BackupState::Completed,
             start_time,
             managed: own.managed,
+            restored: own.restored,
             policy: own.policy.map(|p| self.intern(p)),
             source_volume: own.source_volume.map(|v| self.intern(v)),
             source_instance: own.source_instance.map(|i| self.intern(i)),
@@ -726,6 +732,7 @@ struct BackupIndex<'a> {
 #[derive(Default)]
 struct Ownership<'a> {
     managed: bool,
+    restored: bool,
     policy: Option<&'a str>,
     source_volume: Option<&'a str>,
     source_instance: Option<&'a str>,
@@ -743,6 +750,7 @@ impl<'a> Ownership<'a> {
         for (key, value) in tags.range::<str, _>(range) {
             match key.as_str() {
                 tags::MANAGED => own.managed = value == tags::MANAGED_VALUE,
+                tags::RESTORED_FROM => own.restored = true,
                 tags::POLICY => own.policy = Some(value),
                 tags::SOURCE_VOLUME => own.source_volume = Some(value),
                 tags::SOURCE_INSTANCE => own.source_instance = Some(value),
@@ -767,7 +775,7 @@ impl<'a> BackupIndex<'a> {
         // group is checked before hashing.
         let mut previous: Option<((usize, &str, &str), usize)> = None;
         for (i, backup) in backups.iter().enumerate() {
-            if !backup.managed {
+            if !backup.managed || backup.restored {
                 continue;
             }
             let Some(&(p, resource, kind)) = backup.policy.as_deref().and_then(|n| by_name.get(n))

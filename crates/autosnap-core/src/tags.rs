@@ -26,6 +26,16 @@ pub const SOURCE_IMAGE: &str = "autosnap:source-image";
 pub const POLICY: &str = "autosnap:policy";
 /// The consistency a snapshot achieved: `crash`, `filesystem` or `application`.
 pub const CONSISTENCY: &str = "autosnap:consistency";
+/// On a restored snapshot or AMI: what it was restored from (the original snapshot or AMI).
+/// A restored resource is the user's data, never a policy's backup: the planner skips
+/// anything carrying it, so retention never counts or deletes it.
+pub const RESTORED_FROM: &str = "autosnap:restored-from";
+/// On a snapshot restored from an archive: the archive's id.
+pub const SOURCE_ARCHIVE: &str = "autosnap:source-archive";
+/// On a snapshot made for an AMI: that AMI. EC2 names the AMI in the description of the
+/// snapshots CreateImage and CopyImage make; a restore makes the snapshots before it
+/// registers the AMI, so it says so with this tag instead.
+pub const FOR_IMAGE: &str = "autosnap:for-image";
 
 /// Prefix of autosnap's own tags; never copied from a source resource.
 pub const OWN_PREFIX: &str = "autosnap:";
@@ -47,6 +57,28 @@ pub fn copyable_user_tags(tags: &Tags) -> Tags {
         .filter(|(k, _)| !k.starts_with(AWS_PREFIX) && !k.starts_with(OWN_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Tags for something restored from `original`: the original's user tags (without `aws:`
+/// and `autosnap:` keys, so never `autosnap:policy`, `autosnap:source-volume`,
+/// `autosnap:source-instance` or `autosnap:set-id`, which would make a policy adopt it as
+/// its newest backup and later prune it), marked as autosnap's and as restored from
+/// `restored_from`.
+pub fn restored_tags<'a>(
+    original: impl IntoIterator<Item = (&'a String, &'a String)>,
+    restored_from: &str,
+) -> Tags {
+    let mut t: Tags = original
+        .into_iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            !k.starts_with(AWS_PREFIX) && !k.starts_with(OWN_PREFIX)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(MANAGED.into(), MANAGED_VALUE.into());
+    t.insert(RESTORED_FROM.into(), restored_from.into());
+    t
 }
 
 /// A tag given on the command line as `KEY=VALUE`, or as `KEY` alone when
@@ -193,5 +225,30 @@ mod tests {
         assert!(is_managed(&t));
         assert_eq!(copyable_user_tags(&t), tags(&[("Name", "db")]));
         assert!(!is_managed(&tags(&[("autosnap:managed", "false")])));
+    }
+
+    #[test]
+    fn restored_tags_drop_policy_membership() {
+        let original = tags(&[
+            ("Name", "db"),
+            ("Team", "data"),
+            ("aws:backup:source", "x"),
+            ("AWS:odd-case", "x"),
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", "prod-daily"),
+            ("autosnap:source-volume", "vol-0000000a"),
+            ("autosnap:source-instance", "i-0000000a"),
+            ("autosnap:set-id", "i-0000000a-20260101T000000Z"),
+        ]);
+        let t = restored_tags(&original, "snap-00000001");
+        assert_eq!(
+            t,
+            tags(&[
+                ("Name", "db"),
+                ("Team", "data"),
+                ("autosnap:managed", "true"),
+                ("autosnap:restored-from", "snap-00000001"),
+            ])
+        );
     }
 }

@@ -1440,3 +1440,96 @@ copy = [{ region = "us-west-2", retain = { last = 1 } }]
     assert_eq!(create.tags["autosnap:source-instance"], "i-0000000a");
     assert!(!create.exclude_boot && create.exclude_volumes.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Restored resources
+// ---------------------------------------------------------------------------------------------
+
+/// A restored snapshot or AMI carries `autosnap:restored-from`. Restores made before that
+/// rule also carried the original's `autosnap:policy` and source tags; even then the planner
+/// must not take one for a backup: it is not the newest backup (the target stays due), it is
+/// not counted, and retention never deletes it.
+#[test]
+fn restored_resources_are_never_backups() {
+    let restored_tags = |from: &str| {
+        tags(&[
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", "prod-daily"),
+            ("autosnap:source-volume", "vol-0000000a"),
+            ("autosnap:restored-from", from),
+        ])
+    };
+    // Yesterday's backup, then a restore of it this morning (newer than the 03:00 slot).
+    let mut backups = dailies(1, 9);
+    backups.push(ExistingBackup {
+        snapshot: snapshot(
+            "snap-restored",
+            Some("2026-01-10 08:00"),
+            "completed",
+            restored_tags("snap-09"),
+        ),
+        region: REGION.into(),
+        in_use_by: Vec::new(),
+    });
+    let plan = run_plan(
+        &[daily("{ last = 1 }")],
+        vec![volume("vol-0000000a", &[])],
+        backups,
+    );
+    let target = only_target(&plan);
+    assert!(target.due, "{}", target.due_reason);
+    assert_eq!(target.newest_backup, Some(t("2026-01-09 03:00")));
+    assert_eq!(target.backup_count, 9);
+    assert!(target.create.is_some());
+    let listed: Vec<&str> = group(target, REGION)
+        .backups
+        .iter()
+        .map(|d| d.backup_id.as_str())
+        .collect();
+    assert!(!listed.contains(&"snap-restored"), "{listed:?}");
+    assert!(!deleted_ids(&plan).contains(&"snap-restored".to_string()));
+
+    // The same for an AMI policy and a restored AMI.
+    let p = policy(
+        r#"
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{ tags = { Role = "db" } }]
+schedule = "0 3 * * *"
+retain = { last = 1 }
+"#,
+    );
+    let policies = std::slice::from_ref(&p);
+    let mut b = BackupBuilder::new(policies);
+    let inventory = autosnap_core::plan::Inventory {
+        targets: vec![instance("i-0000000a", &["vol-0000000a"])],
+        backups: vec![
+            b.image(
+                &ami("ami-1", "2026-01-09 03:00", "available", &[]),
+                REGION,
+                vec![],
+            ),
+            b.image(
+                &ami(
+                    "ami-restored",
+                    "2026-01-10 08:00",
+                    "available",
+                    &[("autosnap:restored-from", "ami-1")],
+                ),
+                REGION,
+                vec![],
+            ),
+        ],
+    };
+    let plan =
+        autosnap_core::plan::plan(policies, &inventory, REGION, now(), &PlanOptions::default());
+    let target = only_target(&plan);
+    assert!(target.due, "{}", target.due_reason);
+    assert_eq!(target.backup_count, 1);
+    assert!(!deleted_ids(&plan).contains(&"ami-restored".to_string()));
+    assert!(group(target, REGION)
+        .backups
+        .iter()
+        .all(|d| d.backup_id != "ami-restored"));
+}
