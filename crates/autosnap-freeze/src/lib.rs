@@ -44,6 +44,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 
+pub mod blockdev;
 pub mod guard;
 pub mod hooks;
 pub mod ioctl;

@@ -701,7 +701,7 @@ impl SystemView {
     }
 
     /// `/dev/mapper/vg-lv` → `dm-0`: follows symlinks under the dev root.
-    fn source_device_name(&self, source: &str) -> Option<String> {
+    pub(crate) fn source_device_name(&self, source: &str) -> Option<String> {
         let relative = source.strip_prefix("/dev/")?;
         let mut path = self.dev_root.join(relative);
         for _ in 0..MAX_LINK_HOPS {
