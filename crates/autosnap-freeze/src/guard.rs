@@ -124,6 +124,40 @@ pub enum FreezeError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "stopped freezing at {mount_point} ({when}): {reason}. Thawed {thawed}{left}, so \
+         nothing stays frozen without a watchdog; no snapshot was taken",
+        when = if *after_freeze { "its FIFREEZE returned too late" } else { "before its FIFREEZE" },
+        thawed = if thawed.is_empty() { "nothing".to_string() } else { join(thawed) },
+        left = if not_frozen.is_empty() { String::new() } else { format!(" and did not freeze {}", join(not_frozen)) }
+    )]
+    Unprotected {
+        mount_point: PathBuf,
+        /// The check failed after this mount's FIFREEZE (else before it).
+        after_freeze: bool,
+        reason: String,
+        /// Frozen and thawed again.
+        thawed: Vec<PathBuf>,
+        /// Never frozen.
+        not_frozen: Vec<PathBuf>,
+    },
+    #[error(
+        "the freeze timeout {timeout:?} is below the minimum of {minimum:?}: the watchdog must \
+         outlast its own start and the freeze of every filesystem. Use at least {minimum:?} \
+         (--freeze-timeout, or freeze_timeout in a policy)"
+    )]
+    FreezeTimeoutTooShort {
+        timeout: Duration,
+        minimum: Duration,
+    },
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Checks `paths` against the mount table of `options.view` and returns the
@@ -292,6 +326,19 @@ impl FreezeGuard {
     /// filesystem is frozen. If one freeze fails, those already frozen are
     /// thawed before the error is returned.
     pub fn freeze(targets: &[FreezeTarget]) -> Result<Self, FreezeError> {
+        Self::freeze_checked(targets, || Ok(()))
+    }
+
+    /// [`FreezeGuard::freeze`], asking `still_protected` before and after
+    /// every FIFREEZE whether whatever thaws for us (the watchdog) still
+    /// covers the filesystems frozen so far. When it says no (its reason),
+    /// everything frozen is thawed and nothing more is frozen: a freeze
+    /// that outlives its watchdog could stay frozen for ever if the process
+    /// then died.
+    pub fn freeze_checked(
+        targets: &[FreezeTarget],
+        mut still_protected: impl FnMut() -> Result<(), String>,
+    ) -> Result<Self, FreezeError> {
         let mut sorted: Vec<&FreezeTarget> = targets.iter().collect();
         sorted.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
         // One freeze per filesystem: a second FIFREEZE would fail with EBUSY.
@@ -323,13 +370,40 @@ impl FreezeGuard {
         let failure = {
             let mut mounts = set.lock();
             let mut failure = None;
-            for mount in mounts.iter_mut() {
-                match ioctl::freeze(mount.dir.as_fd()) {
-                    Ok(()) => mount.frozen = true,
-                    Err(error) => {
-                        failure = Some(freeze_error(&mount.mount_point, error));
-                        break;
+            for index in 0..mounts.len() {
+                let lapse = still_protected().err().map(|reason| (reason, false));
+                let lapse = lapse.or_else(|| {
+                    let mount = &mut mounts[index];
+                    match ioctl::freeze(mount.dir.as_fd()) {
+                        Ok(()) => {
+                            mount.frozen = true;
+                            still_protected().err().map(|reason| (reason, true))
+                        }
+                        Err(error) => {
+                            failure = Some(freeze_error(&mount.mount_point, error));
+                            None
+                        }
                     }
+                });
+                if let Some((reason, after_freeze)) = lapse {
+                    failure = Some(FreezeError::Unprotected {
+                        mount_point: mounts[index].mount_point.clone(),
+                        after_freeze,
+                        reason,
+                        thawed: mounts
+                            .iter()
+                            .filter(|m| m.frozen)
+                            .map(|m| m.mount_point.clone())
+                            .collect(),
+                        not_frozen: mounts
+                            .iter()
+                            .filter(|m| !m.frozen)
+                            .map(|m| m.mount_point.clone())
+                            .collect(),
+                    });
+                }
+                if failure.is_some() {
+                    break;
                 }
             }
             failure

@@ -43,26 +43,28 @@ pub struct HookOutput {
 /// Why a hook failed. Every variant that ran the hook keeps its output.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("hook {command:?} could not be started: {source}")]
+    // Messages show the command and output with obvious secrets redacted
+    // ([`redact`]): they end up in logs and in the final error line.
+    #[error("hook {:?} could not be started: {source}", redact(command))]
     Spawn {
         command: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("hook {:?} failed with exit status {code}{}", output.command, stderr_excerpt(output))]
+    #[error("hook {:?} failed with exit status {code}{}", redact(&output.command), stderr_excerpt(output))]
     Failed { code: i32, output: HookOutput },
-    #[error("hook {:?} was killed by signal {signal}{}", output.command, stderr_excerpt(output))]
+    #[error("hook {:?} was killed by signal {signal}{}", redact(&output.command), stderr_excerpt(output))]
     Killed { signal: i32, output: HookOutput },
     #[error(
         "hook {:?} did not finish within {timeout:?}; its process group was killed{}",
-        output.command,
+        redact(&output.command),
         stderr_excerpt(output)
     )]
     TimedOut {
         timeout: Duration,
         output: HookOutput,
     },
-    #[error("waiting for hook {command:?} failed: {source}")]
+    #[error("waiting for hook {:?} failed: {source}", redact(command))]
     Wait {
         command: String,
         #[source]
@@ -81,6 +83,18 @@ impl HookError {
         }
     }
 
+    /// How the hook ended, without its command line or output (for logs
+    /// at info level).
+    pub fn ending(&self) -> String {
+        match self {
+            HookError::Spawn { source, .. } => format!("could not be started: {source}"),
+            HookError::Failed { code, .. } => format!("exit status {code}"),
+            HookError::Killed { signal, .. } => format!("killed by signal {signal}"),
+            HookError::TimedOut { timeout, .. } => format!("timed out after {timeout:?}"),
+            HookError::Wait { source, .. } => format!("could not be waited for: {source}"),
+        }
+    }
+
     pub fn command(&self) -> &str {
         match self {
             HookError::Spawn { command, .. } | HookError::Wait { command, .. } => command,
@@ -96,11 +110,137 @@ fn stderr_excerpt(output: &HookOutput) -> String {
     if last.is_empty() {
         String::new()
     } else {
-        format!(": {last}")
+        format!(": {}", redact(last))
     }
 }
 
 pub type HookResult = Result<HookOutput, HookError>;
+
+/// `text` (a hook's command line or a line of its output) with obvious
+/// secrets replaced by `***`, for logs and error messages:
+///
+/// - `-pSECRET` (mysql, mysqldump): `-p***`;
+/// - `--password=X`, `--password X` and other long options whose name holds
+///   `pass`, `pwd`, `secret`, `token` or `key`;
+/// - `NAME=VALUE` words (environment assignments, `password=…` in connection
+///   strings) whose name holds one of those;
+/// - the password of a URL (`scheme://user:***@host`).
+///
+/// Quoted words stay whole (`--password='a b'` is redacted entirely). This
+/// catches the usual ways of passing a password on a command line; it cannot
+/// know every program's conventions, so the full command and output are
+/// logged only at debug level.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hide_next = false;
+    for (word, separator) in shell_words(text) {
+        if hide_next && !word.is_empty() {
+            out.push_str("***");
+            hide_next = false;
+        } else {
+            let (redacted, next) = redact_word(word);
+            out.push_str(&redacted);
+            hide_next = next;
+        }
+        out.push_str(separator);
+    }
+    out
+}
+
+/// Splits at whitespace outside quotes: (word, the whitespace after it).
+fn shell_words(text: &str) -> Vec<(&str, &str)> {
+    let mut words = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, c) if c.is_whitespace() => {
+                let mut end = i + c.len_utf8();
+                while let Some(&(j, d)) = chars.peek() {
+                    if !d.is_whitespace() {
+                        break;
+                    }
+                    end = j + d.len_utf8();
+                    chars.next();
+                }
+                words.push((&text[start..i], &text[i..end]));
+                start = end;
+            }
+            (None, _) => {}
+        }
+    }
+    words.push((&text[start..], ""));
+    words
+}
+
+fn secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let lower = lower.trim_start_matches(['\'', '"', '-']);
+    if lower == "pwd" || lower == "oldpwd" {
+        return false; // the working directory
+    }
+    ["pass", "pwd", "secret", "token", "key"]
+        .iter()
+        .any(|hint| lower.contains(hint))
+}
+
+/// One word redacted, and whether the next word is an option's secret value.
+fn redact_word(word: &str) -> (String, bool) {
+    if let Some(rest) = word.strip_prefix("-p") {
+        if !rest.is_empty() && !rest.starts_with('-') {
+            return ("-p***".into(), false);
+        }
+    }
+    if let Some((name, _value)) = word.split_once('=') {
+        let bare = name.trim_start_matches(['\'', '"']);
+        let is_name = !bare.is_empty()
+            && bare
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if is_name && secret_name(bare) {
+            return (format!("{name}=***"), false);
+        }
+    }
+    if word.starts_with("--") && !word.contains('=') && secret_name(word) {
+        return (word.to_string(), true);
+    }
+    // A quoted argument may hold several words (a connection string).
+    for quote in ['\'', '"'] {
+        if word.len() >= 2 && word.starts_with(quote) && word.ends_with(quote) {
+            let inner = &word[1..word.len() - 1];
+            return (format!("{quote}{}{quote}", redact(inner)), false);
+        }
+    }
+    (redact_url_password(word), false)
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+fn redact_url_password(word: &str) -> String {
+    let Some(scheme_end) = word.find("://") else {
+        return word.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &word[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return word.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return word.to_string();
+    };
+    format!(
+        "{}{}:***{}",
+        &word[..authority_start],
+        &authority[..colon],
+        &word[authority_start + at..]
+    )
+}
 
 /// Runs `/bin/sh -c cmd`, killing its process group after `timeout`.
 pub fn run_hook(cmd: &str, timeout: Duration) -> HookResult {
@@ -262,5 +402,64 @@ impl Capture {
         }
         let guard = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         (String::from_utf8_lossy(&guard.0).into_owned(), guard.1)
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn obvious_secrets_are_redacted() {
+        for (given, expected) in [
+            (
+                "mysql -u root -psecret123 -e 'FLUSH TABLES'",
+                "mysql -u root -p*** -e 'FLUSH TABLES'",
+            ),
+            ("mysqldump -p'two words' db", "mysqldump -p*** db"),
+            ("pg_dump --password=hunter2 db", "pg_dump --password=*** db"),
+            (
+                "tool --api-token abc.def --verbose",
+                "tool --api-token *** --verbose",
+            ),
+            (
+                "MYSQL_PWD=hunter2 mysql -e 'FLUSH TABLES WITH READ LOCK'",
+                "MYSQL_PWD=*** mysql -e 'FLUSH TABLES WITH READ LOCK'",
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY=abc aws s3 ls",
+                "AWS_SECRET_ACCESS_KEY=*** aws s3 ls",
+            ),
+            (
+                "psql 'host=db user=app password=s3cr3t' -c 'CHECKPOINT'",
+                "psql 'host=db user=app password=***' -c 'CHECKPOINT'",
+            ),
+            ("psql host=db password=s3cr3t", "psql host=db password=***"),
+            (
+                "curl https://admin:pa55@example.com/lock",
+                "curl https://admin:***@example.com/lock",
+            ),
+            (
+                "redis-cli -a x --pass  'a b'  save",
+                "redis-cli -a x --pass  ***  save",
+            ),
+        ] {
+            assert_eq!(redact(given), expected, "{given}");
+        }
+    }
+
+    #[test]
+    fn ordinary_commands_are_unchanged() {
+        for text in [
+            "mkdir -p /var/backups && sync",
+            "fsfreeze --help",
+            "cd $PWD && echo done",
+            "PWD=/srv ls",
+            "echo 'pre hook: flushing tables'",
+            "sh -c 'exit 3'",
+            "",
+        ] {
+            assert_eq!(redact(text), text);
+        }
     }
 }

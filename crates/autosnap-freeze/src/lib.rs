@@ -46,8 +46,10 @@
 
 pub mod blockdev;
 pub mod guard;
+pub mod harden;
 pub mod hooks;
 pub mod ioctl;
+mod lock;
 pub mod mountinfo;
 pub mod orchestrate;
 mod registry;
@@ -58,12 +60,13 @@ pub mod watchdog;
 pub use guard::{
     prepare_freeze, FreezeError, FreezeGuard, FreezeOptions, FreezeTarget, ThawReport,
 };
-pub use hooks::{run_hook, run_hook_with_env, HookError, HookOutput, HookResult};
+pub use hooks::{redact, run_hook, run_hook_with_env, HookError, HookOutput, HookResult};
 pub use ioctl::ThawOutcome;
+pub use lock::LockHolder;
 pub use mountinfo::{parse_mountinfo, MountEntry, MountInfoError};
 pub use orchestrate::{
     with_frozen, Consistency, FreezePlan, FreezeReport, FreezeRunCause, FreezeRunError,
-    DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT, HOOK_PHASE_ENV,
+    DEFAULT_FREEZE_TIMEOUT, DEFAULT_HOOK_TIMEOUT, HOOK_PHASE_ENV, MIN_FREEZE_TIMEOUT,
 };
 pub use resolve::{
     volume_set, xen_device_matches, ResolveError, ResolvedMount, SystemView, UnmappableReason,
@@ -72,5 +75,5 @@ pub use resolve::{
 pub use signals::{cleanup_now, install_signal_thaw, AfterCleanup};
 pub use watchdog::{
     parse_watchdog_args, watchdog_command, watchdog_entry, watchdog_main, Watchdog, WatchdogError,
-    WatchdogOutcome, WATCHDOG_SUBCOMMAND,
+    WatchdogLapse, WatchdogOutcome, WATCHDOG_SUBCOMMAND,
 };

@@ -9,16 +9,20 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::guard::{prepare_freeze, FreezeError, FreezeGuard, FreezeOptions};
-use crate::hooks::{run_hook_observed, HookError, HookResult};
+use crate::hooks::{redact, run_hook_observed, HookError, HookResult};
 use crate::registry;
 use crate::signals;
 use crate::watchdog::{watchdog_command, Watchdog, WatchdogError, WatchdogOutcome};
 
 /// Default `--freeze-timeout`: the watchdog thaws after this.
 pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest freeze timeout accepted: the watchdog's clock starts before
+/// the first FIFREEZE, and freezing flushes each filesystem's unwritten data,
+/// which takes time. Shorter timeouts only produce thaws before the snapshot.
+pub const MIN_FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default timeout of each hook.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Set for hooks: `pre` or `post`.
@@ -214,9 +218,10 @@ impl RunState {
         let results = post
             .commands
             .iter()
-            .map(|command| {
+            .enumerate()
+            .map(|(index, command)| {
                 let result = run_hook_observed(command, post.timeout, &env, &|_| {});
-                log_hook("post", &result);
+                log_hook("post", index + 1, &result);
                 result
             })
             .collect();
@@ -224,23 +229,40 @@ impl RunState {
     }
 }
 
-fn log_hook(phase: &str, result: &HookResult) {
-    match result {
-        Ok(output) => tracing::info!(
+/// At info: which hook (phase and number), how it ended and how long it
+/// took. The command line and output only at debug, redacted: hooks often
+/// carry database passwords.
+fn log_hook(phase: &str, number: usize, result: &HookResult) {
+    let output = match result {
+        Ok(output) => {
+            tracing::info!(
+                phase,
+                hook = number,
+                duration_ms = output.duration.as_millis() as u64,
+                "hook succeeded"
+            );
+            Some(output)
+        }
+        Err(error) => {
+            tracing::warn!(
+                phase,
+                hook = number,
+                duration_ms = error.output().map(|o| o.duration.as_millis() as u64),
+                status = %error.ending(),
+                "hook failed"
+            );
+            error.output()
+        }
+    };
+    if let Some(output) = output {
+        tracing::debug!(
             phase,
-            command = %output.command,
-            duration_ms = output.duration.as_millis() as u64,
-            stdout = %output.stdout.trim_end(),
-            stderr = %output.stderr.trim_end(),
-            "hook succeeded"
-        ),
-        Err(error) => tracing::warn!(
-            phase,
-            command = %error.command(),
-            stdout = %error.output().map(|o| o.stdout.trim_end()).unwrap_or(""),
-            stderr = %error.output().map(|o| o.stderr.trim_end()).unwrap_or(""),
-            "{error}"
-        ),
+            hook = number,
+            command = %redact(&output.command),
+            stdout = %redact(output.stdout.trim_end()),
+            stderr = %redact(output.stderr.trim_end()),
+            "hook output"
+        );
     }
 }
 
@@ -296,14 +318,21 @@ fn run_frozen<T>(
     plan: FreezePlan,
     action: impl FnOnce(Consistency) -> T,
 ) -> Result<(T, FreezeReport), FreezeRunError> {
+    let refused = |error| FreezeRunError {
+        cause: Box::new(FreezeRunCause::Refused(error)),
+        pre_hooks: Vec::new(),
+        post_hooks: Vec::new(),
+    };
     let targets = if plan.mounts.is_empty() {
         Vec::new()
     } else {
-        prepare_freeze(&plan.mounts, &plan.freeze_options).map_err(|error| FreezeRunError {
-            cause: Box::new(FreezeRunCause::Refused(error)),
-            pre_hooks: Vec::new(),
-            post_hooks: Vec::new(),
-        })?
+        if plan.freeze_timeout < MIN_FREEZE_TIMEOUT {
+            return Err(refused(FreezeError::FreezeTimeoutTooShort {
+                timeout: plan.freeze_timeout,
+                minimum: MIN_FREEZE_TIMEOUT,
+            }));
+        }
+        prepare_freeze(&plan.mounts, &plan.freeze_options).map_err(refused)?
     };
 
     let run = Arc::new(RunState::new(plan.post_hooks.clone(), plan.hook_timeout));
@@ -317,7 +346,7 @@ fn run_frozen<T>(
 
     // Pre hooks.
     let mut pre_hook_failure = None;
-    for command in &plan.pre_hooks {
+    for (index, command) in plan.pre_hooks.iter().enumerate() {
         let result = run_hook_observed(
             command,
             plan.hook_timeout,
@@ -327,7 +356,7 @@ fn run_frozen<T>(
                     .store(group.unwrap_or(0), Ordering::SeqCst)
             },
         );
-        log_hook("pre", &result);
+        log_hook("pre", index + 1, &result);
         let failed = result.is_err();
         report.pre_hooks.push(result);
         if failed {
@@ -350,7 +379,7 @@ fn run_frozen<T>(
     let mut frozen = None;
     if pre_hooks_succeeded && !targets.is_empty() {
         let mount_points: Vec<PathBuf> = targets.iter().map(|t| t.mount_point.clone()).collect();
-        let watchdog = match Watchdog::spawn(watchdog_command(
+        let mut watchdog = match Watchdog::spawn(watchdog_command(
             &plan.watchdog_exe,
             plan.freeze_timeout,
             &mount_points,
@@ -361,7 +390,21 @@ fn run_frozen<T>(
                 return Err(fail(FreezeRunCause::Watchdog(error), pre_hooks));
             }
         };
-        match FreezeGuard::freeze(&targets) {
+        // Before and after every FIFREEZE: is the watchdog still armed, with
+        // time left? A slow FIFREEZE (much unwritten data) can outlive it.
+        let deadline = watchdog.deadline();
+        let timeout = plan.freeze_timeout;
+        let freezing = FreezeGuard::freeze_checked(&targets, || {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(format!(
+                    "the freeze timeout ({timeout:?}) passed while freezing, so the watchdog \
+                     thaws (or has thawed) everything. Raise --freeze-timeout (or the policy's \
+                     freeze_timeout): freezing flushes each filesystem's unwritten data first"
+                ));
+            }
+            watchdog.check_armed().map_err(|lapse| lapse.to_string())
+        });
+        match freezing {
             Ok(guard) => frozen = Some((guard, watchdog)),
             Err(error) => {
                 // Whatever was frozen is thawed already; nothing for the watchdog.

@@ -10,13 +10,21 @@
 //! reach it) and with `/` as its working directory. Its stdin and stdout are
 //! one end of a socket pair whose other end only the parent holds.
 //!
-//! 1. The watchdog opens every mount point (before anything is frozen),
-//!    then writes `ready\n`. The parent freezes only after reading it.
+//! 1. The watchdog opens every mount point and takes an exclusive `flock`
+//!    on each (before anything is frozen), then writes `ready\n`. The parent
+//!    freezes only after reading it. A mount point already locked by another
+//!    watchdog — another autosnap freezing the same filesystem — makes it
+//!    answer `busy INDEX PID\n` and exit with [`exit_code::BUSY`]: two
+//!    freezes of one filesystem never overlap, so one's watchdog cannot thaw
+//!    the other's freeze. The locks last as long as the watchdog does.
 //! 2. The parent thaws, then writes `thawed\n` ([`Watchdog::disarm`]): the
 //!    watchdog exits at once with [`exit_code::DISARMED`], touching nothing.
 //! 3. Otherwise the watchdog thaws every listed mount, in reverse order, when
-//!    - the timeout passes (counted from `ready`): it writes `fired\n` and
-//!      exits with [`exit_code::TIMED_OUT`];
+//!    - the timeout passes (counted from `ready`): it writes `fired\n`, and
+//!      keeps watching: a FIFREEZE the parent issued as the timeout passed
+//!      may land after this thaw, so when the parent then dies (end-of-file)
+//!      or a signal comes, it thaws everything again. It exits with
+//!      [`exit_code::TIMED_OUT`] on `thawed`, end-of-file or a signal;
 //!    - its stdin reaches end-of-file without `thawed` — the parent died, even
 //!      by SIGKILL, since the kernel closes a dead process's descriptors:
 //!      [`exit_code::PARENT_GONE`];
@@ -41,6 +49,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ioctl::{self, ThawOutcome};
+use crate::lock::{self, LockHolder};
 
 /// The hidden subcommand of the autosnap executable that runs [`watchdog_main`].
 pub const WATCHDOG_SUBCOMMAND: &str = "__freeze-watchdog";
@@ -52,6 +61,7 @@ pub const WATCHDOG_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 const READY: &[u8] = b"ready\n";
 const THAWED: &[u8] = b"thawed\n";
 const FIRED: &[u8] = b"fired\n";
+const BUSY: &str = "busy";
 
 /// Exit codes of the watchdog process.
 pub mod exit_code {
@@ -66,6 +76,9 @@ pub mod exit_code {
     pub const PARENT_GONE: i32 = 3;
     /// A termination signal; it thawed everything.
     pub const SIGNALLED: i32 = 4;
+    /// Another watchdog holds the lock of a mount point (another autosnap is
+    /// freezing that filesystem); the parent must not freeze.
+    pub const BUSY: i32 = 5;
     /// Bad arguments.
     pub const USAGE: i32 = 64;
 }
@@ -176,9 +189,9 @@ pub fn watchdog_main(timeout: Duration, mounts: &[PathBuf]) -> i32 {
         }
     };
     let mut dirs = Vec::with_capacity(mounts.len());
-    for mount in mounts {
-        match ioctl::open_dir(mount) {
-            Ok(dir) => dirs.push((mount.clone(), dir)),
+    for (index, mount) in mounts.iter().enumerate() {
+        let dir = match ioctl::open_dir(mount) {
+            Ok(dir) => dir,
             Err(error) => {
                 eprintln!(
                     "autosnap watchdog: cannot open {}: {error}",
@@ -186,7 +199,27 @@ pub fn watchdog_main(timeout: Duration, mounts: &[PathBuf]) -> i32 {
                 );
                 return exit_code::SETUP_FAILED;
             }
+        };
+        match lock::try_lock(&dir) {
+            Ok(true) => {}
+            Ok(false) => {
+                // The parent explains (it names the holder); we only say who.
+                let holder = lock::holder_pid(&dir).unwrap_or(0);
+                let _ = send(
+                    libc::STDOUT_FILENO,
+                    format!("{BUSY} {index} {holder}\n").as_bytes(),
+                );
+                return exit_code::BUSY;
+            }
+            Err(error) => {
+                eprintln!(
+                    "autosnap watchdog: cannot lock {}: {error}",
+                    mount.display()
+                );
+                return exit_code::SETUP_FAILED;
+            }
         }
+        dirs.push((mount.clone(), dir));
     }
     if let Err(error) = send(libc::STDOUT_FILENO, READY) {
         eprintln!("autosnap watchdog: cannot report ready: {error}");
@@ -194,17 +227,13 @@ pub fn watchdog_main(timeout: Duration, mounts: &[PathBuf]) -> i32 {
     }
     let deadline = Instant::now() + timeout;
 
-    let trigger = wait_for_trigger(deadline, &signals);
-    let trigger = match trigger {
+    let mut channel = Channel::default();
+    let trigger = match channel.wait(Some(deadline), &signals) {
         None => return exit_code::DISARMED,
         Some(trigger) => trigger,
     };
     // Thaw first, in reverse order; talk afterwards.
-    let results: Vec<(PathBuf, io::Result<ThawOutcome>)> = dirs
-        .iter()
-        .rev()
-        .map(|(mount, dir)| (mount.clone(), ioctl::thaw(dir.as_fd())))
-        .collect();
+    let results = thaw_all(&dirs);
     let (code, why) = match trigger {
         Trigger::TimedOut => {
             let _ = send(libc::STDOUT_FILENO, FIRED);
@@ -219,9 +248,37 @@ pub fn watchdog_main(timeout: Duration, mounts: &[PathBuf]) -> i32 {
         ),
         Trigger::Signalled => (exit_code::SIGNALLED, "terminated by a signal".to_string()),
     };
+    report(&why, trigger == Trigger::TimedOut, results);
+    if trigger == Trigger::TimedOut {
+        // Keep watching (and keep the locks): a FIFREEZE the parent issued
+        // as the timeout passed may land after the thaw above. If the parent
+        // dies or we are told to stop without its `thawed`, thaw again.
+        if let Some(trigger) = channel.wait(None, &signals) {
+            let why = match trigger {
+                Trigger::Signalled => "terminated by a signal after the freeze timeout",
+                _ => "autosnap exited without thawing, after the freeze timeout",
+            };
+            report(why, false, thaw_all(&dirs));
+        }
+    }
+    code
+}
+
+/// FITHAW on every mount, in reverse order.
+fn thaw_all(dirs: &[(PathBuf, std::fs::File)]) -> Vec<(PathBuf, io::Result<ThawOutcome>)> {
+    dirs.iter()
+        .rev()
+        .map(|(mount, dir)| (mount.clone(), ioctl::thaw(dir.as_fd())))
+        .collect()
+}
+
+/// Says on stderr what a thaw did (only after thawing: stderr may block).
+fn report(why: &str, timed_out: bool, results: Vec<(PathBuf, io::Result<ThawOutcome>)>) {
+    let mut thawed_any = false;
     for (mount, result) in results {
         match result {
             Ok(ThawOutcome::Thawed) => {
+                thawed_any = true;
                 eprintln!("autosnap watchdog: {why}: thawed {}", mount.display())
             }
             Ok(ThawOutcome::NotFrozen) => {}
@@ -232,7 +289,9 @@ pub fn watchdog_main(timeout: Duration, mounts: &[PathBuf]) -> i32 {
             ),
         }
     }
-    code
+    if !thawed_any && timed_out {
+        eprintln!("autosnap watchdog: {why}: nothing was frozen");
+    }
 }
 
 /// Own session (if `watchdog_command`'s setsid did not already make one),
@@ -250,65 +309,78 @@ fn detach() {
     let _ = std::env::set_current_dir("/");
 }
 
-/// Waits on stdin, the signal pipe and the deadline; `None` means disarmed.
-fn wait_for_trigger(deadline: Instant, signals: &SignalPipe) -> Option<Trigger> {
-    let mut received = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Some(Trigger::TimedOut);
-        }
-        let wait = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut fds = [
-            libc::pollfd {
-                fd: libc::STDIN_FILENO,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.read_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid, exclusively borrowed array of two pollfd
-        // structs for the duration of the call, and we pass its exact length.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
-        if ready < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // poll itself failing leaves nothing to wait on: thaw.
-            return Some(Trigger::ParentGone);
-        }
-        if fds[1].revents != 0 {
-            return Some(Trigger::Signalled);
-        }
-        if fds[0].revents != 0 {
-            let mut chunk = [0u8; 64];
-            // SAFETY: reading into a local buffer of exactly `chunk.len()` bytes.
-            let n = unsafe {
-                libc::read(
-                    libc::STDIN_FILENO,
-                    chunk.as_mut_ptr().cast::<libc::c_void>(),
-                    chunk.len(),
-                )
+/// What the watchdog has read from the parent so far.
+#[derive(Default)]
+struct Channel {
+    received: Vec<u8>,
+}
+
+impl Channel {
+    /// Waits on stdin, the signal pipe and the deadline (if any); `None`
+    /// means disarmed (`thawed` arrived).
+    fn wait(&mut self, deadline: Option<Instant>, signals: &SignalPipe) -> Option<Trigger> {
+        loop {
+            let wait = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Some(Trigger::TimedOut);
+                    }
+                    (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32
+                }
+                None => -1,
             };
-            if n < 0 {
+            let mut fds = [
+                libc::pollfd {
+                    fd: libc::STDIN_FILENO,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: signals.read_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a valid, exclusively borrowed array of two pollfd
+            // structs for the duration of the call, and we pass its exact length.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+            if ready < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // poll itself failing leaves nothing to wait on: thaw.
                 return Some(Trigger::ParentGone);
             }
-            if n == 0 {
-                return Some(Trigger::ParentGone);
+            if fds[1].revents != 0 {
+                return Some(Trigger::Signalled);
             }
-            received.extend_from_slice(&chunk[..n as usize]);
-            if received.windows(THAWED.len()).any(|w| w == THAWED) {
-                return None;
-            }
-            if received.len() > 4096 {
-                received.drain(..received.len() - THAWED.len());
+            if fds[0].revents != 0 {
+                let mut chunk = [0u8; 64];
+                // SAFETY: reading into a local buffer of exactly `chunk.len()` bytes.
+                let n = unsafe {
+                    libc::read(
+                        libc::STDIN_FILENO,
+                        chunk.as_mut_ptr().cast::<libc::c_void>(),
+                        chunk.len(),
+                    )
+                };
+                if n < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Some(Trigger::ParentGone);
+                }
+                if n == 0 {
+                    return Some(Trigger::ParentGone);
+                }
+                self.received.extend_from_slice(&chunk[..n as usize]);
+                if self.received.windows(THAWED.len()).any(|w| w == THAWED) {
+                    return None;
+                }
+                if self.received.len() > 4096 {
+                    self.received.drain(..self.received.len() - THAWED.len());
+                }
             }
         }
     }
@@ -367,6 +439,18 @@ fn send(fd: i32, message: &[u8]) -> io::Result<()> {
     }
 }
 
+/// `busy INDEX PID\n`: the mount at INDEX is locked by PID (0: unknown).
+fn parse_busy(line: &[u8]) -> Option<(usize, u32)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.trim_end().split(' ');
+    if words.next()? != BUSY {
+        return None;
+    }
+    let index = words.next()?.parse().ok()?;
+    let pid = words.next()?.parse().ok()?;
+    Some((index, pid))
+}
+
 /// How a watchdog ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchdogOutcome {
@@ -409,8 +493,27 @@ pub enum WatchdogError {
     },
     #[error("the freeze watchdog did not get ready: {detail}; nothing was frozen")]
     NotReady { detail: String },
+    #[error(
+        "{mount_point} is already being frozen by {holder}: two freezes of one filesystem must \
+         not overlap (one's watchdog would thaw the other's freeze); nothing was frozen. Let \
+         that run finish, or give the policies different schedules",
+        holder = holder.as_ref().map_or_else(|| "another autosnap".to_string(), |h| h.to_string())
+    )]
+    Busy {
+        mount_point: PathBuf,
+        holder: Option<LockHolder>,
+    },
     #[error("cannot talk to the freeze watchdog: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Why the watchdog no longer protects a freeze.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchdogLapse {
+    #[error("the freeze watchdog's timeout passed and it thawed")]
+    Fired,
+    #[error("the freeze watchdog is gone ({0})")]
+    Exited(String),
 }
 
 /// A running watchdog and the parent's end of its socket. Dropping it
@@ -420,6 +523,11 @@ pub enum WatchdogError {
 pub struct Watchdog {
     child: Child,
     channel: Option<UnixStream>,
+    /// Just before the watchdog was started: its own deadline (counted from
+    /// its `ready`) is never earlier than this plus its timeout.
+    spawned_at: Instant,
+    timeout: Option<Duration>,
+    fired: bool,
 }
 
 impl Watchdog {
@@ -432,6 +540,13 @@ impl Watchdog {
     /// with its stdin and stdout on a socket, and waits for `ready`.
     pub fn spawn(mut command: Command) -> Result<Self, WatchdogError> {
         let program = command.get_program().to_string_lossy().into_owned();
+        let args: Vec<OsString> = command.get_args().map(OsString::from).collect();
+        let (timeout, mounts) = match args.split_first() {
+            Some((first, rest)) if first == WATCHDOG_SUBCOMMAND => parse_watchdog_args(rest)
+                .map(|(timeout, mounts)| (Some(timeout), mounts))
+                .unwrap_or_default(),
+            _ => (None, Vec::new()),
+        };
         let (parent_end, child_end) = UnixStream::pair()?;
         let child_out = child_end.try_clone()?;
         command
@@ -441,12 +556,16 @@ impl Watchdog {
         // The command holds our copies of the child's end: drop them, so that
         // closing `parent_end` is an end-of-file for the watchdog.
         drop(command);
+        let spawned_at = Instant::now();
         let child = spawned.map_err(|source| WatchdogError::Spawn { program, source })?;
         let mut watchdog = Watchdog {
             child,
             channel: Some(parent_end),
+            spawned_at,
+            timeout,
+            fired: false,
         };
-        match watchdog.await_ready() {
+        match watchdog.await_ready(&mounts) {
             Ok(()) => Ok(watchdog),
             Err(error) => {
                 let _ = watchdog.child.kill();
@@ -457,7 +576,7 @@ impl Watchdog {
         }
     }
 
-    fn await_ready(&mut self) -> Result<(), WatchdogError> {
+    fn await_ready(&mut self, mounts: &[PathBuf]) -> Result<(), WatchdogError> {
         let channel = self.channel.as_mut().expect("channel open until disarmed");
         channel.set_read_timeout(Some(WATCHDOG_READY_TIMEOUT))?;
         let mut line = Vec::new();
@@ -485,6 +604,16 @@ impl Watchdog {
                 Err(error) => return Err(error.into()),
             }
         }
+        if let Some(busy) = parse_busy(&line) {
+            let (index, pid) = busy;
+            return Err(WatchdogError::Busy {
+                mount_point: mounts
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from("a mount point")),
+                holder: (pid > 0).then(|| LockHolder::describe(pid)),
+            });
+        }
         if line != READY {
             return Err(WatchdogError::NotReady {
                 detail: format!("unexpected answer {:?}", String::from_utf8_lossy(&line)),
@@ -496,6 +625,45 @@ impl Watchdog {
     /// The watchdog's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The moment the watchdog's timeout passes at the earliest (when it
+    /// was started through [`watchdog_command`]): freezing anything after it
+    /// would be unprotected.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|timeout| self.spawned_at + timeout)
+    }
+
+    /// Whether the watchdog still protects a freeze: it is running and has
+    /// not fired. Does not block.
+    pub fn check_armed(&mut self) -> Result<(), WatchdogLapse> {
+        if self.fired {
+            return Err(WatchdogLapse::Fired);
+        }
+        if let Some(channel) = self.channel.as_mut() {
+            let mut buffer = [0u8; 64];
+            let read = channel
+                .set_nonblocking(true)
+                .and_then(|()| channel.read(&mut buffer));
+            let _ = channel.set_nonblocking(false);
+            match read {
+                Ok(n) if n > 0 && buffer[..n].windows(FIRED.len()).any(|w| w == FIRED) => {
+                    self.fired = true;
+                    return Err(WatchdogLapse::Fired);
+                }
+                Ok(0) => {
+                    return Err(WatchdogLapse::Exited(
+                        "it closed its end of the channel".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(WatchdogLapse::Exited(status.to_string())),
+            Err(error) => Err(WatchdogLapse::Exited(error.to_string())),
+        }
     }
 
     /// Tells the watchdog the filesystems are thawed and waits for it to

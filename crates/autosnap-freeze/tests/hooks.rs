@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use autosnap_freeze::hooks::HOOK_OUTPUT_LIMIT;
 use autosnap_freeze::{
     run_hook, run_hook_with_env, with_frozen, Consistency, FreezeError, FreezePlan, FreezeRunCause,
-    HookError,
+    HookError, MIN_FREEZE_TIMEOUT,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -286,4 +286,23 @@ fn refusals_happen_before_any_hook() {
         assert!(err.post_hooks.is_empty());
     }
     assert!(journal.lines().is_empty(), "{:?}", journal.lines());
+}
+
+#[test]
+fn a_freeze_timeout_below_the_minimum_is_refused_before_any_hook() {
+    let journal = Journal::new();
+    let mut plan = plan(&[journal.hook("pre")], &[journal.hook("post")]);
+    plan.mounts = vec![PathBuf::from("/")];
+    plan.freeze_timeout = Duration::ZERO;
+    let err = with_frozen(plan, |_| ()).unwrap_err();
+    match &*err.cause {
+        FreezeRunCause::Refused(FreezeError::FreezeTimeoutTooShort { timeout, minimum }) => {
+            assert_eq!(*timeout, Duration::ZERO);
+            assert_eq!(*minimum, MIN_FREEZE_TIMEOUT);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("below the minimum of 1s"), "{message}");
+    assert!(journal.lines().is_empty(), "no hook ran");
 }

@@ -33,7 +33,7 @@ use autosnap_freeze::ioctl::{self, ThawOutcome};
 use autosnap_freeze::{
     install_signal_thaw, watchdog_entry, with_frozen, AfterCleanup, Consistency, FreezeError,
     FreezeGuard, FreezeOptions, FreezePlan, ResolveError, SystemView, UnmappableReason,
-    VolumeOverrides, VolumeRef, Watchdog, WatchdogOutcome,
+    VolumeOverrides, VolumeRef, Watchdog, WatchdogLapse, WatchdogOutcome, MIN_FREEZE_TIMEOUT,
 };
 use support::{assert_writable, kill, read_line, spawn_writer, tool_exists, ChildGuard, LoopFs};
 
@@ -133,6 +133,66 @@ fn spawn_hanging_autosnap(
         .expect("spawn the hanging autosnap");
     let stdout = child.stdout.take().unwrap();
     (ChildGuard(child), stdout)
+}
+
+/// [`spawn_hanging_autosnap`] without a pre hook, with standard error (its
+/// own and its watchdog's) captured.
+fn spawn_hanging_autosnap_capturing(
+    timeout_ms: u64,
+    marker: &Path,
+    mounts: &[&Path],
+) -> (ChildGuard, std::process::ChildStderr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg(HANG_MODE)
+        .arg(timeout_ms.to_string())
+        .arg(marker)
+        .arg("-")
+        .args(mounts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the hanging autosnap");
+    let stderr = child.stderr.take().unwrap();
+    (ChildGuard(child), stderr)
+}
+
+/// Reads all of a child's standard error on a thread; the text arrives once
+/// every holder of the pipe (the child and its watchdog) has closed it.
+fn collect(stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+/// The pids of `parent`'s children, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// Starts the freeze-then-hang "autosnap" and waits until it has frozen.
@@ -376,9 +436,9 @@ fn with_frozen_thaws_when_the_action_fails() {
 fn with_frozen_reports_crash_when_the_freeze_timeout_passes() {
     let fs = loop_fs("ext4");
     let mut plan = FreezePlan::new(vec![fs.mount_point.clone()], exe());
-    plan.freeze_timeout = Duration::from_millis(300);
+    plan.freeze_timeout = MIN_FREEZE_TIMEOUT;
     let (planned, report) = with_frozen(plan, |consistency| {
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(MIN_FREEZE_TIMEOUT + Duration::from_millis(1200));
         consistency
     })
     .expect("with_frozen");
@@ -549,6 +609,165 @@ fn sigterm_during_a_pre_hook_stops_it_and_runs_post_hooks() {
     assert_writable(&fs.path("after"), THAW_LIMIT);
 }
 
+fn slow_first_freeze_past_the_deadline_leaves_later_filesystems_unfrozen() {
+    // The first filesystem's image lives on `host`: while `host` is frozen,
+    // FIFREEZE of the first one waits (it must write its data through the
+    // loop device into the frozen host) — a FIFREEZE as slow as we like.
+    let host = loop_fs("ext4");
+    let order = tempfile::tempdir().unwrap();
+    let slow = LoopFs::create_with(
+        "ext4",
+        Some(&host.mount_point),
+        Some(&order.path().join("1-slow")),
+    )
+    .unwrap_or_else(|e| panic!("ext4 on a loop device on a loop device: {e}"));
+    register_mount(&slow.mount_point);
+    let later = LoopFs::create_with("ext4", None, Some(&order.path().join("2-later")))
+        .unwrap_or_else(|e| panic!("ext4 on a loop device: {e}"));
+    register_mount(&later.mount_point);
+
+    let host_frozen = freeze_one(&host);
+    // Unwritten data on the slow one, which its FIFREEZE must flush.
+    fs::write(slow.path("dirty"), vec![7u8; 4 << 20]).unwrap();
+    let marker_dir = tempfile::tempdir().unwrap();
+    let (mut autosnap, stderr) = spawn_hanging_autosnap_capturing(
+        MIN_FREEZE_TIMEOUT.as_millis() as u64,
+        &marker_dir.path().join("post"),
+        &[&slow.mount_point, &later.mount_point],
+    );
+    let stderr = collect(stderr);
+    // Once its watchdog exists, autosnap's deadline is at most the timeout away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while children_of(autosnap.id()).is_empty() {
+        assert!(
+            autosnap.still_running_after(Duration::from_millis(10)),
+            "autosnap exited before starting its watchdog"
+        );
+        assert!(Instant::now() < deadline, "no watchdog started");
+    }
+    // Let the deadline pass with the first FIFREEZE still stuck, then let it finish.
+    std::thread::sleep(MIN_FREEZE_TIMEOUT + Duration::from_millis(500));
+    drop(host_frozen);
+
+    let status = autosnap
+        .wait_for(THAW_LIMIT)
+        .expect("autosnap went on (froze the later filesystem?) instead of failing");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let stderr = stderr.recv_timeout(THAW_LIMIT).expect("stderr closed");
+    let slow_name = slow.mount_point.display().to_string();
+    let later_name = later.mount_point.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "stopped freezing at {slow_name} (its FIFREEZE returned too late)"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("freeze timeout"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Thawed {slow_name} and did not freeze {later_name}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no snapshot was taken"), "{stderr}");
+    assert_writable(&slow.path("after"), THAW_LIMIT);
+    assert_writable(&later.path("after"), THAW_LIMIT);
+    // Post hooks still ran (the failure came after the pre hooks).
+    assert_eq!(
+        fs::read_to_string(marker_dir.path().join("post")).unwrap(),
+        "post\n"
+    );
+}
+
+fn watchdog_keeps_watching_after_it_fires() {
+    let fs = loop_fs("ext4");
+    let mut watchdog =
+        Watchdog::start(&exe(), MIN_FREEZE_TIMEOUT, slice::from_ref(&fs.mount_point))
+            .expect("watchdog ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match watchdog.check_armed() {
+            Ok(()) => {}
+            Err(WatchdogLapse::Fired) => break,
+            Err(other) => panic!("the watchdog ended instead of firing: {other}"),
+        }
+        assert!(Instant::now() < deadline, "the watchdog never fired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A FIFREEZE that lands after the watchdog fired (the parent's freeze
+    // raced the timeout): nothing of ours will thaw it.
+    let dir = ioctl::open_dir(&fs.mount_point).unwrap();
+    ioctl::freeze(dir.as_fd()).expect("freeze after the watchdog fired");
+    let mut writer = spawn_writer(&fs.path("during"));
+    assert!(
+        writer.still_running_after(BLOCKED_FOR),
+        "a write completed while frozen"
+    );
+    // The parent dies (its end of the channel closes): the watchdog, still
+    // watching after firing, thaws again.
+    let pid = watchdog.pid();
+    drop(watchdog);
+    let status = writer
+        .wait_for(THAW_LIMIT)
+        .expect("still frozen after the parent of a fired watchdog died");
+    assert!(status.success());
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty(),
+        "the watchdog lingers after thawing"
+    );
+}
+
+fn two_processes_cannot_freeze_one_filesystem_at_once() {
+    let fs = loop_fs("ext4");
+    let marker_dir = tempfile::tempdir().unwrap();
+    let mut first = start_hanging_autosnap(
+        LONG_FREEZE_TIMEOUT_MS,
+        &marker_dir.path().join("first"),
+        &[&fs.mount_point],
+    );
+    let (mut second, stderr) = spawn_hanging_autosnap_capturing(
+        LONG_FREEZE_TIMEOUT_MS,
+        &marker_dir.path().join("second"),
+        &[&fs.mount_point],
+    );
+    let stderr = collect(stderr);
+    let status = second
+        .wait_for(THAW_LIMIT)
+        .expect("the second autosnap did not give up");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let stderr = stderr.recv_timeout(THAW_LIMIT).expect("stderr closed");
+    assert!(
+        stderr.contains(&format!(
+            "{} is already being frozen by autosnap pid {}",
+            fs.mount_point.display(),
+            first.id()
+        )),
+        "the error names the holder: {stderr}"
+    );
+    // The first freeze still holds: the second touched nothing.
+    let mut writer = spawn_writer(&fs.path("during"));
+    assert!(
+        writer.still_running_after(BLOCKED_FOR),
+        "the second autosnap thawed the first one's freeze"
+    );
+    kill(i32::try_from(first.id()).unwrap(), libc::SIGTERM);
+    assert!(writer.wait_for(THAW_LIMIT).expect("thawed").success());
+    first.wait_for(THAW_LIMIT).expect("first autosnap exits");
+    // Once the first is gone, the filesystem can be frozen again.
+    let (mut third, _stdout) = spawn_hanging_autosnap(
+        LONG_FREEZE_TIMEOUT_MS,
+        &marker_dir.path().join("third"),
+        "-",
+        &[&fs.mount_point],
+    );
+    let line = read_line(_stdout, Duration::from_secs(30));
+    assert_eq!(line.as_deref(), Some("frozen\n"));
+    kill(i32::try_from(third.id()).unwrap(), libc::SIGTERM);
+    third.wait_for(THAW_LIMIT).expect("third autosnap exits");
+    assert_writable(&fs.path("after"), THAW_LIMIT);
+}
+
 // ---------------------------------------------------------------------------
 // The runner.
 
@@ -633,6 +852,21 @@ const TESTS: &[Test] = &[
         name: "sigterm_during_a_pre_hook_stops_it_and_runs_post_hooks",
         needs: &[],
         run: sigterm_during_a_pre_hook_stops_it_and_runs_post_hooks,
+    },
+    Test {
+        name: "slow_first_freeze_past_the_deadline_leaves_later_filesystems_unfrozen",
+        needs: &[],
+        run: slow_first_freeze_past_the_deadline_leaves_later_filesystems_unfrozen,
+    },
+    Test {
+        name: "watchdog_keeps_watching_after_it_fires",
+        needs: &[],
+        run: watchdog_keeps_watching_after_it_fires,
+    },
+    Test {
+        name: "two_processes_cannot_freeze_one_filesystem_at_once",
+        needs: &[],
+        run: two_processes_cannot_freeze_one_filesystem_at_once,
     },
 ];
 

@@ -86,9 +86,20 @@ pub struct LoopFs {
 
 impl LoopFs {
     pub fn create(fs_type: &'static str) -> Result<Self, String> {
+        Self::create_with(fs_type, None, None)
+    }
+
+    /// A filesystem whose image lives in `image_dir` (another test
+    /// filesystem, to make its I/O wait on that one) and which is mounted on
+    /// `mount_point` (to control the freeze order); temporary ones otherwise.
+    pub fn create_with(
+        fs_type: &'static str,
+        image_dir: Option<&Path>,
+        mount_point: Option<&Path>,
+    ) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("autosnap-freeze-test.")
-            .tempdir()
+            .tempdir_in(image_dir.unwrap_or(&std::env::temp_dir()))
             .map_err(|e| e.to_string())?;
         let image = dir.path().join("disk.img");
         // xfs needs 300 MB; sparse, so it costs nothing.
@@ -100,8 +111,11 @@ impl LoopFs {
         File::create(&image)
             .and_then(|f| f.set_len(size))
             .map_err(|e| e.to_string())?;
-        let mount_point = dir.path().join("mnt");
-        fs::create_dir(&mount_point).map_err(|e| e.to_string())?;
+        let mount_point = match mount_point {
+            Some(path) => path.to_path_buf(),
+            None => dir.path().join("mnt"),
+        };
+        fs::create_dir_all(&mount_point).map_err(|e| e.to_string())?;
         let device = attach(&image)?;
         let mut fs = LoopFs {
             mount_point,
