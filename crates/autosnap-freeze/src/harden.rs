@@ -1,7 +1,8 @@
 //! Process hardening for the commands that hold secrets or a freeze: no core
 //! dumps, so a crash does not write repository keys or passphrases to disk,
 //! and no ptrace attach by other processes of the same user (a
-//! non-dumpable process's `/proc` files belong to root).
+//! non-dumpable process's `/proc` files belong to root). Also the effective
+//! user id, for the CLI's checks of whom its configuration comes from.
 
 use std::io;
 
@@ -25,6 +26,12 @@ pub fn disable_core_dumps() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The effective user id of this process (whose files it trusts).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Whether core dumps are off for this process (both settings of

@@ -91,6 +91,18 @@ pub struct GlobalArgs {
     /// Log line format (logs go to standard error)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Use a config file that other users could have changed (warns instead of refusing)
+    #[arg(
+        long,
+        global = true,
+        long_help = "Use the config file even when someone other than you or root could have \
+                     changed it: it is owned by another user, writable by group or others, or \
+                     in a directory they can write to. autosnap refuses such a file by default, \
+                     because its policies can run hooks (as root when autosnap runs as root). \
+                     With this flag it logs a warning and goes on."
+    )]
+    pub allow_insecure_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, GlobalArgs, LogFormat};
+use crate::cli::{Cli, Command, GlobalArgs, LogFormat, SnapshotCommand};
 use crate::exit::{exit_for_error, Exit};
 
 /// Environment variable with a tracing filter that replaces -v/-q.
@@ -29,6 +29,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(&cli.global);
+    if holds_keys_or_freezes(&cli.command) {
+        // A core dump would write repository keys, or a frozen process's
+        // memory, to disk; off for the whole process (hooks inherit the limit).
+        if let Err(e) = autosnap_freeze::harden::disable_core_dumps() {
+            tracing::warn!("cannot disable core dumps: {e}");
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +57,20 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(exit.code())
+}
+
+/// Commands that open a repository (its keys) or may freeze filesystems.
+fn holds_keys_or_freezes(command: &Command) -> bool {
+    match command {
+        Command::Archive(_) | Command::Restore(_) | Command::Repo(_) => true,
+        // Policies may freeze (consistency) and may archive.
+        Command::Run(_) | Command::Daemon(_) => true,
+        Command::Snapshot(SnapshotCommand::Create(args)) => {
+            let c = &args.consistency;
+            c.freeze || !c.pre.is_empty() || !c.post.is_empty()
+        }
+        _ => false,
+    }
 }
 
 /// Prints an error and its causes, one per line, without a backtrace.

@@ -105,18 +105,25 @@ pub fn locate(flag: Option<&Path>) -> anyhow::Result<Option<(PathBuf, ConfigOrig
     Ok(None)
 }
 
-/// Reads, parses and validates the config file, if there is one.
-pub fn load(flag: Option<&Path>) -> anyhow::Result<LoadedConfig> {
+/// Reads, parses and validates the config file, if there is one. The file
+/// is refused when someone other than the running user or root could have
+/// written it (see [`check_trusted`]), unless `allow_insecure`
+/// (`--allow-insecure-config`), which turns the refusal into a warning.
+pub fn load(flag: Option<&Path>, allow_insecure: bool) -> anyhow::Result<LoadedConfig> {
     let path = locate(flag)?;
     let file = match &path {
         None => ConfigFile::default(),
         Some((p, _)) => {
-            let text = std::fs::read_to_string(p).map_err(|source| {
-                autosnap_core::config::ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                }
-            })?;
+            let read_error = |source| autosnap_core::config::ConfigError::Read {
+                path: p.clone(),
+                source,
+            };
+            // Checked and read through one open file: no swap in between.
+            let mut opened = std::fs::File::open(p).map_err(read_error)?;
+            let meta = opened.metadata().map_err(read_error)?;
+            check_trusted(p, &meta, allow_insecure)?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut opened, &mut text).map_err(read_error)?;
             let file = ConfigFile::parse(&text, p)?;
             if file.has_static_keys() {
                 check_private(p)?;
@@ -125,6 +132,164 @@ pub fn load(flag: Option<&Path>) -> anyhow::Result<LoadedConfig> {
         }
     };
     Ok(LoadedConfig { path, file })
+}
+
+/// Why a config file might not be the trusted user's, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Untrusted {
+    reason: String,
+    fix: String,
+}
+
+/// The config decides which hooks autosnap runs (as root, on a server) and
+/// where backups go: it must be writable only by the running user or root.
+/// Refused, with the reason and the fix, when the file is owned by anyone
+/// else or writable by group or others, or when a directory above it is
+/// owned by anyone else or writable by group or others without the sticky
+/// bit (then anyone can replace the file). Files the config names (hook
+/// scripts) are not checked.
+fn check_trusted(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    allow_insecure: bool,
+) -> anyhow::Result<()> {
+    let me = autosnap_freeze::harden::effective_uid();
+    let Some(problem) = untrusted(path, meta, me) else {
+        return Ok(());
+    };
+    if allow_insecure {
+        tracing::warn!(
+            "using config file {} although {} (--allow-insecure-config)",
+            path.display(),
+            problem.reason
+        );
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "refusing config file {}: {}. Its policies can run hooks (as root when autosnap runs as \
+         root) and decide where backups go, so only you or root may be able to change it. {}, \
+         or pass --allow-insecure-config to use it anyway",
+        path.display(),
+        problem.reason,
+        problem.fix
+    ))
+    .into())
+}
+
+#[cfg(unix)]
+fn untrusted(path: &Path, meta: &std::fs::Metadata, me: u32) -> Option<Untrusted> {
+    use std::os::unix::fs::MetadataExt;
+    const GROUP_OR_OTHER_WRITE: u32 = 0o022;
+    const STICKY: u32 = 0o1000;
+    let trusted_owner = |uid: u32| uid == me || uid == 0;
+    if !trusted_owner(meta.uid()) {
+        return Some(Untrusted {
+            reason: format!(
+                "it is owned by {}, not by {}",
+                user_name(meta.uid()),
+                trusted_owners(me)
+            ),
+            fix: format!(
+                "Take it over with `chown {} {}` (as root), or use your own copy",
+                login_name(me).unwrap_or_else(|| me.to_string()),
+                path.display()
+            ),
+        });
+    }
+    if meta.mode() & GROUP_OR_OTHER_WRITE != 0 {
+        return Some(Untrusted {
+            reason: format!(
+                "it is writable by other users (mode {:04o})",
+                meta.mode() & 0o7777
+            ),
+            fix: format!("Run `chmod go-w {}`", path.display()),
+        });
+    }
+    // Directories above it: the file's real location, and where the name
+    // given points from (a symlink such as ./autosnap.toml).
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut add_ancestors = |start: Option<PathBuf>| {
+        for dir in start
+            .iter()
+            .flat_map(|p| p.ancestors().map(Path::to_path_buf))
+        {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    };
+    add_ancestors(
+        std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    );
+    let given_parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    add_ancestors(std::fs::canonicalize(given_parent).ok());
+    for dir in dirs {
+        let Ok(dir_meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        if !trusted_owner(dir_meta.uid()) {
+            return Some(Untrusted {
+                reason: format!(
+                    "the directory {} above it is owned by {}, who can replace the file",
+                    dir.display(),
+                    user_name(dir_meta.uid())
+                ),
+                fix: "Move the file to a directory that only you or root can change".into(),
+            });
+        }
+        if dir_meta.mode() & GROUP_OR_OTHER_WRITE != 0 && dir_meta.mode() & STICKY == 0 {
+            return Some(Untrusted {
+                reason: format!(
+                    "the directory {} above it is writable by other users (mode {:04o}) without \
+                     the sticky bit, so anyone can replace the file",
+                    dir.display(),
+                    dir_meta.mode() & 0o7777
+                ),
+                fix: format!(
+                    "Run `chmod go-w {}`, or move the file elsewhere",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(not(unix))]
+fn untrusted(_: &Path, _: &std::fs::Metadata, _: u32) -> Option<Untrusted> {
+    None
+}
+
+/// Who may own the config: `root`, or `you (name (uid N)) or root`.
+fn trusted_owners(me: u32) -> String {
+    if me == 0 {
+        "root".into()
+    } else {
+        format!("you, {}, or root", user_name(me))
+    }
+}
+
+/// `name (uid N)`, or `uid N` when /etc/passwd does not name it.
+fn user_name(uid: u32) -> String {
+    match login_name(uid) {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+fn login_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 /// Static keys may only live in a file nobody else can read.

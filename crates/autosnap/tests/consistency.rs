@@ -208,22 +208,71 @@ fn freeze_gives_a_filesystem_consistent_snapshot() {
 fn hooks_make_it_application_consistent() {
     let Some(s) = Scene::new(&[]) else { return };
     let marker = s.bed.home.path().join("post-ran");
+    // Hooks often carry passwords: at the default level only which hook ran,
+    // how it ended and how long it took are logged.
+    let pre = "echo flushing tables -psecret123; MYSQL_PWD=hunter2 true";
+    let post = format!("echo unlocking; touch '{}'", marker.display());
     let out = s
         .cmd()
-        .args(["--freeze", "--pre", "echo flushing tables", "--post"])
-        .arg(format!("echo unlocking; touch '{}'", marker.display()))
-        .args(["-o", "json"])
+        .args(["--freeze", "--pre", pre, "--post", &post, "-o", "json"])
         .output()
         .unwrap();
     let v = snapshot_json(&out);
     assert_eq!(v[0]["tags"]["autosnap:consistency"], "application");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("flushing tables"),
-        "hook output is logged: {stderr}"
-    );
-    assert!(stderr.contains("unlocking"), "{stderr}");
     assert!(marker.exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pre hook 1 succeeded in"), "{stderr}");
+    assert!(stderr.contains("post hook 1 succeeded in"), "{stderr}");
+    for hidden in [
+        "flushing tables",
+        "unlocking",
+        "secret123",
+        "hunter2",
+        "MYSQL_PWD",
+    ] {
+        assert!(
+            !stderr.contains(hidden),
+            "{hidden:?} logged at info: {stderr}"
+        );
+    }
+
+    // -v shows the command lines and the output, with the secrets redacted.
+    let out = s
+        .cmd()
+        .args([
+            "-v", "--freeze", "--pre", pre, "--post", &post, "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    snapshot_json(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("flushing tables -p***"), "{stderr}");
+    assert!(stderr.contains("MYSQL_PWD=*** true"), "{stderr}");
+    assert!(stderr.contains("unlocking"), "{stderr}");
+    for secret in ["secret123", "hunter2"] {
+        assert!(!stderr.contains(secret), "{secret:?} logged: {stderr}");
+    }
+}
+
+#[test]
+fn a_freeze_timeout_below_the_minimum_is_refused() {
+    // Checked before anything else: no instance, loop device or AWS needed.
+    let bed = support::TestBed::offline();
+    bed.cmd()
+        .args([
+            "snapshot",
+            "create",
+            "/tmp",
+            "--freeze",
+            "--freeze-timeout",
+            "0s",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--freeze-timeout 0s is below the minimum of 1s",
+        ))
+        .stderr(predicate::str::contains("Use at least 1s"));
 }
 
 #[test]
@@ -416,7 +465,7 @@ consistency = {{ freeze = ["{}"], pre = ["echo quiescing"], freeze_timeout = "20
         .std_cmd()
         .env_remove("AWS_EC2_METADATA_DISABLED")
         .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", s.imds.endpoint())
-        .args(["run", "-o", "json"])
+        .args(["-v", "run", "-o", "json"])
         .output()
         .unwrap();
     let v = snapshot_json(&out);

@@ -12,8 +12,8 @@ use autosnap_aws::{AwsContext, Ec2};
 use autosnap_core::model::Snapshot;
 use autosnap_core::tags::{self, settable_tags, Tags};
 use autosnap_freeze::{
-    install_signal_thaw, with_frozen, AfterCleanup, Consistency, FreezeOptions, FreezePlan,
-    HookResult, SystemView, VolumeOverrides, VolumeRef,
+    install_signal_thaw, redact, with_frozen, AfterCleanup, Consistency, FreezeOptions, FreezePlan,
+    HookResult, SystemView, VolumeOverrides, VolumeRef, MIN_FREEZE_TIMEOUT,
 };
 use chrono::Utc;
 
@@ -30,6 +30,18 @@ pub async fn create_for_paths(
 ) -> anyhow::Result<Exit> {
     let c = &args.consistency;
     let freeze_timeout = duration_arg("--freeze-timeout", &c.freeze_timeout)?;
+    if freeze_timeout < MIN_FREEZE_TIMEOUT {
+        return Err(UsageError(format!(
+            "--freeze-timeout {} is below the minimum of {}s: the watchdog's clock starts before \
+             the first filesystem is frozen, and freezing flushes each filesystem's unwritten \
+             data first, so a shorter timeout only thaws before the snapshot. Use at least {}s \
+             (the default is 10s)",
+            c.freeze_timeout,
+            MIN_FREEZE_TIMEOUT.as_secs(),
+            MIN_FREEZE_TIMEOUT.as_secs()
+        ))
+        .into());
+    }
     let hook_timeout = duration_arg("--hook-timeout", &c.hook_timeout)?;
     let wait = if args.wait.wait {
         Some(wait_timeout(&args.wait.wait_timeout)?)
@@ -292,20 +304,34 @@ impl Shot {
     }
 }
 
+/// At info, which hook ran (phase and number), how it ended and how long it
+/// took; the command line and its output only at debug (-v), with obvious
+/// secrets redacted: hooks often carry database passwords.
 fn log_hooks(phase: &str, hooks: &[HookResult]) {
-    for h in hooks {
-        match h {
+    for (index, h) in hooks.iter().enumerate() {
+        let number = index + 1;
+        let output = match h {
             Ok(out) => {
                 tracing::info!(
-                    "{phase} hook `{}` finished in {} ms",
-                    out.command,
+                    "{phase} hook {number} succeeded in {} ms",
                     out.duration.as_millis()
                 );
-                for line in out.stdout.lines().chain(out.stderr.lines()) {
-                    tracing::info!("  {phase} hook: {line}");
-                }
+                Some(out)
             }
-            Err(e) => tracing::error!("{phase} hook failed: {e}"),
+            Err(e) => {
+                let took = e
+                    .output()
+                    .map(|o| format!(" after {} ms", o.duration.as_millis()))
+                    .unwrap_or_default();
+                tracing::error!("{phase} hook {number} failed: {}{took}", e.ending());
+                e.output()
+            }
+        };
+        if let Some(out) = output {
+            tracing::debug!("{phase} hook {number}: `{}`", redact(&out.command));
+            for line in out.stdout.lines().chain(out.stderr.lines()) {
+                tracing::debug!("  {phase} hook {number}: {}", redact(line));
+            }
         }
     }
 }
@@ -379,19 +405,24 @@ impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
             .consistency
             .clone();
         Some(Box::pin(async move {
-            let parse = |v: &Option<String>, default: u64| {
-                v.as_deref()
-                    .and_then(|t| autosnap_core::duration::parse_age(t).ok())
+            // A duration the config check let through but that does not
+            // parse is an error, not a silent default.
+            let parse = |name: &str, v: &Option<String>, default: u64| match v.as_deref() {
+                None => Ok(std::time::Duration::from_secs(default)),
+                Some(t) => autosnap_core::duration::parse_age(t)
+                    .ok()
                     .and_then(|d| d.to_std().ok())
-                    .unwrap_or(std::time::Duration::from_secs(default))
+                    .ok_or_else(|| {
+                        format!("policy {policy}: {name} '{t}' is not a duration such as 10s")
+                    }),
             };
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut plan =
                 FreezePlan::new(settings.freeze.iter().map(PathBuf::from).collect(), exe);
             plan.pre_hooks = settings.pre.clone();
             plan.post_hooks = settings.post.clone();
-            plan.freeze_timeout = parse(&settings.freeze_timeout, 10);
-            plan.hook_timeout = parse(&settings.hook_timeout, 60);
+            plan.freeze_timeout = parse("freeze_timeout", &settings.freeze_timeout, 10)?;
+            plan.hook_timeout = parse("hook_timeout", &settings.hook_timeout, 60)?;
             plan.fallback_to_crash_consistent =
                 settings.on_hook_failure.as_deref() == Some("crash");
             install_signal_thaw(self.after_cleanup).map_err(|e| e.to_string())?;

@@ -64,7 +64,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             path: None,
             file: Default::default(),
         },
-        _ => settings::load(cli.global.config.as_deref())?,
+        _ => settings::load(
+            cli.global.config.as_deref(),
+            cli.global.allow_insecure_config,
+        )?,
     };
     let env = Env {
         settings: settings::resolve(&cli.global, config)?,
