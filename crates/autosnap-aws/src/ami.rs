@@ -770,11 +770,37 @@ impl Ec2 {
         Ok(snaps
             .into_iter()
             .filter(|s| {
-                s.description.as_deref().is_some_and(|d| {
-                    d.ends_with(&format!(" for {image_id}"))
-                        || d.contains(&format!(" for {image_id} "))
-                        || d.contains(&format!("DestinationAmi {image_id} "))
-                })
+                autosnap_core::ami::made_for_image(image_id, s.description.as_deref(), &s.tags)
+            })
+            .collect())
+    }
+
+    /// Descriptions and tags of our snapshots, by id, for deciding which go with their AMI
+    /// ([`autosnap_core::ami::keep_with_image_reason`]); missing and other accounts'
+    /// snapshots are absent.
+    pub async fn mapped_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<BTreeMap<String, autosnap_core::ami::MappedSnapshot>, AwsError> {
+        if snapshot_ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let snaps = self
+            .list_snapshots(&SnapshotQuery {
+                snapshot_ids: snapshot_ids.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(snaps
+            .into_iter()
+            .map(|s| {
+                (
+                    s.snapshot_id,
+                    autosnap_core::ami::MappedSnapshot {
+                        description: s.description,
+                        tags: s.tags,
+                    },
+                )
             })
             .collect())
     }

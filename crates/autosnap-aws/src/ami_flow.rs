@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use autosnap_core::ami::{unique_image_name, ImageDetails};
+use autosnap_core::ami::{keep_with_image_reason, unique_image_name, ImageDetails};
 use autosnap_core::tags::{self, Tags};
 use serde::Serialize;
 
@@ -44,6 +44,9 @@ pub async fn free_name(ec2: &Ec2, base: &str) -> Result<String, AwsError> {
 pub struct Cleanup {
     pub deregistered: Vec<String>,
     pub deleted_snapshots: Vec<String>,
+    /// Snapshots of the AMI that stay on purpose (with why): not autosnap's, or not made
+    /// for the AMI.
+    pub kept_snapshots: Vec<String>,
     /// Resources still there (with why), for the user to remove by hand.
     pub left: Vec<String>,
 }
@@ -59,6 +62,9 @@ impl Cleanup {
                 "deleted snapshots {}",
                 self.deleted_snapshots.join(", ")
             ));
+        }
+        if !self.kept_snapshots.is_empty() {
+            parts.push(format!("kept snapshots {}", self.kept_snapshots.join("; ")));
         }
         let done = if parts.is_empty() {
             "nothing needed cleaning up".to_string()
@@ -78,22 +84,64 @@ impl Cleanup {
     pub fn merge(&mut self, other: Cleanup) {
         self.deregistered.extend(other.deregistered);
         self.deleted_snapshots.extend(other.deleted_snapshots);
+        self.kept_snapshots.extend(other.kept_snapshots);
         self.left.extend(other.left);
     }
 }
 
-/// Deregisters an AMI autosnap just made and deletes its snapshots: those
-/// in its mappings and those EC2 made for it (found by the AMI id in their
-/// description among autosnap's snapshots). Never fails: what could not be
-/// removed is listed.
+/// Deregisters an AMI autosnap just made (CreateImage, CopyImage or a restore task, which
+/// make every snapshot in its mappings) and deletes its snapshots: those in its mappings
+/// and those EC2 made for it (found by the AMI id in their description among autosnap's
+/// snapshots). Never fails: what could not be removed is listed.
 pub async fn remove_image(ec2: &Ec2, image_id: &str) -> Cleanup {
+    remove_image_with(ec2, image_id, false).await
+}
+
+/// Deregisters an existing AMI of autosnap's (a policy's AMI that retention removes) and
+/// deletes only the snapshots made for it: those in its mappings that autosnap owns and that
+/// were made for this AMI ([`keep_with_image_reason`]: a user's snapshot, or a backup
+/// registered into the AMI, stays and is listed in `kept_snapshots`), and those EC2 made for
+/// it that its mappings may not show. Never fails: what could not be removed is listed.
+pub async fn remove_owned_image(ec2: &Ec2, image_id: &str) -> Cleanup {
+    remove_image_with(ec2, image_id, true).await
+}
+
+async fn remove_image_with(ec2: &Ec2, image_id: &str, only_made_for_it: bool) -> Cleanup {
     let mut c = Cleanup::default();
-    let mut snapshots: Vec<String> = match ec2.find_images(&[image_id.to_string()]).await {
+    let mapped: Vec<String> = match ec2.find_images(&[image_id.to_string()]).await {
         Ok(found) => found.iter().flat_map(ImageDetails::snapshot_ids).collect(),
         Err(e) => {
             tracing::warn!("cannot describe {image_id} for cleanup: {e}");
             Vec::new()
         }
+    };
+    let mut snapshots = if only_made_for_it {
+        match ec2.mapped_snapshots(&mapped).await {
+            Ok(described) => {
+                let (go, stay): (Vec<_>, Vec<_>) = mapped
+                    .into_iter()
+                    .map(|s| {
+                        let why = keep_with_image_reason(image_id, &s, described.get(&s));
+                        (s, why)
+                    })
+                    .partition(|(_, why)| why.is_none());
+                c.kept_snapshots.extend(
+                    stay.into_iter()
+                        .map(|(s, why)| format!("{s} ({})", why.unwrap_or_default())),
+                );
+                go.into_iter().map(|(s, _)| s).collect()
+            }
+            Err(e) => {
+                c.kept_snapshots.extend(
+                    mapped
+                        .into_iter()
+                        .map(|s| format!("{s} (cannot tell whether autosnap made it: {e})")),
+                );
+                Vec::new()
+            }
+        }
+    } else {
+        mapped
     };
     match ec2
         .snapshots_made_for_image(

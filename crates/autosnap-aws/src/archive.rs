@@ -963,27 +963,25 @@ pub struct SnapshotTarget {
 }
 
 impl SnapshotTarget {
-    /// Volume `volume` with its original description and tags (an AMI archive's volume: the
-    /// snapshot's own; otherwise the source's too), without `aws:` tags, plus
-    /// `autosnap:managed=true`.
+    /// Volume `volume` with its original description and user tags (an AMI archive's volume:
+    /// the snapshot's own; otherwise the source's too), marked `autosnap:managed=true`,
+    /// `autosnap:restored-from` (the original snapshot) and `autosnap:source-archive`. Never
+    /// the original's `aws:` or `autosnap:` tags: with `autosnap:policy` and its source tags
+    /// a policy would take the restore for its newest backup and later prune it.
     pub fn original(
         manifest: &autosnap_repo::Manifest,
         volume: usize,
         kms_key: Option<String>,
     ) -> SnapshotTarget {
+        use autosnap_core::tags;
         let v = &manifest.volumes[volume].source;
         let source_tags = (!manifest.is_image()).then_some(&manifest.source.tags);
-        let mut tags: std::collections::BTreeMap<String, String> = source_tags
-            .into_iter()
-            .flatten()
-            .chain(v.tags.iter())
-            .filter(|(k, _)| !k.starts_with("aws:"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        tags.insert(
-            autosnap_core::tags::MANAGED.into(),
-            autosnap_core::tags::MANAGED_VALUE.into(),
+        let restored_from = v.snapshot_id.as_deref().unwrap_or(&manifest.source.id);
+        let mut tags = tags::restored_tags(
+            source_tags.into_iter().flatten().chain(v.tags.iter()),
+            restored_from,
         );
+        tags.insert(tags::SOURCE_ARCHIVE.into(), manifest.id.to_string());
         let description = if manifest.is_image() {
             v.description.clone()
         } else {
@@ -997,6 +995,20 @@ impl SnapshotTarget {
             kms_key,
         }
     }
+}
+
+/// The StartSnapshot ClientToken of one restore: the archive and volume (readable in
+/// CloudTrail) and a random nonce drawn once per restore. The SDK resends the same request,
+/// token included, when it retries StartSnapshot, so a retry after a lost answer gets the
+/// snapshot already started instead of a second one; a different restore — even of the same
+/// volume, from the same process id (pid 1 in every container run) — gets a new token, so
+/// EBS never hands it the earlier restore's snapshot.
+fn restore_client_token(archive_id: &str, volume: usize) -> Result<String, ArchiveError> {
+    let mut nonce = [0u8; 12];
+    autosnap_repo::crypto::random_bytes(&mut nonce)?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let archive: String = archive_id.chars().take(16).collect();
+    Ok(format!("autosnap-restore-{archive}-{volume}-{nonce}"))
 }
 
 /// What a restore to a snapshot did.
@@ -1044,12 +1056,7 @@ pub async fn restore_to_snapshot(
             tags: target.tags.clone(),
             encrypted,
             kms_key_arn: target.kms_key.clone(),
-            client_token: Some(format!(
-                "autosnap-restore-{}-{}-{}",
-                manifest.id,
-                target.volume,
-                std::process::id()
-            )),
+            client_token: Some(restore_client_token(&manifest.id.to_string(), target.volume)?),
             ..NewSnapshot::default()
         })
         .await?;
@@ -1258,7 +1265,7 @@ pub async fn plan_image_restore(
             .into_iter()
             .collect();
         tags.push((
-            "autosnap:source-archive".to_string(),
+            autosnap_core::tags::SOURCE_ARCHIVE.to_string(),
             manifest.id.to_string(),
         ));
         let description = archived.source.description.clone().or_else(|| {
@@ -1502,6 +1509,18 @@ pub async fn restore_image(
         plan.name,
         plan.archive_id
     );
+    // The snapshots existed before the AMI, so EC2's descriptions cannot name it: this tag
+    // is what lets `ami delete` remove them with it (and nothing else's snapshots).
+    let for_image = std::iter::once((autosnap_core::tags::FOR_IMAGE.to_string(), image_id.clone()))
+        .collect();
+    if let Err(e) = ec2.create_tags(&made, &for_image).await {
+        tracing::warn!(
+            "could not tag the snapshots of {image_id} ({}) with {}: {e}; `ami delete \
+             {image_id}` will keep them, delete them with `autosnap snapshot delete`",
+            made.join(", "),
+            autosnap_core::tags::FOR_IMAGE
+        );
+    }
     Ok(RestoreImageReport {
         archive_id: plan.archive_id.clone(),
         source_image_id: plan.source_image_id.clone(),

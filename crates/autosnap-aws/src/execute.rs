@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::ami::{ImageCopy, ImageWaitObserver, NewImage, PollSchedule};
-use crate::ami_flow::{encrypt_image, free_name, remove_image};
+use crate::ami_flow::{encrypt_image, free_name, remove_image, remove_owned_image};
 use crate::ec2::{Ec2, SnapshotQuery, VolumeQuery, WaitObserver};
 use crate::rate::Ec2RateLimits;
 use crate::{AwsContext, AwsError};
@@ -582,7 +582,8 @@ async fn run_ami_target(
         }
     }
 
-    // 3. Prune: deregister, then delete the AMI's snapshots (never one another AMI uses).
+    // 3. Prune: deregister, then delete the snapshots made for the AMI (never one another
+    // AMI uses, one the user owns, or one registered into it that existed before it).
     if opts.prune {
         for group in &target.groups {
             let doomed: Vec<_> = group.backups.iter().filter(|b| b.delete).collect();
@@ -602,7 +603,7 @@ async fn run_ami_target(
                     .deregister_image
                     .acquire()
                     .await;
-                let cleanup = remove_image(ec2, &backup.backup_id).await;
+                let cleanup = remove_owned_image(ec2, &backup.backup_id).await;
                 if !cleanup.left.is_empty() {
                     fail(&mut report, &group.region, "delete", cleanup.summary());
                     continue;

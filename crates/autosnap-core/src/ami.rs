@@ -16,7 +16,7 @@ pub const METADATA_SCHEMA_VERSION: u32 = 1;
 /// Folder under the configured prefix where metadata documents live.
 pub const METADATA_FOLDER: &str = "ami-metadata";
 /// On a restored AMI and its snapshots: the AMI it was restored from.
-pub const RESTORED_FROM: &str = "autosnap:restored-from";
+pub use crate::tags::RESTORED_FROM;
 
 // ---- what EC2 says about an AMI ---------------------------------------------
 
@@ -339,35 +339,23 @@ impl AmiMetadata {
         })
     }
 
-    /// Tags for an AMI restored from this document: the original's (without
-    /// AWS-reserved ones), marked as autosnap's and as restored from the original.
+    /// Tags for an AMI restored from this document: the original's user tags, marked as
+    /// autosnap's and as restored from the original ([`tags::restored_tags`]: never the
+    /// policy-membership tags, so no policy takes the restored AMI for its backup).
     pub fn restore_image_tags(&self) -> Tags {
-        let mut t = without_reserved(&self.tags);
-        t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
-        t.insert(RESTORED_FROM.into(), self.image_id.clone());
-        t
+        tags::restored_tags(&self.tags, &self.image_id)
     }
 
     /// Tags for the restored snapshot behind `device_name`: that snapshot's
-    /// original tags, marked the same way.
+    /// original user tags, marked the same way.
     pub fn restore_snapshot_tags(&self, device_name: &str) -> Tags {
-        let mut t = self
+        let original = self
             .block_device_mappings
             .iter()
             .find(|m| m.device_name == device_name)
-            .map(|m| without_reserved(&m.snapshot_tags))
-            .unwrap_or_default();
-        t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
-        t.insert(RESTORED_FROM.into(), self.image_id.clone());
-        t
+            .map(|m| &m.snapshot_tags);
+        tags::restored_tags(original.into_iter().flatten(), &self.image_id)
     }
-}
-
-fn without_reserved(t: &Tags) -> Tags {
-    t.iter()
-        .filter(|(k, _)| !k.to_ascii_lowercase().starts_with(tags::AWS_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// `PREFIX/ami-metadata/<ami-id>.json` (no leading slash; an empty prefix
@@ -581,20 +569,77 @@ pub struct AmiDeleteDecision {
     pub keep_snapshots: Vec<KeptSnapshot>,
 }
 
+/// What decides whether a snapshot behind an AMI goes with it: as described in the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappedSnapshot {
+    pub description: Option<String>,
+    pub tags: Tags,
+}
+
+/// Whether EC2 or autosnap says the snapshot was made for `image_id`: EC2 names the AMI in
+/// the descriptions of the snapshots it makes for one ("Created by CreateImage(i-…) for
+/// ami-…", "Copied for DestinationAmi ami-… from SourceAmi …", "… for ami-…"); autosnap's
+/// restores, which make the snapshots before the AMI exists, tag them `autosnap:for-image`.
+pub fn made_for_image(image_id: &str, description: Option<&str>, snapshot_tags: &Tags) -> bool {
+    if snapshot_tags.get(tags::FOR_IMAGE).map(String::as_str) == Some(image_id) {
+        return true;
+    }
+    description.is_some_and(|d| {
+        d.ends_with(&format!(" for {image_id}"))
+            || d.contains(&format!(" for {image_id} "))
+            || d.contains(&format!(" for {image_id}."))
+            || d.contains(&format!("DestinationAmi {image_id} "))
+    })
+}
+
+/// Why snapshot `snapshot_id` behind `image_id` must stay when the AMI goes, or `None` when
+/// it goes with it. It goes only when autosnap owns it (`autosnap:managed=true`) and it was
+/// made for that AMI ([`made_for_image`]): a snapshot the user owns, or one that existed
+/// before the AMI and was registered into it (`ami from-snapshot` of a user's snapshot or of
+/// a policy's backup), is never deleted with an AMI, whoever owns the AMI.
+pub fn keep_with_image_reason(
+    image_id: &str,
+    snapshot_id: &str,
+    snapshot: Option<&MappedSnapshot>,
+) -> Option<String> {
+    let Some(snap) = snapshot else {
+        return Some(
+            "not found among this account's snapshots: it is not autosnap's to delete".into(),
+        );
+    };
+    if !tags::is_managed(&snap.tags) {
+        return Some(format!(
+            "not created by autosnap (no autosnap:managed=true tag): it is yours and stays; \
+             delete it with `autosnap snapshot delete {snapshot_id} --force` if you no longer need it"
+        ));
+    }
+    if !made_for_image(image_id, snap.description.as_deref(), &snap.tags) {
+        return Some(format!(
+            "not made for {image_id} (neither its description nor an autosnap:for-image tag \
+             names it): it existed before the AMI, e.g. a backup registered with `ami \
+             from-snapshot`, and stays under its own rules"
+        ));
+    }
+    None
+}
+
 /// Decides, with a reason for every requested AMI, what `ami delete` does.
 ///
 /// Rules, in order: the AMI must exist in the account; it must not be used by
 /// an instance or by a launch template's default or latest version, and it
 /// must carry autosnap's ownership tag — both unless `force`. Each snapshot
-/// of a deregistered AMI is deleted unless `keep_snapshots`, or another AMI
+/// of a deregistered AMI is deleted unless `keep_snapshots`, another AMI
 /// that stays registered uses it (`others` holds every AMI of the account that
-/// uses any of the snapshots). A snapshot shared by two AMIs that are both
-/// deregistered is deleted once, with the later one.
+/// uses any of the snapshots), or [`keep_with_image_reason`] keeps it (not
+/// autosnap's, or not made for that AMI; `snapshots` holds the AMIs'
+/// snapshots as described, and `force` never overrides this). A snapshot
+/// shared by two AMIs that are both deregistered is deleted once, with the later one.
 pub fn plan_ami_deletes(
     requested: &[String],
     found: &[ImageDetails],
     users: &BTreeMap<String, Vec<ImageUser>>,
     others: &[ImageDetails],
+    snapshots: &BTreeMap<String, MappedSnapshot>,
     force: bool,
     keep_snapshots: bool,
 ) -> Vec<AmiDeleteDecision> {
@@ -656,7 +701,8 @@ pub fn plan_ami_deletes(
         .filter(|d| d.action == AmiDeleteAction::Deregister)
         .map(|d| d.image_id.clone())
         .collect();
-    // The last deregistered AMI (in request order) that uses each snapshot deletes it.
+    // The last deregistered AMI (in request order) that uses each snapshot, and may delete
+    // it, deletes it.
     let mut owner_of: BTreeMap<String, String> = BTreeMap::new();
     for d in decisions
         .iter()
@@ -664,7 +710,9 @@ pub fn plan_ami_deletes(
     {
         if let Some(image) = found.iter().find(|i| i.image_id == d.image_id) {
             for s in image.snapshot_ids() {
-                owner_of.insert(s, d.image_id.clone());
+                if keep_with_image_reason(&d.image_id, &s, snapshots.get(&s)).is_none() {
+                    owner_of.insert(s, d.image_id.clone());
+                }
             }
         }
     }
@@ -696,12 +744,18 @@ pub fn plan_ami_deletes(
             if !staying.is_empty() {
                 d.keep_snapshots
                     .push(keep(format!("also used by AMI {}", staying.join(", "))));
-            } else if owner_of.get(&s) != Some(&d.image_id) {
-                let other = owner_of.get(&s).cloned().unwrap_or_default();
-                d.keep_snapshots
-                    .push(keep(format!("also used by AMI {other}, deleted with it")));
-            } else {
-                d.delete_snapshots.push(s);
+                continue;
+            }
+            match owner_of.get(&s) {
+                Some(owner) if owner == &d.image_id => d.delete_snapshots.push(s),
+                Some(other) => d
+                    .keep_snapshots
+                    .push(keep(format!("also used by AMI {other}, deleted with it"))),
+                None => {
+                    let reason = keep_with_image_reason(&d.image_id, &s, snapshots.get(&s))
+                        .expect("a snapshot no AMI may delete has a reason to stay");
+                    d.keep_snapshots.push(keep(reason));
+                }
             }
         }
     }
@@ -872,14 +926,27 @@ mod tests {
 
     #[test]
     fn restore_tags_keep_originals_and_mark_the_restore() {
-        let m = full_metadata();
+        let mut m = full_metadata();
+        for (k, v) in [
+            (tags::POLICY, "web-amis"),
+            (tags::SOURCE_INSTANCE, "i-0123456789abcdef0"),
+        ] {
+            m.tags.insert(k.into(), v.into());
+            m.block_device_mappings[1]
+                .snapshot_tags
+                .insert(k.into(), v.into());
+        }
         let t = m.restore_image_tags();
+        // Never the policy-membership tags: the restore is not the policy's backup.
+        assert!(!t.contains_key(tags::POLICY) && !t.contains_key(tags::SOURCE_INSTANCE));
         assert_eq!(t["Name"], "web");
         assert_eq!(t[tags::MANAGED], "true");
         assert_eq!(t[RESTORED_FROM], "ami-0123456789abcdef0");
         let s = m.restore_snapshot_tags("/dev/xvdb");
         assert_eq!(s["Name"], "data");
         assert!(!s.contains_key("aws:backup:source"));
+        assert!(!s.contains_key(tags::POLICY) && !s.contains_key(tags::SOURCE_INSTANCE));
+        assert_eq!(s[RESTORED_FROM], "ami-0123456789abcdef0");
         assert_eq!(m.stored().unwrap().bucket, "backups");
     }
 
@@ -956,6 +1023,28 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A snapshot of autosnap's that CreateImage made for `image_id`.
+    fn made_by_create_image(image_id: &str) -> MappedSnapshot {
+        MappedSnapshot {
+            description: Some(format!(
+                "Created by CreateImage(i-0123456789abcdef0) for {image_id}"
+            )),
+            tags: tagmap(&[(tags::MANAGED, "true")]),
+        }
+    }
+
+    /// Every snapshot of `images` as made by CreateImage for the first of them that maps it.
+    fn made_for_each(images: &[&ImageDetails]) -> BTreeMap<String, MappedSnapshot> {
+        let mut out = BTreeMap::new();
+        for i in images {
+            for s in i.snapshot_ids() {
+                out.entry(s)
+                    .or_insert_with(|| made_by_create_image(&i.image_id));
+            }
+        }
+        out
+    }
+
     #[test]
     fn delete_plan_every_rule_with_its_reason() {
         let managed = image("ami-00000001", true, &["snap-00000001", "snap-00000002"]);
@@ -981,6 +1070,7 @@ mod tests {
             ],
         );
         let found = vec![managed.clone(), foreign.clone(), used.clone()];
+        let snapshots = made_for_each(&[&managed, &foreign, &used]);
         let plan = plan_ami_deletes(
             &ids(&[
                 "ami-00000001",
@@ -992,6 +1082,7 @@ mod tests {
             &found,
             &users,
             std::slice::from_ref(&sharer),
+            &snapshots,
             false,
             false,
         );
@@ -1020,6 +1111,7 @@ mod tests {
             &found,
             &users,
             &[],
+            &snapshots,
             true,
             false,
         );
@@ -1028,7 +1120,15 @@ mod tests {
             .all(|d| d.action == AmiDeleteAction::Deregister));
         assert!(forced[1].reason.contains("still used by"));
 
-        let kept = plan_ami_deletes(&ids(&["ami-00000001"]), &found, &users, &[], false, true);
+        let kept = plan_ami_deletes(
+            &ids(&["ami-00000001"]),
+            &found,
+            &users,
+            &[],
+            &snapshots,
+            false,
+            true,
+        );
         assert!(kept[0].delete_snapshots.is_empty());
         assert_eq!(kept[0].keep_snapshots.len(), 2);
     }
@@ -1037,16 +1137,115 @@ mod tests {
     fn snapshot_shared_by_two_deleted_amis_goes_with_the_last() {
         let a = image("ami-0000000a", true, &["snap-00000001", "snap-00000002"]);
         let b = image("ami-0000000b", true, &["snap-00000002"]);
+        let mut snapshots = made_for_each(&[&a]);
+        // Made for b (as a restore tags them), and registered into a as well.
+        snapshots.insert(
+            "snap-00000002".into(),
+            MappedSnapshot {
+                description: None,
+                tags: tagmap(&[(tags::MANAGED, "true"), (tags::FOR_IMAGE, "ami-0000000b")]),
+            },
+        );
         let plan = plan_ami_deletes(
             &ids(&["ami-0000000a", "ami-0000000b"]),
             &[a, b],
             &BTreeMap::new(),
             &[],
+            &snapshots,
             false,
             false,
         );
         assert_eq!(plan[0].delete_snapshots, ids(&["snap-00000001"]));
         assert!(plan[0].keep_snapshots[0].reason.contains("deleted with it"));
         assert_eq!(plan[1].delete_snapshots, ids(&["snap-00000002"]));
+    }
+
+    #[test]
+    fn snapshots_the_user_owns_or_that_predate_the_ami_stay() {
+        // A managed AMI (say from `ami from-snapshot`) mapping: the user's own snapshot, a
+        // policy's backup registered into it, one CreateImage made for it, one a restore made
+        // for it, and one this account cannot see.
+        let ami = image(
+            "ami-0000000a",
+            true,
+            &[
+                "snap-00000001",
+                "snap-00000002",
+                "snap-00000003",
+                "snap-00000004",
+                "snap-00000005",
+            ],
+        );
+        let mut snapshots = BTreeMap::new();
+        snapshots.insert(
+            "snap-00000001".to_string(),
+            MappedSnapshot {
+                description: Some("my database, before the upgrade".into()),
+                tags: tagmap(&[("Name", "db")]),
+            },
+        );
+        snapshots.insert(
+            "snap-00000002".to_string(),
+            MappedSnapshot {
+                description: Some("autosnap prod-daily vol-0000000a".into()),
+                tags: tagmap(&[
+                    (tags::MANAGED, "true"),
+                    (tags::POLICY, "prod-daily"),
+                    (tags::SOURCE_VOLUME, "vol-0000000a"),
+                ]),
+            },
+        );
+        snapshots.insert(
+            "snap-00000003".to_string(),
+            made_by_create_image("ami-0000000a"),
+        );
+        snapshots.insert(
+            "snap-00000004".to_string(),
+            MappedSnapshot {
+                description: Some("restored from autosnap archive 0123".into()),
+                tags: tagmap(&[
+                    (tags::MANAGED, "true"),
+                    (tags::RESTORED_FROM, "ami-00000009"),
+                    (tags::FOR_IMAGE, "ami-0000000a"),
+                ]),
+            },
+        );
+        for force in [false, true] {
+            let plan = plan_ami_deletes(
+                &ids(&["ami-0000000a"]),
+                std::slice::from_ref(&ami),
+                &BTreeMap::new(),
+                &[],
+                &snapshots,
+                force,
+                false,
+            );
+            assert_eq!(plan[0].action, AmiDeleteAction::Deregister);
+            assert_eq!(
+                plan[0].delete_snapshots,
+                ids(&["snap-00000003", "snap-00000004"]),
+                "force = {force}"
+            );
+            let kept: BTreeMap<&str, &str> = plan[0]
+                .keep_snapshots
+                .iter()
+                .map(|k| (k.snapshot_id.as_str(), k.reason.as_str()))
+                .collect();
+            assert!(kept["snap-00000001"].contains("not created by autosnap"));
+            assert!(kept["snap-00000001"].contains("snapshot delete snap-00000001 --force"));
+            assert!(kept["snap-00000002"].contains("not made for ami-0000000a"));
+            assert!(kept["snap-00000005"].contains("not found"));
+        }
+        // A description naming another AMI whose id starts the same does not count.
+        assert!(!made_for_image(
+            "ami-0000000a",
+            Some("Created by CreateImage(i-01234567) for ami-0000000ab"),
+            &Tags::new()
+        ));
+        assert!(made_for_image(
+            "ami-0000000a",
+            Some("Copied for DestinationAmi ami-0000000a from SourceAmi ami-00000001 for SourceSnapshot snap-00000001. Task created on 1,234."),
+            &Tags::new()
+        ));
     }
 }

@@ -102,6 +102,8 @@ enum Res {
     Ec2(&'static [&'static str]),
     Buckets,
     BucketObjects,
+    /// Lock objects of repositories in the buckets (`locks/` under any prefix).
+    BucketLocks,
     KmsKeys,
 }
 
@@ -116,6 +118,12 @@ enum Cond {
     RequestTagManaged,
     /// KMS keys used only through EC2 (and EBS direct for archives).
     ViaEc2,
+    /// KMS keys used only through S3 (SSE-KMS objects: metadata documents, repositories on
+    /// buckets encrypted with a KMS key).
+    ViaS3,
+    /// Only with an encryption context naming an autosnap repository: the key can unwrap
+    /// repository keys and nothing else encrypted under it.
+    RepositoryContext,
     /// Grants only for AWS resources (EBS).
     GrantForAwsResource,
 }
@@ -129,6 +137,11 @@ struct Rule {
 }
 
 use Feature::{Ami, Archive, Backup, Prune, Restore};
+
+/// The KMS encryption context key that names an archive repository: `GenerateDataKey` and
+/// `Decrypt` of a repository's key carry `{"autosnap:repository": <repository id>}` (format
+/// version 2, docs/repository-format.md).
+pub const REPOSITORY_CONTEXT_KEY: &str = "autosnap:repository";
 
 const SNAPSHOTS: &[&str] = &["snapshot/*"];
 const IMAGES_AND_SNAPSHOTS: &[&str] = &["image/*", "snapshot/*"];
@@ -291,6 +304,15 @@ const RULES: &[Rule] = &[
         condition: Cond::None,
     },
     Rule {
+        // A restore holds a shared repository lock: it writes and removes its lock object,
+        // and nothing else, in the bucket.
+        sid: "AutosnapRepositoryLocks",
+        features: &[Restore],
+        actions: &["s3:DeleteObject", "s3:PutObject"],
+        resource: Res::BucketLocks,
+        condition: Cond::None,
+    },
+    Rule {
         // CreateStoreImageTask needs it (AWS's documented list); archives forget and gc.
         sid: "AutosnapBucketDelete",
         features: &[Ami, Archive],
@@ -320,10 +342,30 @@ const RULES: &[Rule] = &[
         condition: Cond::GrantForAwsResource,
     },
     Rule {
+        // SSE-KMS: metadata documents written with --kms-key, and objects of buckets whose
+        // default encryption is a KMS key.
+        sid: "AutosnapKmsUseThroughS3",
+        features: &[Ami, Restore, Archive],
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: Res::KmsKeys,
+        condition: Cond::ViaS3,
+    },
+    Rule {
+        // `repo init --kms-key` makes the repository key (GenerateDataKey) and every command
+        // that opens the repository unwraps it (Decrypt), directly, not through a service:
+        // allowed only with the repository encryption context, so the role cannot decrypt
+        // anything else encrypted under the key.
+        sid: "AutosnapKmsRepositoryKeys",
+        features: &[Restore, Archive],
+        actions: &["kms:Decrypt", "kms:GenerateDataKey"],
+        resource: Res::KmsKeys,
+        condition: Cond::RepositoryContext,
+    },
+    Rule {
         // autosnap checks a key before encrypting with it (a bad key would
-        // otherwise only surface as a failed copy).
+        // otherwise only surface as a failed copy) and before making a repository key.
         sid: "AutosnapKmsCheckKeys",
-        features: &[Ami, Restore],
+        features: &[Ami, Restore, Archive],
         actions: &["kms:DescribeKey"],
         resource: Res::KmsKeys,
         condition: Cond::None,
@@ -360,6 +402,10 @@ fn resource_value(r: Res, scope: &PolicyScope) -> Value {
             .iter()
             .map(|b| format!("arn:aws:s3:::{b}/*"))
             .collect::<Vec<_>>()),
+        Res::BucketLocks => json!(buckets
+            .iter()
+            .map(|b| format!("arn:aws:s3:::{b}/*locks/*"))
+            .collect::<Vec<_>>()),
         Res::KmsKeys => {
             if scope.kms_key_arns.is_empty() {
                 json!("arn:aws:kms:*:*:key/*")
@@ -384,6 +430,12 @@ fn condition_value(c: Cond) -> Option<Value> {
         })),
         Cond::ViaEc2 => Some(json!({
             "StringLike": { "kms:ViaService": ["ec2.*.amazonaws.com", "ebs.*.amazonaws.com"] }
+        })),
+        Cond::ViaS3 => Some(json!({
+            "StringLike": { "kms:ViaService": "s3.*.amazonaws.com" }
+        })),
+        Cond::RepositoryContext => Some(json!({
+            "StringLike": { format!("kms:EncryptionContext:{REPOSITORY_CONTEXT_KEY}"): "*" }
         })),
         Cond::GrantForAwsResource => Some(json!({
             "Bool": { "kms:GrantIsForAWSResource": "true" }
@@ -573,6 +625,18 @@ mod tests {
             assert!(restore.contains_key(need), "restore lacks {need}");
         }
         assert!(!restore.contains_key("ec2:DeleteSnapshot"));
+        // A restore writes only its repository lock.
+        let p = iam_policy(&[Feature::Restore], &PolicyScope::default()).to_value();
+        for s in p["Statement"].as_array().unwrap() {
+            let writes = s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "s3:PutObject" || a == "s3:DeleteObject");
+            if writes {
+                assert_eq!(s["Resource"], json!(["arn:aws:s3:::BUCKET-NAME/*locks/*"]));
+            }
+        }
         let archive = actions(&[Feature::Archive]);
         for need in [
             "ebs:StartSnapshot",
@@ -606,6 +670,49 @@ mod tests {
             .to_value()
             .to_string();
         assert!(!backup.contains("arn:aws:s3"));
+    }
+
+    #[test]
+    fn kms_repository_keys_only_with_the_repository_context() {
+        for features in [&[Feature::Archive][..], &[Feature::Restore][..]] {
+            let p = iam_policy(features, &PolicyScope::default()).to_value();
+            let statements = p["Statement"].as_array().unwrap();
+            let direct: Vec<&Value> = statements
+                .iter()
+                .filter(|s| s["Sid"] == "AutosnapKmsRepositoryKeys")
+                .collect();
+            assert_eq!(direct.len(), 1, "{features:?}");
+            assert_eq!(
+                direct[0]["Action"],
+                json!(["kms:Decrypt", "kms:GenerateDataKey"])
+            );
+            assert_eq!(
+                direct[0]["Condition"]["StringLike"]["kms:EncryptionContext:autosnap:repository"],
+                "*"
+            );
+            // Everywhere else Decrypt and GenerateDataKey go through a service.
+            for s in statements
+                .iter()
+                .filter(|s| s["Sid"] != "AutosnapKmsRepositoryKeys")
+            {
+                let acts = s["Action"].as_array().unwrap();
+                if acts
+                    .iter()
+                    .any(|a| a == "kms:Decrypt" || a == "kms:GenerateDataKey")
+                {
+                    assert!(
+                        s["Condition"]["StringLike"]["kms:ViaService"].is_string()
+                            || s["Condition"]["StringLike"]["kms:ViaService"].is_array(),
+                        "{s}"
+                    );
+                }
+            }
+            let a = policy_actions(&p);
+            assert!(a.contains_key("kms:DescribeKey"), "{features:?}");
+        }
+        // Backup never touches a repository key.
+        let backup = actions(&[Feature::Backup]);
+        assert!(!backup.contains_key("kms:GenerateDataKey"));
     }
 
     #[test]

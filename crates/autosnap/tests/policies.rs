@@ -534,6 +534,13 @@ copy = [{{ region = "us-west-2", retain = {{ last = 1 }} }}]
         ];
         tag(&bed, REGION, &image, &own);
         tag(&bed, REGION, &snap, &own);
+        // Made for the AMI (CreateImage names it in the description; here a tag does).
+        tag(
+            &bed,
+            REGION,
+            &snap,
+            &[("autosnap:for-image", image.as_str())],
+        );
         tag(
             &bed,
             REGION,

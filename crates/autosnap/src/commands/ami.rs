@@ -607,11 +607,14 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
         .into_iter()
         .filter(|i| !requested.contains(&i.image_id))
         .collect();
+    // Who owns each snapshot and what it was made for decide whether it goes with its AMI.
+    let snapshots = ec2.mapped_snapshots(&all_snaps).await?;
     let plan = plan_ami_deletes(
         &requested,
         &found,
         &users,
         &others,
+        &snapshots,
         args.force,
         args.keep_snapshots,
     );
@@ -1108,7 +1111,8 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
 }
 
 /// Re-applies the original AMI's tags to a restored AMI, and each original
-/// snapshot's tags to the new snapshot of the same device.
+/// snapshot's tags to the new snapshot of the same device, which is also tagged
+/// `autosnap:for-image` so that `ami delete` removes it with this AMI.
 async fn retag(ec2: &Ec2, image: &ImageDetails, doc: &AmiMetadata) -> anyhow::Result<()> {
     ec2.create_tags(
         std::slice::from_ref(&image.image_id),
@@ -1117,11 +1121,9 @@ async fn retag(ec2: &Ec2, image: &ImageDetails, doc: &AmiMetadata) -> anyhow::Re
     .await?;
     for m in &image.block_device_mappings {
         if let Some(snap) = &m.snapshot_id {
-            ec2.create_tags(
-                std::slice::from_ref(snap),
-                &doc.restore_snapshot_tags(&m.device_name),
-            )
-            .await?;
+            let mut t = doc.restore_snapshot_tags(&m.device_name);
+            t.insert(tags::FOR_IMAGE.into(), image.image_id.clone());
+            ec2.create_tags(std::slice::from_ref(snap), &t).await?;
         }
     }
     tracing::info!(
