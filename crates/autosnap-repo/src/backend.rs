@@ -60,6 +60,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The whole object. A missing object is [`BackendError::NotFound`].
     fn read(&self, name: &str) -> Result<Vec<u8>, BackendError>;
 
+    /// The whole object if it has at most `limit` bytes, else [`BackendError::TooLarge`].
+    /// Readers of repository objects call this with a limit per kind of object, so that a
+    /// huge object planted under a known name cannot exhaust memory. The default reads the
+    /// object and then checks; a backend that can learn the size first (a file's metadata,
+    /// S3's `Content-Length`) should refuse before reading.
+    fn read_at_most(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
+        let data = self.read(name)?;
+        if data.len() as u64 > limit {
+            return Err(BackendError::TooLarge {
+                name: name.to_owned(),
+                size: Some(data.len() as u64),
+                limit,
+            });
+        }
+        Ok(data)
+    }
+
     /// Writes (or atomically replaces) an object.
     fn write(&self, name: &str, data: &[u8]) -> Result<(), BackendError>;
 
@@ -233,6 +250,33 @@ impl Backend for LocalBackend {
     fn read(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         let path = self.path(name)?;
         fs::read(&path).map_err(|e| BackendError::io("read", name, e))
+    }
+
+    fn read_at_most(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
+        use std::io::Read;
+        let path = self.path(name)?;
+        let file = File::open(&path).map_err(|e| BackendError::io("read", name, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| BackendError::io("read", name, e))?
+            .len();
+        let too_large = |size| BackendError::TooLarge {
+            name: name.to_owned(),
+            size: Some(size),
+            limit,
+        };
+        if len > limit {
+            return Err(too_large(len));
+        }
+        // The file may grow between the stat and the read: never take more than limit + 1.
+        let mut data = Vec::with_capacity(len as usize);
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| BackendError::io("read", name, e))?;
+        if data.len() as u64 > limit {
+            return Err(too_large(data.len() as u64));
+        }
+        Ok(data)
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), BackendError> {

@@ -111,6 +111,21 @@ impl Segment {
         out
     }
 
+    /// Decodes and validates a segment of the repository's `span`, refusing any other span
+    /// before decoding a run: a few bytes can describe a zero run of [`MAX_SPAN`] blocks, so
+    /// the span bounds what decoding allocates (`span` entries of 40 bytes).
+    pub fn decode_with_span(bytes: &[u8], span: u32) -> Result<Segment, String> {
+        let declared = bytes
+            .get(13..17)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        match declared {
+            Some(declared) if declared != span => Err(format!(
+                "span {declared} differs from the repository's segment_blocks {span}"
+            )),
+            _ => Segment::decode(bytes),
+        }
+    }
+
     /// Decodes and validates a segment; the error says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Segment, String> {
         let mut reader = Reader { bytes, at: 0 };

@@ -1,5 +1,12 @@
 //! The `config` object: format version, chunking, hashing, compression and encryption
 //! parameters. It is the only object stored as plain JSON besides `keys/` and `locks/`.
+//!
+//! Format version 2 authenticates the config of an encrypted repository: `encryption.config_mac`
+//! is an HMAC of the rest of the config under a key derived from the master key, and the key
+//! check uses a version-2 derivation, so someone who can write the storage but does not hold
+//! the key can neither change an encrypted config nor rewrite it as an (unauthenticated)
+//! version-1 one. Version-1 repositories are still read and written; see
+//! `docs/repository-format.md` for what protects them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,8 +15,17 @@ use crate::crypto::KdfParams;
 
 /// `format` value of every config.
 pub const FORMAT_NAME: &str = "autosnap-repository";
-/// The repository format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this crate writes (it reads 1 and 2).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// Largest `config` object a reader accepts (bytes); a config is well under 1 KiB.
+pub const MAX_CONFIG_LEN: u64 = 64 << 10;
+/// Key of the KMS encryption context that names the repository (format version 2): KMS
+/// `GenerateDataKey` and `Decrypt` are called with `{"autosnap:repository": <config.id>}`, so a
+/// wrapped key cannot be moved into another repository's config, and CloudTrail names the
+/// repository behind every `Decrypt`.
+pub const KMS_CONTEXT_KEY: &str = "autosnap:repository";
 /// Chunk size: the EBS block size.
 pub const CHUNK_SIZE: u32 = 524_288;
 /// Default block-map segment span: 16384 blocks (8 GiB of volume).
@@ -92,6 +108,42 @@ pub struct EncryptionConfig {
     /// The master key wrapped by AWS KMS (`GenerateDataKey`), when the repository uses one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsWrappedKey>,
+    /// Format version 2: HMAC-SHA256 of the rest of the config under the config key, hex
+    /// (see [`RepoConfig::canonical_bytes`]). Required in version 2, absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_mac: Option<String>,
+}
+
+impl RepoConfig {
+    /// The bytes `encryption.config_mac` authenticates: the config as compact JSON, fields
+    /// in declaration order, absent optional fields left out, and `config_mac` itself left
+    /// out. Fields this crate does not know are not covered (readers ignore them).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        if let Some(encryption) = &mut unsigned.encryption {
+            encryption.config_mac = None;
+        }
+        serde_json::to_vec(&unsigned).expect("serialisable")
+    }
+
+    /// The KMS encryption context of this repository's wrapped key: `Some` from format
+    /// version 2 (see [`KMS_CONTEXT_KEY`]); version-1 repositories were created without one.
+    pub fn kms_encryption_context(&self) -> Option<(String, String)> {
+        (self.version >= 2).then(|| (KMS_CONTEXT_KEY.to_owned(), self.id.clone()))
+    }
+}
+
+/// A new random repository id (32 hex digits), for callers that need it before
+/// [`Repository::init_with_id`](crate::Repository::init_with_id) (the KMS encryption context).
+pub fn new_repository_id() -> crate::Result<String> {
+    let mut id = [0u8; 16];
+    crate::crypto::random_bytes(&mut id)?;
+    Ok(hex::encode(id))
+}
+
+/// The KMS encryption context of a new repository with id `id`.
+pub fn kms_encryption_context_for(id: &str) -> (String, String) {
+    (KMS_CONTEXT_KEY.to_owned(), id.to_owned())
 }
 
 /// A master key encrypted by KMS: opaque to this crate. The AWS layer calls KMS `Decrypt` on
@@ -137,6 +189,17 @@ pub enum EncryptionInit {
     },
 }
 
+impl Drop for EncryptionInit {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            EncryptionInit::None => {}
+            EncryptionInit::Passphrase { passphrase, .. } => passphrase.zeroize(),
+            EncryptionInit::DataKey { key, .. } => key.zeroize(),
+        }
+    }
+}
+
 impl std::fmt::Debug for EncryptionInit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -178,6 +241,17 @@ pub enum Credentials {
     DataKey([u8; 32]),
 }
 
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            Credentials::None => {}
+            Credentials::Passphrase(passphrase) => passphrase.zeroize(),
+            Credentials::DataKey(key) => key.zeroize(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -211,6 +285,7 @@ mod tests {
                     key_id: "alias/backup".into(),
                     ciphertext: "0102".into(),
                 }),
+                config_mac: Some("cd".into()),
             }),
         };
         let json = serde_json::to_value(&config).unwrap();
@@ -220,5 +295,10 @@ mod tests {
         assert_eq!(json["encryption"]["kms"]["key_id"], "alias/backup");
         let back: RepoConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, config);
+        // The MAC's input leaves the MAC out and nothing else.
+        let canonical: serde_json::Value =
+            serde_json::from_slice(&config.canonical_bytes()).unwrap();
+        assert!(canonical["encryption"].get("config_mac").is_none());
+        assert_eq!(canonical["encryption"]["key_check"], "ab");
     }
 }

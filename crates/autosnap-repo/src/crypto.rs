@@ -2,10 +2,12 @@
 //!
 //! * **Master key**: 32 random bytes made at `init` (or a KMS data key given by the caller).
 //!   Passphrases wrap it in `keys/` objects (Argon2id → XChaCha20-Poly1305); it never leaves
-//!   memory unwrapped, and is zeroed on drop.
+//!   memory unwrapped, and is zeroed on drop, as are every subkey, the cipher and HMAC states
+//!   built from them, and the passphrase-derived key-encryption key.
 //! * **Subkeys**: HKDF-SHA256(salt = repository id, ikm = master key) expanded with distinct
-//!   `info` strings into the data key (AEAD), the id key (HMAC) and a key-check value
-//!   stored in the config so that a wrong raw key is detected at `open`.
+//!   `info` strings into the data key (AEAD), the id key (HMAC), a key-check value stored in
+//!   the config so that a wrong raw key is detected at `open`, and (config version 2) the
+//!   config key that authenticates the config itself.
 //! * **Chunk ids**: SHA-256 of the plaintext (unencrypted) or HMAC-SHA256(id key, plaintext)
 //!   (encrypted), so ids reveal nothing about content without the key.
 //! * **Envelope** of every chunk, block map and manifest: `[header][payload]`, or with
@@ -37,6 +39,12 @@ const AAD_PREFIX: &[u8] = b"autosnap-repo-v1\0";
 const INFO_DATA_KEY: &[u8] = b"autosnap-repo v1 data encryption key";
 const INFO_ID_KEY: &[u8] = b"autosnap-repo v1 chunk id key";
 const INFO_KEY_CHECK: &[u8] = b"autosnap-repo v1 key check";
+/// Version 2 configs use another key-check `info`, so that a version-2 config cannot be
+/// rewritten as an unauthenticated version-1 config without the master key.
+const INFO_KEY_CHECK_V2: &[u8] = b"autosnap-repo v2 key check";
+const INFO_CONFIG_KEY: &[u8] = b"autosnap-repo v2 config mac key";
+/// Prefix of the config MAC's input.
+const CONFIG_MAC_PREFIX: &[u8] = b"autosnap-repo v2 config\0";
 const KEY_WRAP_AAD: &[u8] = b"autosnap-repo v1 key file\0";
 
 /// Fills `buf` from the operating system's random number generator.
@@ -73,10 +81,42 @@ impl MasterKey {
         out
     }
 
-    /// The key-check value stored in the config (hex): HKDF(…, "key check"). It reveals
-    /// nothing about the other subkeys.
+    /// The key-check value stored in a version-1 config (hex): HKDF(…, "key check"). It
+    /// reveals nothing about the other subkeys.
     pub fn key_check(&self, repository_id: &str) -> String {
         hex::encode(self.expand(repository_id, INFO_KEY_CHECK).as_ref())
+    }
+
+    /// The key-check value of a config of format `version` (1 or 2).
+    pub fn key_check_for(&self, repository_id: &str, version: u32) -> String {
+        let info = if version >= 2 {
+            INFO_KEY_CHECK_V2
+        } else {
+            INFO_KEY_CHECK
+        };
+        hex::encode(self.expand(repository_id, info).as_ref())
+    }
+
+    /// HMAC-SHA256 under the config key of `"autosnap-repo v2 config\0" ‖ canonical`, hex:
+    /// the `config_mac` of a version-2 config (`canonical` is the config's JSON without it).
+    pub fn config_mac(&self, repository_id: &str, canonical: &[u8]) -> String {
+        let key = self.expand(repository_id, INFO_CONFIG_KEY);
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_ref()).expect("HMAC takes any key");
+        mac.update(CONFIG_MAC_PREFIX);
+        mac.update(canonical);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `mac` (hex) is the config MAC of `canonical`, compared in constant time.
+    pub fn verify_config_mac(&self, repository_id: &str, canonical: &[u8], mac: &str) -> bool {
+        let Ok(expected) = hex::decode(mac) else {
+            return false;
+        };
+        let key = self.expand(repository_id, INFO_CONFIG_KEY);
+        let mut hmac = Hmac::<Sha256>::new_from_slice(key.as_ref()).expect("HMAC takes any key");
+        hmac.update(CONFIG_MAC_PREFIX);
+        hmac.update(canonical);
+        hmac.verify_slice(&expected).is_ok()
     }
 
     /// The subkeys used for chunks.
@@ -96,7 +136,8 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// Keys derived from the master key.
+/// Keys derived from the master key. Both fields wipe their key material when dropped (the
+/// `zeroize` features of `chacha20poly1305`, `hmac` and `sha2`).
 #[derive(Clone)]
 pub(crate) struct DataKeys {
     cipher: XChaCha20Poly1305,
@@ -130,13 +171,30 @@ fn compress(level: i32, data: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
-fn decompress(data: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses one zstd frame of at most `max_len` bytes. The frame must record its
+/// content size (every writer's frames do): the output buffer is allocated at that size, never
+/// at `max_len`, so a small hostile frame cannot make a reader allocate the limit.
+fn decompress(data: &[u8], max_len: usize) -> std::result::Result<Vec<u8>, String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err("zstd frame does not record its content size".to_owned()),
+        Err(_) => return Err("not a zstd frame".to_owned()),
+    };
+    if size > max_len as u64 {
+        return Err(format!(
+            "zstd frame holds {size} bytes, more than the limit {max_len}"
+        ));
+    }
     DECOMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            *cell = Some(zstd::bulk::Decompressor::new()?);
+            *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
         }
-        cell.as_mut().expect("set above").decompress(data, max_len)
+        // `size` bounds the whole output: a second frame that would exceed it fails.
+        cell.as_mut()
+            .expect("set above")
+            .decompress(data, size as usize)
+            .map_err(|e| format!("zstd decompression failed: {e}"))
     })
 }
 
@@ -265,7 +323,7 @@ impl Codec {
             }
         };
         if header & FLAG_ZSTD != 0 {
-            decompress(&payload, max_len).map_err(|e| format!("zstd decompression failed: {e}"))
+            decompress(&payload, max_len)
         } else if payload.len() > max_len {
             Err(format!(
                 "{} bytes, more than the limit {max_len}",
@@ -304,7 +362,45 @@ impl Default for KdfParams {
     }
 }
 
+/// Most memory a key file may ask Argon2id for (KiB): 1 GiB. Key files are read from the
+/// repository's storage, so without a bound a planted one could ask for terabytes.
+pub const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+/// Least memory a key file may use (KiB): 8 MiB (below that Argon2id protects little).
+pub const MIN_KDF_MEMORY_KIB: u32 = 8 << 10;
+/// Most Argon2id passes a key file may ask for.
+pub const MAX_KDF_PASSES: u32 = 16;
+/// Most Argon2id lanes a key file may ask for.
+pub const MAX_KDF_LANES: u32 = 16;
+
 impl KdfParams {
+    /// Checks the parameters against the bounds above (applied to key files read from a
+    /// repository as well as to new ones).
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidKdf { reason });
+        if !(MIN_KDF_MEMORY_KIB..=MAX_KDF_MEMORY_KIB).contains(&self.m_cost_kib) {
+            return invalid(format!(
+                "m_cost_kib {} is outside {MIN_KDF_MEMORY_KIB}..={MAX_KDF_MEMORY_KIB}",
+                self.m_cost_kib
+            ));
+        }
+        if !(1..=MAX_KDF_PASSES).contains(&self.t_cost) {
+            return invalid(format!(
+                "t_cost {} is outside 1..={MAX_KDF_PASSES}",
+                self.t_cost
+            ));
+        }
+        if !(1..=MAX_KDF_LANES).contains(&self.p_cost) {
+            return invalid(format!(
+                "p_cost {} is outside 1..={MAX_KDF_LANES}",
+                self.p_cost
+            ));
+        }
+        if self.m_cost_kib < 8 * self.p_cost {
+            return invalid("m_cost_kib must be at least 8 × p_cost".to_owned());
+        }
+        Ok(())
+    }
+
     /// Cheap parameters for tests only (8 MiB, 1 pass).
     pub fn insecure_for_tests() -> Self {
         KdfParams {
@@ -315,6 +411,7 @@ impl KdfParams {
     }
 
     fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.validate()?;
         let params = argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| Error::InvalidKdf {
                 reason: e.to_string(),
@@ -351,6 +448,39 @@ pub struct KeyFile {
     /// Host that added it (informational).
     #[serde(default)]
     pub host: String,
+}
+
+/// Largest `keys/` object a reader accepts (bytes): a key file is ~400 bytes of JSON.
+pub const MAX_KEY_FILE_LEN: u64 = 16 << 10;
+
+impl KeyFile {
+    /// Parses and checks a `keys/` object: JSON of the right shape, version 1, `argon2id`
+    /// with parameters within bounds ([`KdfParams::validate`]), salt, nonce and wrapped key
+    /// of the right lengths. The error says what is wrong (the caller names the object).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<KeyFile, String> {
+        if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+            return Err(format!("larger than {MAX_KEY_FILE_LEN} bytes"));
+        }
+        let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if file.version != 1 || file.kdf != "argon2id" {
+            return Err(format!(
+                "version {} / kdf {:?}: this autosnap reads version 1 with argon2id",
+                file.version, file.kdf
+            ));
+        }
+        file.params.validate().map_err(|e| e.to_string())?;
+        let hex_len = |field: &str, value: &str, bytes: usize| {
+            if value.len() == 2 * bytes && hex::decode(value).is_ok() {
+                Ok(())
+            } else {
+                Err(format!("`{field}` is not {bytes} bytes of hex"))
+            }
+        };
+        hex_len("salt", &file.salt, 16)?;
+        hex_len("nonce", &file.nonce, NONCE_LEN)?;
+        hex_len("wrapped_key", &file.wrapped_key, 32 + TAG_LEN)?;
+        Ok(file)
+    }
 }
 
 fn wrap_aad(repository_id: &str) -> Vec<u8> {
@@ -427,9 +557,9 @@ impl KeyFile {
         if !ok {
             return Ok(None);
         }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&wrapped[..32]);
-        Ok(Some(MasterKey::from_bytes(key)))
+        let mut key = MasterKey(Zeroizing::new([0u8; 32]));
+        key.0.copy_from_slice(&wrapped[..32]);
+        Ok(Some(key))
     }
 }
 

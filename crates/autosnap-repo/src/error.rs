@@ -23,6 +23,20 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The object is larger than the most a reader accepts for its kind: refused before it
+    /// is read into memory (see [`Backend::read_at_most`](crate::Backend::read_at_most)).
+    #[error(
+        "object {name:?} is larger than {limit} bytes, the most autosnap reads for this kind \
+         of object{}: autosnap never writes one that large, so it was damaged or planted by \
+         someone who can write the repository's storage; remove or restore it",
+        size.map(|s| format!(" (it has {s})")).unwrap_or_default()
+    )]
+    TooLarge {
+        name: String,
+        /// The object's size, when the backend could tell it.
+        size: Option<u64>,
+        limit: u64,
+    },
     /// Any other backend failure (an S3 backend puts its SDK error here).
     #[error("{op} {name:?}: {source}")]
     Remote {
@@ -97,13 +111,33 @@ pub enum Error {
     WrongKey,
 
     #[error(
-        "the repository is not encrypted, but a passphrase or key was given; refusing to \
-         go on in case this is the wrong repository"
+        "the repository config says it is not encrypted, but a passphrase or key was given: \
+         refusing to go on, in case this is the wrong repository or someone who can write \
+         its storage replaced an encrypted repository's config with an unencrypted one \
+         (archives would then be written in plaintext). Unset the passphrase only if you \
+         know this repository was created without encryption"
     )]
     NotEncrypted,
 
     #[error("invalid key derivation parameters: {reason}")]
     InvalidKdf { reason: String },
+
+    #[error(
+        "the repository config cannot be trusted: {reason}. Someone who can write the \
+         repository's storage may have replaced it; nothing was read from or written to the \
+         repository. Compare the `config` object with a copy you trust (or restore it from \
+         one) before going on"
+    )]
+    ConfigNotTrusted { reason: String },
+
+    #[error("the repository is not encrypted: there is no key for a passphrase to protect")]
+    NoKeyToProtect,
+
+    #[error(
+        "the repository has {count} key files under keys/, more than the {max} autosnap \
+         tries: remove the ones you did not add (`autosnap` adds one per passphrase)"
+    )]
+    TooManyKeyFiles { count: usize, max: usize },
 
     #[error("the random number generator failed: {0}")]
     Random(String),

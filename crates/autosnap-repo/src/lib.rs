@@ -60,5 +60,5 @@ pub use manifest::{
     VolumeArchive, VolumeParent, VolumeSource,
 };
 pub use reader::{ArchiveReader, ImportOptions, Parallelism, RestoreReport, VolumeBlocks};
-pub use repository::{PutChunk, Repository};
+pub use repository::{ArchiveScan, PutChunk, Repository, UnreadableArchive};
 pub use writer::{AddedBlock, ArchiveWriter};

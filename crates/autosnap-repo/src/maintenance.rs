@@ -246,6 +246,9 @@ impl Repository {
 
         // 2. Manifests → which archives reference each segment.
         let mut segment_archives: BTreeMap<ChunkId, BTreeSet<ArchiveId>> = BTreeMap::new();
+        // How each segment is referenced (first index, counts, the volume's block count), to
+        // check the segment against every distinct reference once.
+        let mut segment_refs: BTreeMap<ChunkId, BTreeSet<(u64, u32, u32, u64)>> = BTreeMap::new();
         for id in self.list_archive_ids()? {
             lock.refresh_if_due()?;
             match self.read_manifest(&id) {
@@ -262,6 +265,16 @@ impl Repository {
                             .entry(segment)
                             .or_default()
                             .insert(id.clone());
+                    }
+                    for volume in &manifest.volumes {
+                        for r in &volume.block_map.segments {
+                            segment_refs.entry(r.id).or_default().insert((
+                                r.first_index,
+                                r.blocks,
+                                r.zero_blocks,
+                                volume.block_count(),
+                            ));
+                        }
                     }
                 }
                 Err(e) => report.bad_manifests.push(BadManifest {
@@ -295,6 +308,21 @@ impl Repository {
                     continue;
                 }
             };
+            let mismatch = segment_refs.get(segment_id).into_iter().flatten().find_map(
+                |&(first_index, blocks, zero_blocks, block_count)| {
+                    let reference = crate::manifest::SegmentRef {
+                        first_index,
+                        blocks,
+                        zero_blocks,
+                        id: *segment_id,
+                    };
+                    reference.check_segment(&segment, block_count).err()
+                },
+            );
+            if let Some(reason) = mismatch {
+                report.corrupt_blockmaps.push(damaged(reason));
+                continue;
+            }
             referenced.extend(segment.entries.iter().filter_map(|(_, b)| b.chunk()));
             for chunk in segment.entries.iter().filter_map(|(_, b)| b.chunk()) {
                 if !stored.contains(&chunk) {
@@ -373,6 +401,10 @@ pub struct ForgetPlan {
     pub policy: String,
     /// Groups sorted by lineage.
     pub groups: Vec<ForgetGroup>,
+    /// Archives whose manifests could not be read: left alone (never forgotten), and not
+    /// counted by the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<crate::repository::UnreadableArchive>,
 }
 
 impl ForgetPlan {
@@ -424,6 +456,7 @@ pub fn plan_forget(
     }
     ForgetPlan {
         dry_run,
+        unreadable: Vec::new(),
         policy: policy.to_string(),
         groups: groups
             .into_iter()
@@ -459,8 +492,11 @@ impl Repository {
         } else {
             Some(self.lock(LockKind::Shared, "forget")?)
         };
-        let manifests = self.list_archives()?;
-        let plan = plan_forget(&manifests, policy, now, dry_run);
+        // One unreadable manifest must not stop retention of the others: it is reported and
+        // kept (it cannot be judged, and forgetting never deletes chunks anyway).
+        let scan = self.scan_archives()?;
+        let mut plan = plan_forget(&scan.manifests, policy, now, dry_run);
+        plan.unreadable = scan.unreadable;
         if let Some(lock) = lock {
             for decision in plan.removed() {
                 lock.refresh_if_due()?;
@@ -521,7 +557,19 @@ impl Repository {
         let mut segments = IdCollector::default();
         for id in self.list_archive_ids()? {
             lock.refresh_if_due()?;
-            let manifest = self.read_manifest(&id)?;
+            // An unreadable manifest stops gc: it could need chunks nothing else references.
+            let manifest = self.read_manifest(&id).map_err(|e| match e {
+                Error::CorruptObject { name, reason } => Error::CorruptObject {
+                    name,
+                    reason: format!(
+                        "{reason}; gc stopped and deleted nothing, since this archive may need \
+                         chunks no other archive references: restore the manifest from a copy \
+                         (or, if it is beyond repair, delete that object yourself) and run gc \
+                         again"
+                    ),
+                },
+                e => e,
+            })?;
             report.archives += 1;
             segments.extend(manifest.segment_ids());
         }

@@ -9,6 +9,9 @@ use crate::id::{ArchiveId, ChunkId};
 
 /// Manifest schema version.
 pub const MANIFEST_VERSION: u32 = 1;
+/// Largest volume a manifest may describe (bytes): 1 PiB, sixteen times EBS's largest volume.
+/// It keeps every block index and byte offset of a valid manifest far from overflowing.
+pub const MAX_VOLUME_BYTES: u64 = 1 << 50;
 
 /// One archive: what was archived, when, and where each block's content is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +103,34 @@ impl Manifest {
             }
         }
         None
+    }
+
+    /// Checks the manifest's structure against the repository's `chunk_size` and
+    /// `segment_blocks`, so that a reader can trust it before writing a byte: [`Self::structure_problem`],
+    /// and for every volume a block size equal to the chunk size, the repository's segment
+    /// span, a size within [`MAX_VOLUME_BYTES`], and segment references sorted by first
+    /// index, each aligned to the span, inside the volume, with plausible block counts that
+    /// add up to the volume's stats. (Each segment's content is checked against its
+    /// reference when it is read: [`SegmentRef::check_segment`].)
+    pub fn check(&self, chunk_size: u32, segment_blocks: u32) -> Result<(), String> {
+        if let Some(problem) = self.structure_problem() {
+            return Err(problem);
+        }
+        let mut total = (0u64, 0u64);
+        for (i, volume) in self.volumes.iter().enumerate() {
+            volume
+                .check(chunk_size, segment_blocks)
+                .map_err(|e| format!("volume {i}: {e}"))?;
+            total.0 += volume.stats.blocks;
+            total.1 += volume.stats.zero_blocks;
+        }
+        if (self.stats.blocks, self.stats.zero_blocks) != total {
+            return Err(format!(
+                "stats count {} blocks ({} zero), its volumes {} ({} zero)",
+                self.stats.blocks, self.stats.zero_blocks, total.0, total.1
+            ));
+        }
+        Ok(())
     }
 
     /// Oldest first: by the data's time, then by when archiving started (sources made in the
@@ -276,11 +307,82 @@ pub struct VolumeArchive {
 }
 
 impl VolumeArchive {
-    /// Number of block indexes of the volume (present or not).
+    /// Number of block indexes of the volume (present or not); 0 for a block size of 0,
+    /// which [`VolumeArchive::check`] refuses.
     pub fn block_count(&self) -> u64 {
-        self.source
-            .size_bytes
-            .div_ceil(u64::from(self.block_map.block_size))
+        match self.block_map.block_size {
+            0 => 0,
+            block_size => self.source.size_bytes.div_ceil(u64::from(block_size)),
+        }
+    }
+
+    /// See [`Manifest::check`].
+    pub fn check(&self, chunk_size: u32, segment_blocks: u32) -> Result<(), String> {
+        let map = &self.block_map;
+        if map.block_size != chunk_size {
+            return Err(format!(
+                "block_size {} is not the repository's block size {chunk_size}",
+                map.block_size
+            ));
+        }
+        if map.segment_blocks != segment_blocks {
+            return Err(format!(
+                "segment_blocks {} is not the repository's {segment_blocks}",
+                map.segment_blocks
+            ));
+        }
+        if self.source.size_bytes > MAX_VOLUME_BYTES {
+            return Err(format!(
+                "size_bytes {} is more than {MAX_VOLUME_BYTES}",
+                self.source.size_bytes
+            ));
+        }
+        let block_count = self.block_count();
+        let span = u64::from(segment_blocks);
+        let (mut blocks, mut zero_blocks) = (0u64, 0u64);
+        let mut next_free = 0u64;
+        for (n, segment) in map.segments.iter().enumerate() {
+            let at = |what: String| Err(format!("segment reference {n}: {what}"));
+            if segment.first_index < next_free {
+                return at(format!(
+                    "first index {} is out of order or overlaps the previous segment",
+                    segment.first_index
+                ));
+            }
+            if segment.first_index % span != 0 {
+                return at(format!(
+                    "first index {} is not a multiple of segment_blocks {span}",
+                    segment.first_index
+                ));
+            }
+            if segment.first_index >= block_count {
+                return at(format!(
+                    "first index {} is beyond the volume's {block_count} blocks (size_bytes {})",
+                    segment.first_index, self.source.size_bytes
+                ));
+            }
+            // Both below 2^50 / 2^19 + span: no overflow.
+            let indexes = span.min(block_count - segment.first_index);
+            if segment.blocks == 0
+                || u64::from(segment.blocks) > indexes
+                || segment.zero_blocks > segment.blocks
+            {
+                return at(format!(
+                    "{} blocks ({} zero) in a segment of {indexes} indexes",
+                    segment.blocks, segment.zero_blocks
+                ));
+            }
+            next_free = segment.first_index + span;
+            blocks += u64::from(segment.blocks);
+            zero_blocks += u64::from(segment.zero_blocks);
+        }
+        if (self.stats.blocks, self.stats.zero_blocks) != (blocks, zero_blocks) {
+            return Err(format!(
+                "stats count {} blocks ({} zero), its segments {blocks} ({zero_blocks} zero)",
+                self.stats.blocks, self.stats.zero_blocks
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -306,6 +408,39 @@ pub struct SegmentRef {
     pub zero_blocks: u32,
     /// The segment object's id.
     pub id: ChunkId,
+}
+
+impl SegmentRef {
+    /// Checks a decoded segment against this reference of a volume of `block_count` blocks:
+    /// same first index and block counts, and no block at or beyond the end of the volume
+    /// (a `size_bytes` smaller than the data would otherwise truncate a restore silently).
+    pub fn check_segment(
+        &self,
+        segment: &crate::blockmap::Segment,
+        block_count: u64,
+    ) -> Result<(), String> {
+        let (blocks, zero_blocks) = segment.counts();
+        if segment.first_index != self.first_index
+            || blocks != self.blocks
+            || zero_blocks != self.zero_blocks
+        {
+            return Err(format!(
+                "segment ({}, {blocks} blocks, {zero_blocks} zero) does not match the \
+                 manifest's reference ({}, {} blocks, {} zero)",
+                segment.first_index, self.first_index, self.blocks, self.zero_blocks
+            ));
+        }
+        if let Some((offset, _)) = segment.entries.last() {
+            let last = segment.first_index.checked_add(u64::from(*offset));
+            if last.is_none_or(|last| last >= block_count) {
+                return Err(format!(
+                    "block {} + {offset} is beyond the volume's {block_count} blocks",
+                    segment.first_index
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Sizes of an archive or a volume.

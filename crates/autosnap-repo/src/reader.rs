@@ -37,14 +37,26 @@ impl ArchiveReader {
         &self.manifest
     }
 
+    /// Volume `volume`, after checking its structure against the repository (the manifest
+    /// may not come from [`Repository::read_manifest`], which checks it too): a reader trusts
+    /// nothing about a block map before this.
     fn volume(&self, volume: usize) -> Result<&VolumeArchive> {
-        self.manifest
+        let archive = self
+            .manifest
             .volumes
             .get(volume)
             .ok_or(Error::NoSuchVolume {
                 volume,
                 count: self.manifest.volumes.len(),
-            })
+            })?;
+        let config = self.repo.config();
+        archive
+            .check(config.chunk_size, config.segment_blocks)
+            .map_err(|reason| Error::CorruptObject {
+                name: crate::repository::manifest_object_name(&self.manifest.id),
+                reason: format!("volume {volume}: {reason}"),
+            })?;
+        Ok(archive)
     }
 
     /// The present blocks of `volume` as `(index, block)` in increasing index order. Indexes
@@ -95,22 +107,11 @@ impl Iterator for VolumeBlocks<'_> {
                     return Some(Err(e));
                 }
             };
-            let (blocks, zero_blocks) = segment.counts();
-            if segment.first_index != reference.first_index
-                || blocks != reference.blocks
-                || zero_blocks != reference.zero_blocks
-            {
+            if let Err(reason) = reference.check_segment(&segment, self.archive.block_count()) {
                 self.next_segment = usize::MAX;
                 return Some(Err(Error::CorruptObject {
                     name: crate::repository::blockmap_object_name(&reference.id),
-                    reason: format!(
-                        "segment ({}, {blocks} blocks, {zero_blocks} zero) does not match the \
-                         manifest's reference ({}, {} blocks, {} zero)",
-                        segment.first_index,
-                        reference.first_index,
-                        reference.blocks,
-                        reference.zero_blocks
-                    ),
+                    reason,
                 }));
             }
             self.first_index = segment.first_index;
@@ -222,7 +223,8 @@ impl Repository {
         self.restore_to_file_with(manifest, volume, path, Parallelism::default())
     }
 
-    /// [`Repository::restore_to_file`] with a chosen number of threads.
+    /// [`Repository::restore_to_file`] with a chosen number of threads, and whether an
+    /// existing file (or symlink) at `path` is replaced or refused.
     pub fn restore_to_file_with(
         &self,
         manifest: &Manifest,

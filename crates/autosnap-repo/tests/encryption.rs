@@ -154,7 +154,7 @@ fn config_versioning_and_init_rules() {
     ));
     let mut config: serde_json::Value =
         serde_json::from_slice(&backend.raw("config").unwrap()).unwrap();
-    assert_eq!(config["version"], 1);
+    assert_eq!(config["version"], 2);
     assert_eq!(config["chunk_size"], 524288);
     assert_eq!(config["hash"], "sha256");
     // Unknown fields are ignored within a version…
@@ -162,15 +162,15 @@ fn config_versioning_and_init_rules() {
     backend.put_raw("config", serde_json::to_vec(&config).unwrap());
     Repository::open(backend.clone(), Credentials::None).unwrap();
     // …a newer version is refused with a clear message.
-    config["version"] = serde_json::json!(2);
+    config["version"] = serde_json::json!(3);
     backend.put_raw("config", serde_json::to_vec(&config).unwrap());
     let err = Repository::open(backend, Credentials::None).unwrap_err();
     assert!(
         matches!(
             err,
             Error::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{err:?}"
