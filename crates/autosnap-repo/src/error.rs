@@ -182,6 +182,17 @@ pub enum Error {
     )]
     LockLost { name: String, reason: String },
 
+    #[error(
+        "archive {id} may or may not have been committed: writing its manifest failed \
+         ({write}) and reading it back failed too ({read}); run `autosnap repo list` to see \
+         whether it is there, and archive again if it is not"
+    )]
+    CommitUnknown {
+        id: String,
+        write: String,
+        read: String,
+    },
+
     #[error("volume {volume} does not exist in this archive (it has {count})")]
     NoSuchVolume { volume: usize, count: usize },
 

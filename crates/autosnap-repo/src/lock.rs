@@ -1,22 +1,39 @@
 //! Repository locks: shared for `archive`, `verify` and `forget`, exclusive for `gc`.
 //!
 //! A lock is an object `locks/<time>-<kind>-<random>` holding [`LockInfo`] as JSON.
-//! Acquiring: write our lock object first, then list `locks/`; if a live lock conflicts
-//! (exclusive vs anything) remove ours and retry until [`LockOptions::wait`] runs out, then
-//! fail with [`Error::Locked`](crate::Error::Locked). Because both sides write before they
-//! look, two conflicting acquirers can never both succeed (they may both back off).
 //!
-//! A lock is **stale** when its `refreshed` time is more than [`LockOptions::stale_after`]
-//! old, or when it was taken on this host by a process that no longer exists (Linux:
-//! `/proc/<pid>`). Acquirers delete stale locks. Holders refresh their lock every
-//! [`LockOptions::refresh_every`]; a holder that notices it went longer than
-//! [`LockOptions::max_refresh_gap`] without refreshing (a suspended machine, a stalled
-//! network) stops with [`Error::LockLost`](crate::Error::LockLost) before writing anything
-//! that depends on the lock, because a gc may have judged it stale and run meanwhile.
+//! * **Acquire**: write our lock object first, then list `locks/`. Stale locks met on the way
+//!   are deleted, and then `locks/` is listed again (a holder that was refreshing may have
+//!   written a successor meanwhile, see below). If a live lock conflicts (exclusive vs
+//!   anything), remove ours and retry until [`LockOptions::wait`] runs out, then fail with
+//!   [`Error::Locked`](crate::Error::Locked). Because both sides write before they look, two
+//!   conflicting acquirers can never both succeed (they may both back off).
+//! * **Stale**: a lock is stale after the expiry time its holder wrote into it (`expires`,
+//!   at most [`MAX_LOCK_LIFETIME`] after its `refreshed`), or when its `refreshed` lies more
+//!   than [`LockOptions::clock_skew`] in the future (its holder's clock is wrong, so its times
+//!   mean nothing; it will find out at its next refresh). Host names and pids are shown to
+//!   people, never used to judge: EC2's default host names repeat across VPCs and containers
+//!   share pids.
+//! * **Refresh** never rewrites the lock object (a rewrite would recreate a lock that someone
+//!   deleted as stale). It writes a *successor* object, then checks that the predecessor is
+//!   still there and still ours, then deletes the predecessor. If the predecessor is gone,
+//!   the successor is deleted and the holder stops with
+//!   [`Error::LockLost`](crate::Error::LockLost). Whoever deleted the predecessor either did
+//!   so before that check (the holder sees it) or after it, and then its next listing sees
+//!   the successor (acquirers list again after deleting).
+//! * **Trust**: a holder trusts its lock only while less than
+//!   [`LockOptions::max_refresh_gap`] (¾ of the lifetime) has passed on its monotonic clock
+//!   since the start of its last successful refresh; [`RepoLock::check`] is called before
+//!   every write that relies on the lock. The last quarter covers clock skew between hosts
+//!   and a request in flight.
+//! * **Keep-alive**: [`RepoLock::keep_alive_in_background`] refreshes from a thread every
+//!   half [`LockOptions::refresh_every`], so a long pause of the caller (a slow listing, a
+//!   throttled API) does not let the lock expire.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -27,6 +44,13 @@ use crate::error::{Error, LockHolder, Result};
 
 /// Prefix of lock objects.
 pub const LOCKS_PREFIX: &str = "locks/";
+
+/// The longest a lock can claim to live after a refresh, whatever its `expires` says: a lock
+/// object written by a bug or by hand cannot block the repository for longer.
+pub const MAX_LOCK_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Listings an acquirer makes while it keeps finding stale locks, before it gives up.
+const MAX_SURVEYS: usize = 16;
 
 /// Shared locks coexist; an exclusive lock excludes every other lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,17 +75,27 @@ pub struct LockInfo {
     pub kind: LockKind,
     /// What the holder is doing (`archive`, `gc`, …).
     pub purpose: String,
+    /// For people; never used to judge a lock.
     pub host: String,
+    /// For people; never used to judge a lock.
     pub pid: u32,
+    /// A random id of the holding process (32 hex digits), the same in all its locks: how a
+    /// holder recognises its own lock object. Empty in locks of older versions.
+    #[serde(default)]
+    pub process: String,
     pub created: DateTime<Utc>,
-    /// Last refresh; a lock not refreshed for `stale_after` is stale.
+    /// Last refresh, by the holder's clock.
     pub refreshed: DateTime<Utc>,
+    /// When the lock is stale unless refreshed again, by the holder's clock. Locks of older
+    /// versions lack it: they expire `stale_after` after `refreshed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<DateTime<Utc>>,
 }
 
 /// Timing of the lock protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockOptions {
-    /// A lock not refreshed for this long is stale (default 30 min).
+    /// A lock's lifetime after each refresh, written into it as `expires` (default 30 min).
     pub stale_after: Duration,
     /// Holders refresh their lock this often (default 5 min).
     pub refresh_every: Duration,
@@ -69,6 +103,10 @@ pub struct LockOptions {
     pub wait: Duration,
     /// Pause between attempts while waiting (default 5 s).
     pub retry_every: Duration,
+    /// How far another host's clock may run ahead of this one's (default 5 min): a lock
+    /// refreshed further in the future than this is stale. Keep it below a quarter of
+    /// `stale_after`.
+    pub clock_skew: Duration,
 }
 
 impl Default for LockOptions {
@@ -78,13 +116,15 @@ impl Default for LockOptions {
             refresh_every: Duration::from_secs(5 * 60),
             wait: Duration::ZERO,
             retry_every: Duration::from_secs(5),
+            clock_skew: Duration::from_secs(5 * 60),
         }
     }
 }
 
 impl LockOptions {
     /// The longest a holder may go between refreshes and still trust its lock: three
-    /// quarters of `stale_after`, leaving a quarter for clock skew between hosts.
+    /// quarters of `stale_after`, leaving a quarter for clock skew between hosts and for a
+    /// request in flight.
     pub fn max_refresh_gap(&self) -> Duration {
         self.stale_after * 3 / 4
     }
@@ -101,43 +141,252 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Whether process `pid` exists on this host (always `true` where that cannot be known).
-fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+/// This process's random id (see [`LockInfo::process`]).
+pub fn process_id() -> Result<&'static str> {
+    static ID: OnceLock<String> = OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(id);
     }
+    let mut random = [0u8; 16];
+    crate::crypto::random_bytes(&mut random)?;
+    Ok(ID.get_or_init(|| hex::encode(random)))
 }
 
-/// Whether `info` is a stale lock, seen from this host at `now`.
-pub fn is_stale(info: &LockInfo, now: DateTime<Utc>, options: &LockOptions, host: &str) -> bool {
-    let age = now.signed_duration_since(info.refreshed);
-    let expired = age.to_std().is_ok_and(|age| age > options.stale_after);
-    expired || (info.host == host && !process_alive(info.pid))
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// When `info` expires: its declared `expires` (or `refreshed + stale_after` for a lock
+/// without one), at most [`MAX_LOCK_LIFETIME`] after `refreshed`.
+pub fn expiry(info: &LockInfo, options: &LockOptions) -> DateTime<Utc> {
+    let declared = info
+        .expires
+        .unwrap_or_else(|| info.refreshed + chrono_duration(options.stale_after));
+    declared.min(info.refreshed + chrono_duration(MAX_LOCK_LIFETIME))
+}
+
+/// Whether `info` is a stale lock at `now`: expired, or refreshed further in the future than
+/// the clock-skew allowance.
+pub fn is_stale(info: &LockInfo, now: DateTime<Utc>, options: &LockOptions) -> bool {
+    info.refreshed > now + chrono_duration(options.clock_skew) || now > expiry(info, options)
 }
 
 /// A held lock; released (its object deleted) when dropped.
 pub struct RepoLock {
+    held: Arc<Held>,
+    keeper: Mutex<Option<Keeper>>,
+}
+
+/// The state a background refresh shares with the holder.
+struct Held {
     backend: Arc<dyn Backend>,
-    name: String,
-    info: Mutex<LockInfo>,
-    /// Monotonic time of the last successful refresh.
-    last_refresh: Mutex<Instant>,
     options: LockOptions,
+    current: Mutex<Current>,
+    /// Why the lock was lost, once it was.
+    lost: Mutex<Option<String>>,
     released: AtomicBool,
+}
+
+/// The lock object that is ours now.
+struct Current {
+    name: String,
+    info: LockInfo,
+    /// Monotonic time when the write of this object started (what trust is measured from).
+    written_at: Instant,
+}
+
+struct Keeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
 }
 
 impl fmt::Debug for RepoLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RepoLock")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .finish()
     }
 }
 
 fn conflicts(a: LockKind, b: LockKind) -> bool {
     a == LockKind::Exclusive || b == LockKind::Exclusive
+}
+
+impl Held {
+    /// Writes a new lock object (create-only, fresh name) like `template`, refreshed now.
+    fn write_object(&self, template: &LockInfo) -> Result<Current> {
+        let written_at = Instant::now();
+        let now = Utc::now();
+        let info = LockInfo {
+            refreshed: now,
+            expires: Some(now + chrono_duration(self.options.stale_after)),
+            ..template.clone()
+        };
+        let mut random = [0u8; 8];
+        crate::crypto::random_bytes(&mut random)?;
+        let name = format!(
+            "{LOCKS_PREFIX}{}-{}-{}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            info.kind,
+            hex::encode(random)
+        );
+        let json = serde_json::to_vec_pretty(&info).expect("serialisable");
+        if let Err(e) = self.backend.create(&name, &json) {
+            // The write may have happened with its answer lost: do not leave it behind.
+            let _ = self.backend.delete(&name);
+            return Err(e.into());
+        }
+        Ok(Current {
+            name,
+            info,
+            written_at,
+        })
+    }
+
+    fn lose(&self, name: &str, reason: String) -> Error {
+        let mut lost = self.lost.lock().unwrap();
+        let reason = lost.get_or_insert(reason).clone();
+        Error::LockLost {
+            name: name.to_owned(),
+            reason,
+        }
+    }
+
+    fn check(&self, current: &Current) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::LockLost {
+                name: current.name.clone(),
+                reason,
+            });
+        }
+        if self.released.load(Ordering::SeqCst) {
+            return Err(self.lose(&current.name, "it was released".to_owned()));
+        }
+        let gap = current.written_at.elapsed();
+        if gap > self.options.max_refresh_gap() {
+            return Err(self.lose(
+                &current.name,
+                format!(
+                    "not refreshed for {}, longer than the {} allowed",
+                    humanize(gap),
+                    humanize(self.options.max_refresh_gap())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether lock object `name` still holds what we wrote.
+    fn still_ours(&self, current: &Current) -> Result<bool> {
+        match self.backend.read(&current.name) {
+            Ok(bytes) => {
+                Ok(serde_json::from_slice::<LockInfo>(&bytes)
+                    .is_ok_and(|info| info == current.info))
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn refresh(&self) -> Result<()> {
+        let mut current = self.current.lock().unwrap();
+        self.check(&current)?;
+        let successor = self.write_object(&current.info)?;
+        let ours = match self.still_ours(&current) {
+            Ok(ours) => ours,
+            Err(e) => {
+                let _ = self.backend.delete(&successor.name);
+                return Err(e);
+            }
+        };
+        if !ours {
+            let _ = self.backend.delete(&successor.name);
+            return Err(self.lose(
+                &current.name,
+                "another process removed it as stale (this process was paused for long, \
+                 or this host's clock is off)"
+                    .to_owned(),
+            ));
+        }
+        let predecessor = std::mem::replace(&mut *current, successor);
+        drop(current);
+        self.backend.delete(&predecessor.name)?;
+        Ok(())
+    }
+
+    fn refresh_if_due(&self) -> Result<()> {
+        let due = {
+            let current = self.current.lock().unwrap();
+            self.check(&current)?;
+            current.written_at.elapsed() >= self.options.refresh_every
+        };
+        if due {
+            self.refresh()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Lists the other locks, deleting stale ones, until a listing finds none stale. Returns
+    /// the first live lock that conflicts with ours.
+    fn survey(&self, stale_removed: &mut u64) -> Result<Option<LockHolder>> {
+        let (own, kind) = {
+            let current = self.current.lock().unwrap();
+            (current.name.clone(), current.info.kind)
+        };
+        let mut last_removed = None;
+        for _ in 0..MAX_SURVEYS {
+            let mut others = Vec::new();
+            self.backend.list(LOCKS_PREFIX, &mut |object| {
+                if object.name != own {
+                    others.push(object.name);
+                }
+                Ok(())
+            })?;
+            let mut removed = 0;
+            for other in others {
+                let bytes = match self.backend.read(&other) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.is_not_found() => continue, // released meanwhile
+                    Err(e) => return Err(e.into()),
+                };
+                // Lock objects are written atomically, so one that does not parse was not
+                // written by this protocol: it cannot protect anything.
+                let info = serde_json::from_slice::<LockInfo>(&bytes).ok();
+                let stale = info
+                    .as_ref()
+                    .is_none_or(|info| is_stale(info, Utc::now(), &self.options));
+                if stale {
+                    self.backend.delete(&other)?;
+                    removed += 1;
+                    *stale_removed += 1;
+                    if let Some(info) = info {
+                        last_removed = Some((other, info));
+                    }
+                    continue;
+                }
+                let info = info.expect("parsed");
+                if conflicts(kind, info.kind) {
+                    return Ok(Some(self.holder(other, info)));
+                }
+            }
+            if removed == 0 {
+                return Ok(None);
+            }
+            // A holder whose lock was just removed may have been writing its successor (a
+            // refresh): list again so that it is seen.
+        }
+        // Stale locks keep appearing: treat the last one as a holder rather than loop.
+        Ok(last_removed.map(|(name, info)| self.holder(name, info)))
+    }
+
+    fn holder(&self, name: String, info: LockInfo) -> LockHolder {
+        LockHolder {
+            name,
+            info,
+            stale_after: humanize(self.options.stale_after),
+        }
+    }
 }
 
 impl RepoLock {
@@ -149,72 +398,53 @@ impl RepoLock {
         purpose: &str,
         options: LockOptions,
     ) -> Result<(RepoLock, u64)> {
-        let host = hostname();
+        let template = LockInfo {
+            kind,
+            purpose: purpose.to_owned(),
+            host: hostname(),
+            pid: std::process::id(),
+            process: process_id()?.to_owned(),
+            created: Utc::now(),
+            refreshed: Utc::now(),
+            expires: None,
+        };
         let deadline = Instant::now() + options.wait;
         let mut stale_removed = 0;
         loop {
-            let now = Utc::now();
-            let info = LockInfo {
-                kind,
-                purpose: purpose.to_owned(),
-                host: host.clone(),
-                pid: std::process::id(),
-                created: now,
-                refreshed: now,
-            };
-            let mut random = [0u8; 8];
-            crate::crypto::random_bytes(&mut random)?;
-            let name = format!(
-                "{LOCKS_PREFIX}{}-{kind}-{}",
-                now.format("%Y%m%dT%H%M%SZ"),
-                hex::encode(random)
-            );
-            backend.create(
-                &name,
-                &serde_json::to_vec_pretty(&info).expect("serialisable"),
-            )?;
-            let lock = RepoLock {
+            let held = Held {
                 backend: backend.clone(),
-                name,
-                info: Mutex::new(info),
-                last_refresh: Mutex::new(Instant::now()),
                 options,
-                released: AtomicBool::new(false),
+                current: Mutex::new(Current {
+                    name: String::new(),
+                    info: template.clone(),
+                    written_at: Instant::now(),
+                }),
+                lost: Mutex::new(None),
+                released: AtomicBool::new(true),
             };
-
-            let mut others = Vec::new();
-            backend.list(LOCKS_PREFIX, &mut |object| {
-                if object.name != lock.name {
-                    others.push(object.name);
-                }
-                Ok(())
+            let first = held.write_object(&LockInfo {
+                created: Utc::now(),
+                ..template.clone()
             })?;
-            let mut conflict = None;
-            for other in others {
-                let bytes = match backend.read(&other) {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.is_not_found() => continue, // released meanwhile
-                    Err(e) => return Err(e.into()),
-                };
-                // Lock objects are written atomically, so one that does not parse was not
-                // written by this protocol: it cannot protect anything.
-                let Ok(other_info) = serde_json::from_slice::<LockInfo>(&bytes) else {
-                    backend.delete(&other)?;
-                    stale_removed += 1;
-                    continue;
-                };
-                if is_stale(&other_info, Utc::now(), &options, &host) {
-                    backend.delete(&other)?;
-                    stale_removed += 1;
-                } else if conflict.is_none() && conflicts(kind, other_info.kind) {
-                    conflict = Some(LockHolder {
-                        name: other,
-                        info: other_info,
-                        stale_after: humanize(options.stale_after),
-                    });
+            *held.current.lock().unwrap() = first;
+            held.released.store(false, Ordering::SeqCst);
+            let lock = RepoLock {
+                held: Arc::new(held),
+                keeper: Mutex::new(None),
+            };
+            let Some(holder) = lock.held.survey(&mut stale_removed)? else {
+                // Someone may have judged our new lock stale meanwhile (this host's clock
+                // ahead of theirs): then it protects nothing.
+                let current = lock.held.current.lock().unwrap();
+                if !lock.held.still_ours(&current)? {
+                    return Err(lock.held.lose(
+                        &current.name,
+                        "another process removed it as stale right after it was taken; \
+                         check this host's clock"
+                            .to_owned(),
+                    ));
                 }
-            }
-            let Some(holder) = conflict else {
+                drop(current);
                 return Ok((lock, stale_removed));
             };
             lock.release()?;
@@ -227,74 +457,102 @@ impl RepoLock {
         }
     }
 
-    /// The lock object's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The lock object's current name (it changes with every refresh).
+    pub fn name(&self) -> String {
+        self.held.current.lock().unwrap().name.clone()
     }
 
     /// The lock's kind.
     pub fn kind(&self) -> LockKind {
-        self.info.lock().unwrap().kind
+        self.held.current.lock().unwrap().info.kind
     }
 
-    /// Refreshes the lock now. Fails with `LockLost` when the last refresh is longer ago than
-    /// [`LockOptions::max_refresh_gap`] or the lock object was deleted (by a gc that judged
-    /// it stale); then nothing that relies on the lock may be written.
+    /// Fails with `LockLost` unless the lock can still be trusted: not found lost by a
+    /// refresh, and refreshed within [`LockOptions::max_refresh_gap`]. Call it before every
+    /// write that relies on the lock.
+    pub fn check(&self) -> Result<()> {
+        let current = self.held.current.lock().unwrap();
+        self.held.check(&current)
+    }
+
+    /// Refreshes the lock now (see the module documentation). Fails with `LockLost` when the
+    /// lock can no longer be trusted or its object was removed by someone else; then nothing
+    /// that relies on the lock may be written.
     pub fn refresh(&self) -> Result<()> {
-        let mut last = self.last_refresh.lock().unwrap();
-        let gap = last.elapsed();
-        if gap > self.options.max_refresh_gap() {
-            return Err(Error::LockLost {
-                name: self.name.clone(),
-                reason: format!(
-                    "not refreshed for {}, longer than the {} allowed",
-                    humanize(gap),
-                    humanize(self.options.max_refresh_gap())
-                ),
-            });
+        self.held.refresh()
+    }
+
+    /// [`RepoLock::check`], then [`RepoLock::refresh`] if `refresh_every` has passed since the
+    /// last refresh.
+    pub fn refresh_if_due(&self) -> Result<()> {
+        self.held.refresh_if_due()
+    }
+
+    /// Refreshes the lock from a background thread until it is released or dropped, so that
+    /// long pauses of the caller do not let it expire. A loss found there is reported by the
+    /// next [`RepoLock::check`]. Calling it again does nothing.
+    pub fn keep_alive_in_background(&self) -> Result<()> {
+        let mut keeper = self.keeper.lock().unwrap();
+        if keeper.is_some() {
+            return Ok(());
         }
-        match self.backend.exists(&self.name) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Error::LockLost {
-                    name: self.name.clone(),
-                    reason: "another process removed it as stale".to_owned(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let bytes = {
-            let mut info = self.info.lock().unwrap();
-            info.refreshed = Utc::now();
-            serde_json::to_vec_pretty(&*info).expect("serialisable")
-        };
-        self.backend.write(&self.name, &bytes)?;
-        *last = Instant::now();
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let held = self.held.clone();
+        let signal = stop.clone();
+        let every = (self.held.options.refresh_every / 2).max(Duration::from_millis(1));
+        let thread = std::thread::Builder::new()
+            .name("repo-lock".to_owned())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let mut guard = stopped.lock().unwrap();
+                loop {
+                    guard = wake
+                        .wait_timeout_while(guard, every, |stopped| !*stopped)
+                        .unwrap()
+                        .0;
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    // A failed request is tried again at the next wake-up; a loss is recorded
+                    // for the holder's next check.
+                    if let Err(Error::LockLost { .. }) = held.refresh_if_due() {
+                        return;
+                    }
+                    guard = stopped.lock().unwrap();
+                }
+            })
+            .map_err(|e| crate::error::io_err("start a thread to refresh", "the lock", e))?;
+        *keeper = Some(Keeper { stop, thread });
         Ok(())
     }
 
-    /// [`RepoLock::refresh`] if `refresh_every` has passed since the last refresh.
-    pub fn refresh_if_due(&self) -> Result<()> {
-        let due = self.last_refresh.lock().unwrap().elapsed() >= self.options.refresh_every;
-        if due {
-            self.refresh()
-        } else {
-            Ok(())
+    fn stop_keeper(&self) {
+        let keeper = self.keeper.lock().unwrap().take();
+        if let Some(keeper) = keeper {
+            let (stopped, wake) = &*keeper.stop;
+            *stopped.lock().unwrap() = true;
+            wake.notify_all();
+            let _ = keeper.thread.join();
         }
     }
 
     /// Deletes the lock object.
     pub fn release(self) -> Result<()> {
-        self.released.store(true, Ordering::SeqCst);
-        self.backend.delete(&self.name)?;
+        self.stop_keeper();
+        self.held.released.store(true, Ordering::SeqCst);
+        let name = self.name();
+        self.held.backend.delete(&name)?;
         Ok(())
     }
 }
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        if !self.released.swap(true, Ordering::SeqCst) {
-            let _ = self.backend.delete(&self.name);
+        self.stop_keeper();
+        if !self.held.released.swap(true, Ordering::SeqCst) {
+            let name = self.name();
+            let _ = self.held.backend.delete(&name);
         }
     }
 }
@@ -317,6 +575,19 @@ mod tests {
 
     fn options() -> LockOptions {
         LockOptions::default()
+    }
+
+    fn info(refreshed: DateTime<Utc>, expires: Option<DateTime<Utc>>) -> LockInfo {
+        LockInfo {
+            kind: LockKind::Shared,
+            purpose: "archive".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            process: "00".repeat(16),
+            created: refreshed,
+            refreshed,
+            expires,
+        }
     }
 
     #[test]
@@ -344,30 +615,36 @@ mod tests {
     }
 
     #[test]
-    fn stale_locks_are_removed() {
+    fn staleness_follows_the_declared_expiry_with_bounds() {
+        let now = Utc::now();
+        let o = options();
+        let min = chrono::Duration::minutes;
+        // Declared expiry, whatever the judge's own stale_after.
+        assert!(!is_stale(&info(now - min(40), Some(now + min(1))), now, &o));
+        assert!(is_stale(&info(now - min(10), Some(now - min(1))), now, &o));
+        // Older locks without `expires`: the judge's stale_after.
+        assert!(!is_stale(&info(now - min(29), None), now, &o));
+        assert!(is_stale(&info(now - min(31), None), now, &o));
+        // No lock lives longer than MAX_LOCK_LIFETIME after its refresh.
+        let forever = Some(now + chrono::Duration::days(3650));
+        assert!(!is_stale(&info(now - min(60), forever), now, &o));
+        assert!(is_stale(&info(now - min(25 * 60), forever), now, &o));
+        // From the future: live within the clock-skew allowance, stale beyond it.
+        assert!(!is_stale(&info(now + min(4), Some(now + min(34))), now, &o));
+        assert!(is_stale(&info(now + min(6), Some(now + min(36))), now, &o));
+    }
+
+    #[test]
+    fn stale_and_unreadable_locks_are_removed() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let old = Utc::now() - chrono::Duration::hours(2);
-        let info = LockInfo {
-            kind: LockKind::Shared,
-            purpose: "archive".into(),
-            host: "elsewhere".into(),
-            pid: 1,
-            created: old,
-            refreshed: old,
-        };
         backend
-            .write("locks/old", &serde_json::to_vec(&info).unwrap())
+            .write(
+                "locks/old",
+                &serde_json::to_vec(&info(old, Some(old))).unwrap(),
+            )
             .unwrap();
-        // A dead process on this host is stale at once, whatever its age.
-        let dead = LockInfo {
-            host: hostname(),
-            pid: u32::MAX - 1,
-            refreshed: Utc::now(),
-            ..info.clone()
-        };
-        backend
-            .write("locks/dead", &serde_json::to_vec(&dead).unwrap())
-            .unwrap();
+        backend.write("locks/junk", b"not json").unwrap();
         let (gc, removed) =
             RepoLock::acquire(backend.clone(), LockKind::Exclusive, "gc", options()).unwrap();
         assert_eq!(removed, 2);
@@ -376,14 +653,44 @@ mod tests {
     }
 
     #[test]
-    fn refresh_detects_a_removed_lock_and_a_long_gap() {
+    fn refresh_moves_the_lock_to_a_successor_and_detects_a_removed_lock() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let (lock, _) =
             RepoLock::acquire(backend.clone(), LockKind::Shared, "archive", options()).unwrap();
+        let first = lock.name();
         lock.refresh().unwrap();
-        backend.delete(lock.name()).unwrap();
+        let second = lock.name();
+        assert_ne!(first, second);
+        let names: Vec<String> = crate::backend::list_sorted(&*backend, LOCKS_PREFIX)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, vec![second.clone()]);
+        backend.delete(&second).unwrap();
         assert!(matches!(lock.refresh(), Err(Error::LockLost { .. })));
+        // Once lost, always lost, and nothing of ours is left behind.
+        assert!(matches!(lock.check(), Err(Error::LockLost { .. })));
+        assert!(crate::backend::list_sorted(&*backend, LOCKS_PREFIX)
+            .unwrap()
+            .is_empty());
 
+        // A lock replaced by someone else's content is not ours either.
+        let (lock, _) =
+            RepoLock::acquire(backend.clone(), LockKind::Shared, "archive", options()).unwrap();
+        let now = Utc::now();
+        backend
+            .write(
+                &lock.name(),
+                &serde_json::to_vec(&info(now, Some(now))).unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(lock.refresh(), Err(Error::LockLost { .. })));
+    }
+
+    #[test]
+    fn a_long_gap_between_refreshes_loses_the_lock() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let short = LockOptions {
             stale_after: Duration::from_millis(40),
             ..options()
@@ -393,6 +700,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         let err = lock.refresh().unwrap_err();
         assert!(err.to_string().contains("not refreshed for"), "{err}");
+        assert!(matches!(lock.check(), Err(Error::LockLost { .. })));
     }
 
     #[test]
@@ -412,5 +720,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(shared);
         gc.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn lock_objects_carry_the_process_id_and_expiry() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let (lock, _) =
+            RepoLock::acquire(backend.clone(), LockKind::Shared, "archive", options()).unwrap();
+        let stored: LockInfo =
+            serde_json::from_slice(&backend.read(&lock.name()).unwrap()).unwrap();
+        assert_eq!(stored.process, process_id().unwrap());
+        assert_eq!(stored.process.len(), 32);
+        assert_eq!(
+            stored.expires.unwrap() - stored.refreshed,
+            chrono::Duration::minutes(30)
+        );
     }
 }

@@ -194,6 +194,7 @@ impl Repository {
     /// [`Repository::verify`] with options.
     pub fn verify_with(&self, options: VerifyOptions) -> Result<VerifyReport> {
         let lock = self.lock(LockKind::Shared, "verify")?;
+        lock.keep_alive_in_background()?;
         let mut report = VerifyReport {
             read_data: options.read_data,
             ..VerifyReport::default()
@@ -498,6 +499,7 @@ impl Repository {
         let mut plan = plan_forget(&scan.manifests, policy, now, dry_run);
         plan.unreadable = scan.unreadable;
         if let Some(lock) = lock {
+            lock.keep_alive_in_background()?;
             for decision in plan.removed() {
                 lock.refresh_if_due()?;
                 self.delete_manifest(&decision.id)?;
@@ -514,6 +516,9 @@ impl Repository {
 
 /// Temp files older than this are removed by `gc`.
 pub const STALE_TEMPORARIES: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// gc refreshes its lock (proving it still holds it) before every this many deletes.
+pub const GC_DELETE_BATCH: usize = 256;
 
 /// What [`Repository::gc`] found (and, unless `dry_run`, deleted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -541,12 +546,15 @@ impl Repository {
     /// Deletes chunks and block-map segments that no manifest references.
     ///
     /// Safe against concurrent archives through the lock protocol (see `crate::lock` and
-    /// `docs/repository-format.md`): gc holds the exclusive lock, so no archive is running
-    /// between the moment it reads the manifests and the moment it deletes; it stops with an
-    /// error if any manifest or referenced segment cannot be read, so an unreadable archive
-    /// never loses its chunks.
+    /// `docs/repository-format.md` §10): gc holds the exclusive lock, so no archive is running
+    /// between the moment it reads the manifests and the moment it deletes. Before every
+    /// batch of [`GC_DELETE_BATCH`] deletes it refreshes the lock, which fails if another
+    /// process removed it as stale, and before every single delete it checks that the lock is
+    /// still within its trusted lifetime. It stops with an error if any manifest or
+    /// referenced segment cannot be read, so an unreadable archive never loses its chunks.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
         let (lock, stale_locks_removed) = self.lock_counting_stale(LockKind::Exclusive, "gc")?;
+        lock.keep_alive_in_background()?;
         let mut report = GcReport {
             dry_run,
             stale_locks_removed,
@@ -604,12 +612,15 @@ impl Repository {
             }
         }
         if !dry_run {
-            for name in &doomed {
-                // Checked before every delete: if this lock went stale an archive may have
-                // started, and its chunks must not be deleted.
-                lock.refresh_if_due()?;
-                self.backend().delete(name)?;
-                report.deleted += 1;
+            for batch in doomed.chunks(GC_DELETE_BATCH) {
+                // Had another process removed this lock as stale, an archive may have started
+                // and deduplicated against these chunks: the refresh finds out.
+                lock.refresh()?;
+                for name in batch {
+                    lock.check()?;
+                    self.backend().delete(name)?;
+                    report.deleted += 1;
+                }
             }
             report.temporaries_removed =
                 self.backend().remove_stale_temporaries(STALE_TEMPORARIES)?;

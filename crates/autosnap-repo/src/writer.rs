@@ -5,6 +5,11 @@
 //! the manifest that references them, and the manifest is written last, atomically. A
 //! process killed at any point leaves complete but unreferenced objects and no manifest:
 //! `verify` passes, `gc` removes them, and a rerun reuses every chunk already stored.
+//!
+//! Concurrency with `gc`: the writer holds a shared lock, kept alive by a background refresh
+//! for as long as the archive runs, and checked before every chunk and before the manifest
+//! (see [`crate::lock`]). A lost answer to the manifest write is resolved by reading the
+//! manifest back: the caller is told the truth about whether the archive was committed.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -228,6 +233,7 @@ impl Repository {
     /// Starts an archive of `source`, taking a shared lock that a `gc` respects.
     pub fn begin_archive(&self, source: ArchiveSource) -> Result<ArchiveWriter> {
         let lock = self.lock(LockKind::Shared, "archive")?;
+        lock.keep_alive_in_background()?;
         let created = Utc::now();
         Ok(ArchiveWriter {
             repo: self.clone(),
@@ -380,10 +386,8 @@ impl ArchiveWriter {
         Ok(added)
     }
 
-    /// Refreshes the archive's lock if it is due. [`ArchiveWriter::add_block`] does this by
-    /// itself; call it during long pauses between blocks (listing changed blocks, waiting for
-    /// a throttled API) so the lock does not go stale, which would end the archive with
-    /// [`Error::LockLost`].
+    /// Checks the archive's lock and refreshes it if it is due. A background thread keeps
+    /// the lock alive during pauses; this reports a loss early ([`Error::LockLost`]).
     pub fn keep_alive(&self) -> Result<()> {
         self.lock.refresh_if_due()
     }
@@ -431,10 +435,33 @@ impl ArchiveWriter {
             stats,
         };
         // The last check before the write that makes everything above reachable: had this
-        // lock gone stale, a gc might have removed chunks that this archive reuses.
+        // lock been lost, a gc might have removed chunks that this archive reuses.
         self.lock.refresh()?;
-        self.repo.write_manifest(&manifest)?;
-        self.lock.release()?;
+        self.lock.check()?;
+        if let Err(write) = self.repo.write_manifest(&manifest) {
+            commit_outcome(&self.repo, &manifest, write)?;
+        }
+        // Committed: a lock that cannot be deleted now only delays the next gc until it
+        // expires, so it does not turn a committed archive into a failure.
+        let _ = self.lock.release();
         Ok(manifest)
+    }
+}
+
+/// After the manifest write failed (or answered "already exists"): whether it happened
+/// anyway. A write whose answer was lost (a reset connection, a retried request that met its
+/// own first attempt) may have committed the archive; the manifest read back decides.
+/// `Ok(())` when `manifest` is stored as written, else the error to report.
+fn commit_outcome(repo: &Repository, manifest: &Manifest, write: Error) -> Result<()> {
+    match repo.read_manifest(&manifest.id) {
+        Ok(stored) if stored == *manifest => Ok(()),
+        // Archive ids carry 32 random bits: another archive under this id is not ours.
+        Ok(_) => Err(write),
+        Err(Error::ArchiveNotFound { .. }) => Err(write),
+        Err(read) => Err(Error::CommitUnknown {
+            id: manifest.id.to_string(),
+            write: write.to_string(),
+            read: read.to_string(),
+        }),
     }
 }

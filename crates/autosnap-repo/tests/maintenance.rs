@@ -307,26 +307,3 @@ fn gc_waits_for_a_running_archive_and_keeps_what_it_reuses() {
     drop(gc_lock);
     repo.begin_archive(source("snap-late")).unwrap();
 }
-
-#[test]
-fn an_archive_whose_lock_went_stale_writes_no_manifest() {
-    let (backend, repo) = memory_repo(EncryptionInit::None);
-    let repo = repo.with_lock_options(LockOptions {
-        stale_after: Duration::from_millis(800),
-        refresh_every: Duration::from_millis(50),
-        ..LockOptions::default()
-    });
-    let mut writer = repo.begin_archive(source("snap-slow")).unwrap();
-    let v = writer.add_volume(VolumeSource::ebs(1)).unwrap();
-    writer.add_block(v, 0, &block(Fill::Random(1))).unwrap();
-    // Suspended for longer than a gc would wait before calling the lock stale.
-    std::thread::sleep(Duration::from_millis(1000));
-    let err = writer.add_block(v, 1, &block(Fill::Random(2))).unwrap_err();
-    assert!(matches!(err, Error::LockLost { .. }), "{err}");
-    drop(writer);
-    assert!(names(&*backend, "manifests/").is_empty());
-    assert!(
-        names(&*backend, "locks/").is_empty(),
-        "lock released on drop"
-    );
-}
