@@ -618,6 +618,68 @@ mod tests {
     }
 
     #[test]
+    fn key_material_is_wiped_on_drop() {
+        // Compile-time: these hold keys and must zero them when dropped (the `zeroize`
+        // features in Cargo.toml); a dependency update that lost them fails here.
+        fn wipes<T: zeroize::ZeroizeOnDrop>() {}
+        wipes::<XChaCha20Poly1305>();
+        wipes::<Zeroizing<[u8; 32]>>();
+        wipes::<sha2::Sha256>();
+    }
+
+    #[test]
+    fn kdf_bounds_are_checked_before_argon2_runs() {
+        let huge = KdfParams {
+            m_cost_kib: u32::MAX,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        assert!(matches!(
+            huge.derive(b"pw", &[0; 16]),
+            Err(Error::InvalidKdf { .. })
+        ));
+        for bad in [
+            KdfParams {
+                m_cost_kib: 1024,
+                ..KdfParams::default()
+            },
+            KdfParams {
+                t_cost: 0,
+                ..KdfParams::default()
+            },
+            KdfParams {
+                t_cost: 17,
+                ..KdfParams::default()
+            },
+            KdfParams {
+                p_cost: 0,
+                ..KdfParams::default()
+            },
+            KdfParams {
+                p_cost: 17,
+                ..KdfParams::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        KdfParams::default().validate().unwrap();
+        KdfParams::insecure_for_tests().validate().unwrap();
+    }
+
+    #[test]
+    fn config_mac_detects_any_change() {
+        let master = MasterKey::from_bytes([4; 32]);
+        let mac = master.config_mac("r1", b"{\"a\":1}");
+        assert!(master.verify_config_mac("r1", b"{\"a\":1}", &mac));
+        assert!(!master.verify_config_mac("r1", b"{\"a\":2}", &mac));
+        assert!(!master.verify_config_mac("r2", b"{\"a\":1}", &mac));
+        assert!(!MasterKey::from_bytes([5; 32]).verify_config_mac("r1", b"{\"a\":1}", &mac));
+        assert!(!master.verify_config_mac("r1", b"{\"a\":1}", "zz"));
+        assert_ne!(master.key_check_for("r1", 1), master.key_check_for("r1", 2));
+        assert_eq!(master.key_check_for("r1", 1), master.key_check("r1"));
+    }
+
+    #[test]
     fn key_file_wraps_and_rejects_wrong_passphrase() {
         let master = MasterKey::from_bytes([9; 32]);
         let now = chrono::Utc::now();

@@ -41,6 +41,8 @@ pub mod writer;
 
 /// The JSON crate of [`ArchiveSource::image_metadata`]'s type, for callers without their own.
 pub use serde_json;
+/// The crate that wipes key material, for callers that hold passphrases or keys themselves.
+pub use zeroize;
 
 pub use backend::{Backend, LocalBackend, MemoryBackend, ObjectInfo};
 pub use blockmap::{BlockRef, Segment};
