@@ -505,3 +505,47 @@ consistency = {{ freeze = ["{}"], pre = ["echo quiescing"], freeze_timeout = "20
         .code(2)
         .stderr(predicate::str::contains("consistency"));
 }
+
+#[test]
+fn a_policy_does_not_freeze_the_filesystem_holding_the_config() {
+    let Some(s) = Scene::new(&[]) else { return };
+    // The config lives on the filesystem the policy would freeze.
+    let cfg = s.fs.mnt.join("autosnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[policy]]
+name = "self"
+resource = "instance"
+select = [{{ tags = {{ Name = "db" }} }}]
+schedule = "6h"
+retain = {{ last = 3 }}
+consistency = {{ freeze = ["{}"] }}
+"#,
+            s.mnt()
+        ),
+    )
+    .unwrap();
+    let out = s
+        .bed
+        .std_cmd()
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", s.imds.endpoint())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["run", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refusing to freeze {}: it holds {}",
+            s.mnt(),
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+    assert!(s.fs.writable_within(Duration::from_secs(5)));
+}

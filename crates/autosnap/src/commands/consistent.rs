@@ -353,6 +353,8 @@ pub struct PolicyFreezer {
     instance_id: String,
     policies: Vec<autosnap_core::policy::PolicyConfig>,
     after_cleanup: AfterCleanup,
+    /// autosnap's own files (the config): their filesystems are not frozen.
+    own_paths: Vec<PathBuf>,
 }
 
 impl PolicyFreezer {
@@ -377,6 +379,7 @@ impl PolicyFreezer {
                 instance_id: me.instance_id,
                 policies: wanted,
                 after_cleanup,
+                own_paths: Vec::new(),
             }),
             Err(e) => {
                 tracing::info!(
@@ -385,6 +388,15 @@ impl PolicyFreezer {
                 None
             }
         }
+    }
+}
+
+impl PolicyFreezer {
+    /// Files autosnap uses (the config file): a policy may not freeze the
+    /// filesystem holding them, as `snapshot create --freeze` may not.
+    pub fn with_own_paths(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.own_paths.extend(paths);
+        self
     }
 }
 
@@ -425,6 +437,10 @@ impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
             plan.hook_timeout = parse("hook_timeout", &settings.hook_timeout, 60)?;
             plan.fallback_to_crash_consistent =
                 settings.on_hook_failure.as_deref() == Some("crash");
+            plan.freeze_options = self
+                .own_paths
+                .iter()
+                .fold(FreezeOptions::default(), |o, p| o.with_own_path(p.clone()));
             install_signal_thaw(self.after_cleanup).map_err(|e| e.to_string())?;
             let handle = tokio::runtime::Handle::current();
             let (ec2, create, tags) = (self.ec2.clone(), create.clone(), tags.clone());

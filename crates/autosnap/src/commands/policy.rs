@@ -306,7 +306,8 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         &policies,
         autosnap_freeze::AfterCleanup::Terminate,
     )
-    .await;
+    .await
+    .map(|f| f.with_own_paths(env.settings.config.path.iter().map(|(p, _)| p.clone())));
     let local = freezer
         .as_ref()
         .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
@@ -586,7 +587,8 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
         &policies,
         autosnap_freeze::AfterCleanup::Continue,
     )
-    .await;
+    .await
+    .map(|f| f.with_own_paths(env.settings.config.path.iter().map(|(p, _)| p.clone())));
     let local = freezer
         .as_ref()
         .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
