@@ -2,12 +2,14 @@
 //!
 //! A lock is an object `locks/<time>-<kind>-<random>` holding [`LockInfo`] as JSON.
 //!
-//! * **Acquire**: write our lock object first, then list `locks/`. Stale locks met on the way
-//!   are deleted, and then `locks/` is listed again (a holder that was refreshing may have
-//!   written a successor meanwhile, see below). If a live lock conflicts (exclusive vs
-//!   anything), remove ours and retry until [`LockOptions::wait`] runs out, then fail with
-//!   [`Error::Locked`](crate::Error::Locked). Because both sides write before they look, two
-//!   conflicting acquirers can never both succeed (they may both back off).
+//! * **Acquire**: write our lock object first, then list `locks/`. When the listing turns out
+//!   to be out of date — a lock in it was stale and got deleted, or vanished before it could
+//!   be read — `locks/` is listed again: a refreshing holder may have moved to a successor
+//!   object (see below). If a live lock conflicts (exclusive vs anything), remove ours and
+//!   retry until [`LockOptions::wait`] runs out, then fail with
+//!   [`Error::Locked`](crate::Error::Locked). Because both sides write before they look, and a
+//!   holder has at least one lock object at every instant, two conflicting acquirers can
+//!   never both succeed (they may both back off).
 //! * **Stale**: a lock is stale after the expiry time its holder wrote into it (`expires`,
 //!   at most [`MAX_LOCK_LIFETIME`] after its `refreshed`), or when its `refreshed` lies more
 //!   than [`LockOptions::clock_skew`] in the future (its holder's clock is wrong, so its times
@@ -334,7 +336,7 @@ impl Held {
             let current = self.current.lock().unwrap();
             (current.name.clone(), current.info.kind)
         };
-        let mut last_removed = None;
+        let mut last_seen = None;
         for _ in 0..MAX_SURVEYS {
             let mut others = Vec::new();
             self.backend.list(LOCKS_PREFIX, &mut |object| {
@@ -343,11 +345,17 @@ impl Held {
                 }
                 Ok(())
             })?;
-            let mut removed = 0;
+            // Whether the lock objects changed under this listing: then list again.
+            let mut changed = false;
             for other in others {
                 let bytes = match self.backend.read(&other) {
                     Ok(bytes) => bytes,
-                    Err(e) if e.is_not_found() => continue, // released meanwhile
+                    // Released, or moved to a successor by a refresh (which writes the
+                    // successor before deleting this one, so the next listing sees it).
+                    Err(e) if e.is_not_found() => {
+                        changed = true;
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 // Lock objects are written atomically, so one that does not parse was not
@@ -358,10 +366,11 @@ impl Held {
                     .is_none_or(|info| is_stale(info, Utc::now(), &self.options));
                 if stale {
                     self.backend.delete(&other)?;
-                    removed += 1;
                     *stale_removed += 1;
+                    // Its holder may have been writing a successor (a refresh): look again.
+                    changed = true;
                     if let Some(info) = info {
-                        last_removed = Some((other, info));
+                        last_seen = Some((other, info));
                     }
                     continue;
                 }
@@ -370,14 +379,28 @@ impl Held {
                     return Ok(Some(self.holder(other, info)));
                 }
             }
-            if removed == 0 {
+            if !changed {
                 return Ok(None);
             }
-            // A holder whose lock was just removed may have been writing its successor (a
-            // refresh): list again so that it is seen.
         }
-        // Stale locks keep appearing: treat the last one as a holder rather than loop.
-        Ok(last_removed.map(|(name, info)| self.holder(name, info)))
+        // The lock objects never stopped changing: assume a conflict rather than loop on.
+        let (name, info) = last_seen.unwrap_or_else(|| {
+            let now = Utc::now();
+            (
+                LOCKS_PREFIX.to_owned(),
+                LockInfo {
+                    kind: LockKind::Exclusive,
+                    purpose: "unknown (lock objects kept changing while listed)".to_owned(),
+                    host: "unknown".to_owned(),
+                    pid: 0,
+                    process: String::new(),
+                    created: now,
+                    refreshed: now,
+                    expires: None,
+                },
+            )
+        });
+        Ok(Some(self.holder(name, info)))
     }
 
     fn holder(&self, name: String, info: LockInfo) -> LockHolder {
