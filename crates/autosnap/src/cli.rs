@@ -344,7 +344,7 @@ pub struct ConsistencyArgs {
         help_heading = "Consistency (mount path targets)"
     )]
     pub post: Vec<String>,
-    /// A watchdog process thaws the filesystems after this long, whatever happens to autosnap
+    /// A watchdog process thaws the filesystems after this long, whatever happens to autosnap (at least 1s)
     #[arg(
         long,
         value_name = "DURATION",
