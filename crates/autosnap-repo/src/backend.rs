@@ -13,7 +13,10 @@
 //!   `CompleteMultipartUpload`, also atomic).
 //! * **Durability.** A write that returned `Ok` survives a crash of this machine.
 //! * **Create-only writes.** [`Backend::create`] never replaces an existing object and says
-//!   whether it created it. S3: `PutObject` with `If-None-Match: *` (a `412 Precondition
+//!   whether it created it. When an answer is lost (a reset connection after the object was
+//!   stored, or a retry that meets its own first attempt and answers "already exists"), the
+//!   caller cannot tell from the result alone; the one write where that matters, an archive's
+//!   manifest, is read back to decide whether the archive was committed. S3: `PutObject` with `If-None-Match: *` (a `412 Precondition
 //!   Failed` answer means "already exists" → `Ok(false)`; treat `409 ConditionalRequestConflict`
 //!   as a retryable conflict).
 //! * **Read-after-write and list-after-write consistency** for new objects, overwrites and
