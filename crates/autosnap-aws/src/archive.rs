@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use autosnap_repo::image_file::{ImageFile, Overwrite};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
@@ -178,20 +179,6 @@ pub struct DownloadReport {
     pub seconds: f64,
 }
 
-/// A temp file beside the target, removed on drop unless persisted.
-struct TempFile {
-    path: PathBuf,
-    persisted: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// The stream of a snapshot's blocks, page by page to the end (pages may be empty and still
 /// carry a token). `first` is the already-fetched first page.
 pub(crate) fn block_stream<'a>(
@@ -216,41 +203,35 @@ pub(crate) fn block_stream<'a>(
 }
 
 /// Downloads `snapshot` into a sparse image at `path` (the volume's full size). Written to a
-/// temp file in the same directory, synced and renamed when complete; never-written and
-/// all-zero blocks stay holes. Every block is checked against its EBS checksum.
+/// private temp file in the same directory (see [`ImageFile`]), synced and moved into place
+/// when complete; an existing file or symlink at `path` is refused unless `overwrite` is
+/// [`Overwrite::Replace`]. Never-written and all-zero blocks stay holes. Every block is
+/// checked against its EBS checksum.
 pub async fn download_snapshot(
     ebs: &Ebs,
     snapshot: &str,
     path: &Path,
     concurrency: usize,
+    overwrite: Overwrite,
     progress: &dyn TransferProgress,
 ) -> Result<DownloadReport, EbsError> {
     let begun = Instant::now();
     let ebs = &ebs.with_concurrency(concurrency.max(1));
+    // Before any request: a taken path fails at once, not after the first page.
+    autosnap_repo::image_file::check_target(path, overwrite)?;
     let first = ebs.list_blocks_page(snapshot, None).await?;
     let size = first.volume_size_gib * GIB;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let mut temp = TempFile {
-        path: dir.join(format!(".{name}.autosnap-{}.tmp", std::process::id())),
-        persisted: false,
-    };
-    let file = File::create(&temp.path).map_err(io_err("cannot create", &temp.path))?;
+    let image = ImageFile::create(path, overwrite)?;
+    let temp_path = image.temp_path().to_path_buf();
+    let file = Arc::clone(image.file());
     file.set_len(size)
-        .map_err(io_err("cannot size", &temp.path))?;
-    let file = Arc::new(file);
+        .map_err(io_err("cannot size", &temp_path))?;
     progress.start(size);
 
     let blocks_read = block_stream(ebs, snapshot, first)
         .map_ok(|block| {
             let file = Arc::clone(&file);
-            let temp_path = temp.path.clone();
+            let temp_path = temp_path.clone();
             async move {
                 let data = ebs.get_block_bytes(snapshot, &block).await?;
                 tokio::task::spawn_blocking(move || {
@@ -273,12 +254,8 @@ pub async fn download_snapshot(
         .await?;
     // Unwritten blocks are holes: count them as done so the bar ends full.
     progress.advance(size.saturating_sub(blocks_read * BLOCK_SIZE as u64));
-    file.sync_all().map_err(io_err("cannot sync", &temp.path))?;
-    std::fs::rename(&temp.path, path).map_err(io_err("cannot rename into place", path))?;
-    temp.persisted = true;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    drop(file);
+    image.persist()?;
     Ok(DownloadReport {
         snapshot_id: snapshot.to_string(),
         path: path.to_path_buf(),

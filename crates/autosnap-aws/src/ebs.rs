@@ -71,6 +71,9 @@ pub enum EbsError {
     },
     #[error("snapshot {snapshot} went to state error on completion ({detail})")]
     CompletionFailed { snapshot: String, detail: String },
+    /// The image file could not be written (a taken path, a planted symlink, an I/O error).
+    #[error(transparent)]
+    ImageFile(#[from] autosnap_repo::ImageFileError),
 }
 
 /// One block of a snapshot listing.

@@ -225,7 +225,14 @@ async fn a_throttling_server_lowers_the_concurrency_and_the_download_completes()
 
     let report = tokio::time::timeout(
         Duration::from_secs(300),
-        download_snapshot(&ebs, SNAPSHOT, &out.0, CONCURRENCY, &NoProgress),
+        download_snapshot(
+            &ebs,
+            SNAPSHOT,
+            &out.0,
+            CONCURRENCY,
+            autosnap_repo::Overwrite::Refuse,
+            &NoProgress,
+        ),
     )
     .await
     .expect("the download does not hang")

@@ -228,6 +228,9 @@ pub enum Error {
 
     #[error("a worker thread panicked during {0}")]
     WorkerPanicked(&'static str),
+
+    #[error(transparent)]
+    ImageFile(#[from] crate::image_file::ImageFileError),
 }
 
 /// The lock that stopped an operation: its object name and contents.

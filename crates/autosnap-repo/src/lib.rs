@@ -32,6 +32,7 @@ pub mod config;
 pub mod crypto;
 mod error;
 pub mod id;
+pub mod image_file;
 pub mod lock;
 pub mod maintenance;
 pub mod manifest;
@@ -52,6 +53,7 @@ pub use config::{
 pub use crypto::KdfParams;
 pub use error::{BackendError, Error, LockHolder, Result};
 pub use id::{ArchiveId, ChunkId};
+pub use image_file::{ImageFile, ImageFileError, Overwrite};
 pub use lock::{LockInfo, LockKind, LockOptions, RepoLock};
 pub use maintenance::{
     plan_forget, ArchiveDecision, DamagedObject, ForgetGroup, ForgetPlan, GcReport, VerifyOptions,

@@ -2,16 +2,17 @@
 //! block-map segment in memory at a time); [`Repository::restore_to_file`] writes a sparse raw
 //! image; [`Repository::import_file`] archives one.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use crate::blockmap::BlockRef;
 use crate::error::{io_err, Error, Result};
+use crate::image_file::{ImageFile, Overwrite};
 use crate::manifest::{ArchiveSource, Manifest, SourceKind, VolumeArchive, VolumeSource};
 use crate::repository::Repository;
 use crate::writer::is_zero_block;
@@ -196,23 +197,10 @@ pub(crate) fn run_pool<T: Send>(
     }
 }
 
-/// A temp file beside `path`, removed on drop unless persisted.
-struct TempFile {
-    path: PathBuf,
-    persisted: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 impl Repository {
-    /// Restores `volume` of `manifest` as a sparse raw image at `path` (replaced atomically
-    /// when complete: written to a temp file in the same directory, synced, renamed).
+    /// Restores `volume` of `manifest` as a sparse raw image at `path`, replacing what is
+    /// there atomically when complete (see [`ImageFile`]: a private temp file in the same
+    /// directory, synced, renamed; a symlink at `path` is replaced, not followed).
     /// Absent and all-zero blocks are left as holes; every chunk's hash is checked.
     pub fn restore_to_file(
         &self,
@@ -220,7 +208,13 @@ impl Repository {
         volume: usize,
         path: &Path,
     ) -> Result<RestoreReport> {
-        self.restore_to_file_with(manifest, volume, path, Parallelism::default())
+        self.restore_to_file_with(
+            manifest,
+            volume,
+            path,
+            Parallelism::default(),
+            Overwrite::Replace,
+        )
     }
 
     /// [`Repository::restore_to_file`] with a chosen number of threads, and whether an
@@ -231,33 +225,18 @@ impl Repository {
         volume: usize,
         path: &Path,
         parallelism: Parallelism,
+        overwrite: Overwrite,
     ) -> Result<RestoreReport> {
         let reader = ArchiveReader::new(self, manifest.clone());
         let archive = reader.volume(volume)?;
         let size = archive.source.size_bytes;
         let block_size = u64::from(archive.block_map.block_size);
 
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".to_owned());
-        let mut random = [0u8; 6];
-        crate::crypto::random_bytes(&mut random)?;
-        let mut temp = TempFile {
-            path: dir.join(format!(".{file_name}.autosnap-{}.tmp", hex::encode(random))),
-            persisted: false,
-        };
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)
-            .map_err(|e| io_err("create", &temp.path, e))?;
+        let image = ImageFile::create(path, overwrite)?;
+        let file = image.file();
+        let temp_path = image.temp_path();
         file.set_len(size)
-            .map_err(|e| io_err("size", &temp.path, e))?;
+            .map_err(|e| io_err("size", temp_path, e))?;
 
         let written = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
@@ -289,19 +268,13 @@ impl Repository {
                 let offset = index * block_size;
                 let len = (data.len() as u64).min(size.saturating_sub(offset)) as usize;
                 file.write_all_at(&data[..len], offset)
-                    .map_err(|e| io_err("write", &temp.path, e))?;
+                    .map_err(|e| io_err("write", temp_path, e))?;
                 written.fetch_add(1, Ordering::Relaxed);
                 bytes.fetch_add(len as u64, Ordering::Relaxed);
                 Ok(())
             },
         )?;
-        file.sync_all().map_err(|e| io_err("sync", &temp.path, e))?;
-        drop(file);
-        fs::rename(&temp.path, path).map_err(|e| io_err("rename into place", path, e))?;
-        temp.persisted = true;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("sync directory", dir, e))?;
+        image.persist()?;
         Ok(RestoreReport {
             blocks_written: written.into_inner(),
             zero_blocks: zero.into_inner(),

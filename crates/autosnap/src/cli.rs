@@ -1032,9 +1032,18 @@ pub struct DownloadArgs {
     /// Snapshot to download (snap-…)
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
-    /// Image file to write (replaced atomically when complete)
+    /// Image file to write (a new file, mode 0600, appears only when complete)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Replace FILE if it exists (atomically, when the new image is complete)
+    #[arg(
+        long,
+        long_help = "Replace FILE if it exists, or the symbolic link at FILE (the link \
+        itself: its target is never written). The old file stays intact until the new image \
+        is complete and synced, then is replaced in one rename. Without --force an existing \
+        FILE or symbolic link is refused. Directories and devices are always refused."
+    )]
+    pub force: bool,
     /// Blocks in flight at once
     #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -1090,9 +1099,25 @@ pub struct RestoreArgs {
     pub archive: String,
     #[command(flatten)]
     pub repo: RepoFlag,
-    /// Write a sparse raw image file (replaced atomically when complete)
-    #[arg(long, value_name = "PATH")]
+    /// Write a sparse raw image file (a new file, mode 0600, appears only when complete)
+    #[arg(
+        long,
+        value_name = "PATH",
+        long_help = "Write the volume as a sparse raw image file at PATH: a private temp file \
+        (mode 0600, random name) in the same directory, synced and moved to PATH when \
+        complete. An existing file or symbolic link at PATH is refused unless --force."
+    )]
     pub to_file: Option<PathBuf>,
+    /// Replace an existing file at the --to-file PATH (atomically, when complete)
+    #[arg(
+        long,
+        long_help = "With --to-file: replace the file at PATH if it exists, or the symbolic \
+        link at PATH (the link itself: its target is never written). The old file stays \
+        intact until the new image is complete and synced, then is replaced in one rename. \
+        --force does not apply to --to-device: a mounted or otherwise busy device is never \
+        written."
+    )]
+    pub force: bool,
     /// Create a new EBS snapshot with the original description and tags
     #[arg(long)]
     pub to_snapshot: bool,
@@ -1120,8 +1145,17 @@ pub struct RestoreArgs {
         be usable), the others stay unencrypted."
     )]
     pub kms_key: Option<String>,
-    /// Write every block of the volume to this block device (or existing file)
-    #[arg(long, value_name = "DEV")]
+    /// Write every block of the volume to this unused block device (or existing file)
+    #[arg(
+        long,
+        value_name = "DEV",
+        long_help = "Write every block of the volume, zeros included, to the block device DEV \
+        (or an existing regular file, written in place). A device that is mounted (it or one \
+        of its partitions, by device number), active swap, held by device-mapper/LVM or md, \
+        or that the kernel will not open exclusively is refused; the device stays open \
+        exclusively while it is written, so nothing can mount it meanwhile. A device smaller \
+        than the volume is refused."
+    )]
     pub to_device: Option<PathBuf>,
     /// The volume of an AMI archive to restore (its device name, e.g. /dev/xvda)
     #[arg(long, value_name = "DEVICE", conflicts_with = "to_ami")]

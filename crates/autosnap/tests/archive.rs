@@ -469,7 +469,7 @@ fn archive_incremental_restore_forget_gc_on_s3() {
         bed.json(&["repo", "verify", repo, "--read-data"])["ok"],
         true
     );
-    // The volume id names its newest remaining archive.
+    // The volume id names its newest remaining archive (replacing the earlier restore).
     bed.json(&[
         "restore",
         &volume,
@@ -477,6 +477,7 @@ fn archive_incremental_restore_forget_gc_on_s3() {
         repo,
         "--to-file",
         out.to_str().unwrap(),
+        "--force",
     ]);
     let got = std::fs::read(&out).unwrap();
     assert_eq!(sha256(&got[..src_bytes.len()]), sha256(&src_bytes));
@@ -711,6 +712,7 @@ fn child_snapshot_archive_reads_only_the_changed_blocks() {
         repo_s,
         "--to-file",
         out.to_str().unwrap(),
+        "--force",
     ]);
     let parent_bytes = std::fs::read(&src).unwrap();
     let got = std::fs::read(&out).unwrap();

@@ -490,6 +490,7 @@ fn ami_archive_incremental_restore_to_ami_and_per_device() {
         "/dev/xvda",
         "--to-file",
         out.to_str().unwrap(),
+        "--force",
     ]);
     assert_eq!(sha256_prefix(&out, root_bytes.len()), sha256(&root_bytes));
 }

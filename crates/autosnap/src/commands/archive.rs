@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use autosnap_aws::archive::{self as engine, TransferProgress, UploadOptions};
 use autosnap_aws::ebs::Ebs;
+use autosnap_repo::Overwrite;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use anyhow::Context;
@@ -171,8 +172,15 @@ pub async fn download(env: &Env, args: &DownloadArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ebs = Ebs::new(&ctx);
     let bar = TransferBar::new(format!("download {snapshot}"), env.progress);
-    let report =
-        engine::download_snapshot(&ebs, &snapshot, &args.file, args.concurrency, &bar).await?;
+    let report = engine::download_snapshot(
+        &ebs,
+        &snapshot,
+        &args.file,
+        args.concurrency,
+        overwrite(args.force),
+        &bar,
+    )
+    .await?;
     bar.finish();
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
@@ -185,6 +193,15 @@ pub async fn download(env: &Env, args: &DownloadArgs) -> anyhow::Result<Exit> {
         )),
     }
     Ok(Exit::Success)
+}
+
+/// `--force` as the image-file policy.
+fn overwrite(force: bool) -> Overwrite {
+    if force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    }
 }
 
 fn repo_args(flag: &RepoFlag) -> RepoArgs {
@@ -358,6 +375,14 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
     if args.kms_key.is_some() && !(args.to_snapshot || args.to_ami) {
         return Err(UsageError("--kms-key applies to --to-snapshot and --to-ami".into()).into());
     }
+    if args.force && args.to_file.is_none() {
+        return Err(UsageError(
+            "--force applies to --to-file only: a device that is mounted or in use is never \
+             written, --force or not"
+                .into(),
+        )
+        .into());
+    }
     if args.dry_run && !(args.to_snapshot || args.to_ami) {
         return Err(UsageError(
             "--dry-run applies to --to-snapshot and --to-ami (file and device restores create \
@@ -371,6 +396,8 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
             .map_err(|e| UsageError(format!("--name: {e}")))?;
     }
     let repo = repo::open(env, &repo_args(&args.repo)).await?;
+    // Held until the restore ends, so a `repo gc` cannot delete chunks it is about to read.
+    let _lock = RestoreLock::take(&repo).await?;
     let manifest = {
         let repo = repo.clone();
         let wanted = args.archive.clone();
@@ -380,6 +407,15 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
         return restore_to_ami(env, args, repo, manifest).await;
     }
     let volume = engine::select_volume(&manifest, args.device.as_deref())?;
+    // A target that cannot be written fails before anything is read; a device stays open
+    // exclusively from here on, so nothing can mount it before it is written.
+    if let Some(path) = &args.to_file {
+        autosnap_repo::image_file::check_target(path, overwrite(args.force))?;
+    }
+    let mut device = match &args.to_device {
+        Some(dev) => Some(autosnap_freeze::SystemView::default().open_restore_target(dev)?),
+        None => None,
+    };
     #[derive(serde::Serialize)]
     struct Restored {
         archive_id: String,
@@ -459,12 +495,14 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
     } else if let Some(path) = &args.to_file {
         let path2 = path.clone();
         let threads = args.concurrency;
+        let overwrite = overwrite(args.force);
         let r = repo::blocking(move || {
             Ok(repo.restore_to_file_with(
                 &manifest,
                 volume,
                 &path2,
                 autosnap_repo::Parallelism { threads },
+                overwrite,
             )?)
         })
         .await?;
@@ -478,8 +516,10 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
         }
     } else if let Some(dev) = &args.to_device {
         let dev2 = dev.clone();
+        let target = device.take().expect("opened above");
         let written =
-            repo::blocking(move || restore_to_device(&repo, manifest, volume, &dev2)).await?;
+            repo::blocking(move || restore_to_device(&repo, manifest, volume, &dev2, target))
+                .await?;
         Restored {
             archive_id: id,
             target: dev.display().to_string(),
@@ -634,20 +674,28 @@ async fn restore_to_ami(
     Ok(Exit::Success)
 }
 
-/// Writes every block of volume `volume` of the archive to an existing device or file, zeros included
-/// (the device may hold old data), in index order; every chunk is hash-checked.
+/// Writes every block of volume `volume` of the archive to an unused block device (held open
+/// exclusively throughout) or an existing file, zeros included (the device may hold old
+/// data), in index order; every chunk is hash-checked.
 fn restore_to_device(
     repo: &autosnap_repo::Repository,
     manifest: autosnap_repo::Manifest,
     volume: usize,
     dev: &std::path::Path,
+    target: autosnap_freeze::blockdev::DeviceTarget,
 ) -> anyhow::Result<u64> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dev)
-        .with_context(|| format!("cannot open {} for writing", dev.display()))?;
     let size = manifest.volumes[volume].source.size_bytes;
+    if let Some(device_size) = target.device_size {
+        if device_size < size {
+            return Err(anyhow::anyhow!(
+                "{} holds {device_size} bytes, the archived volume {size}: restore to a device \
+                 at least as large",
+                dev.display()
+            ));
+        }
+    }
+    let file = target.file;
     let block = u64::from(manifest.volumes[volume].block_map.block_size);
     let reader = autosnap_repo::ArchiveReader::new(repo, manifest);
     let zeros = vec![0u8; block as usize];
@@ -677,4 +725,58 @@ fn restore_to_device(
     file.sync_all()
         .with_context(|| format!("cannot sync {}", dev.display()))?;
     Ok(written)
+}
+
+/// The shared repository lock a restore holds, so that a `repo gc` cannot delete chunks it is
+/// about to read. A thread refreshes it while the restore runs (a restore may outlast the
+/// lock's lifetime) and releases it at the end. A lost lock cannot make a restore write wrong
+/// data (every chunk is hash-checked, a chunk a gc removed fails the restore), so it is
+/// logged, not checked between blocks.
+struct RestoreLock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    keeper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RestoreLock {
+    async fn take(repo: &autosnap_repo::Repository) -> anyhow::Result<RestoreLock> {
+        let every = (repo.lock_options().refresh_every / 2).max(Duration::from_millis(1));
+        let repo = repo.clone();
+        let lock =
+            repo::blocking(move || Ok(repo.lock(autosnap_repo::LockKind::Shared, "restore")?))
+                .await?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        // A thread outside the async runtime: an S3 backend blocks on the runtime for each
+        // request, which an async worker thread must not.
+        let keeper = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                if let Err(e) = lock.refresh_if_due() {
+                    tracing::warn!("{e}");
+                }
+            }
+            if let Err(e) = lock.release() {
+                tracing::warn!("could not release the repository lock: {e}");
+            }
+        });
+        Ok(RestoreLock {
+            stop: Some(stop),
+            keeper: Some(keeper),
+        })
+    }
+}
+
+impl Drop for RestoreLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(keeper) = self.keeper.take() {
+            // Waits for the release, so the lock is gone when the command returns.
+            let join = move || {
+                let _ = keeper.join();
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(join),
+                Err(_) => join(),
+            }
+        }
+    }
 }
