@@ -2,6 +2,7 @@
 //! rerun reuses what was stored.
 
 mod common;
+mod faults;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -168,6 +169,115 @@ fn sigkill_during_archive_then_verify_and_resume() {
     let report = repo.gc(false).unwrap();
     assert_eq!((report.stale_locks_removed, report.deleted), (1, 0));
     assert_eq!(count("locks"), 0);
+}
+
+/// Archives of four one-segment volumes, half of them forgotten: gc has work to do.
+fn gc_fixture(root: &Path) -> Vec<(autosnap_repo::Manifest, Vec<Fill>)> {
+    let repo = local_repo(root, EncryptionInit::None);
+    let mut kept = Vec::new();
+    for i in 0..6u64 {
+        let fills: Vec<Fill> = (0..4).map(|b| Fill::Random(5000 + 10 * i + b)).collect();
+        let mut writer = repo.begin_archive(source(&format!("snap-gc-{i}"))).unwrap();
+        let v = writer
+            .add_volume(VolumeSource::with_size_bytes(4 * BS as u64))
+            .unwrap();
+        for (b, fill) in fills.iter().enumerate() {
+            writer.add_block(v, b as u64, &block(*fill)).unwrap();
+        }
+        let manifest = writer.finish().unwrap();
+        if i % 2 == 0 {
+            repo.backend()
+                .delete(&format!("manifests/{}", manifest.id))
+                .unwrap();
+        } else {
+            kept.push((manifest, fills));
+        }
+    }
+    kept
+}
+
+/// The child half of `sigkill_during_gc_then_verify_and_rerun`: a gc that announces each
+/// delete.
+#[test]
+#[ignore = "run as a child process by sigkill_during_gc_then_verify_and_rerun"]
+fn child_gc() {
+    let Ok(dir) = std::env::var("AUTOSNAP_REPO_CRASH_DIR") else {
+        return;
+    };
+    let backend = faults::Hooked::new(Arc::new(LocalBackend::new(dir)));
+    backend.after(|op, name| {
+        if op == faults::OpKind::Delete && !name.starts_with("locks/") {
+            println!("deleted {name}");
+            // Pace the deletes so the parent's kill lands among them.
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        faults::After::Keep
+    });
+    let repo = Repository::open(backend, Credentials::None).unwrap();
+    repo.gc(false).unwrap();
+    println!("finished");
+}
+
+#[test]
+fn sigkill_during_gc_then_verify_and_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let kept = gc_fixture(&root);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_gc",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AUTOSNAP_REPO_CRASH_DIR", &root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut deleted = 0;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        assert_ne!(line, "finished", "the child finished before it was killed");
+        if line.starts_with("deleted ") {
+            deleted += 1;
+            if deleted == 3 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(&root)) as Arc<dyn Backend>,
+        Credentials::None,
+    )
+    .unwrap();
+    // The killed gc's exclusive lock holds everyone off until it expires: nothing proves
+    // that its process is gone (another machine may share this host name and pid).
+    assert!(matches!(repo.verify(false), Err(Error::Locked { .. })));
+    assert!(matches!(repo.gc(false), Err(Error::Locked { .. })));
+    expire_locks(repo.backend().as_ref());
+    let report = repo.verify(true).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.chunks_unreferenced > 0, "the kill left garbage");
+    for (manifest, fills) in &kept {
+        let out = dir.path().join("restored.img");
+        repo.restore_to_file(manifest, 0, &out).unwrap();
+        assert_eq!(sha256_file(&out), sha256(&image(fills, None)));
+    }
+    // gc runs again and finishes the job.
+    let report = repo.gc(false).unwrap();
+    assert!(report.deleted > 0);
+    let report = repo.verify(true).unwrap();
+    assert!(
+        report.is_ok() && report.chunks_unreferenced == 0,
+        "{report:?}"
+    );
+    assert_eq!(report.archives, kept.len());
 }
 
 /// Moves every lock's times an hour into the past: what waiting for a leftover lock to
