@@ -5,7 +5,11 @@
 //! repository's own worker threads). Guarantees (see `autosnap_repo::backend`):
 //! * writes are one `PutObject` (atomic: readers see the old or the new object);
 //! * create-only writes send `If-None-Match: *`; `412 Precondition Failed` means the object
-//!   exists (`Ok(false)`); `409 ConditionalRequestConflict` (a concurrent create) is retried;
+//!   exists (`Ok(false)`); `409 ConditionalRequestConflict` (a concurrent create) is retried.
+//!   A create retried after a lost answer may meet its own first attempt and answer
+//!   `Ok(false)`: the repository reads a manifest back to learn whether it was committed, and
+//!   never needs the answer for a chunk or a lock object (their names are unique or their
+//!   content fixed by the name);
 //! * lists page through `ListObjectsV2` and stream each page to the visitor;
 //! * `DeleteObject` of a missing key succeeds (S3's own semantics);
 //! * throttling (`SlowDown`, 503, 429), other 5xx and transport errors are retried here with
