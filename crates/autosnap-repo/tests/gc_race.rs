@@ -52,7 +52,8 @@ fn archive(repo: &Repository, id: &str, fills: &[Fill]) -> autosnap_repo::Result
 /// A repository with one kept archive and the garbage of a forgotten one (built once, copied
 /// for every schedule).
 fn starting_state() -> (Arc<MemoryBackend>, Manifest) {
-    static STATE: OnceLock<(Vec<(String, Vec<u8>)>, Manifest)> = OnceLock::new();
+    type Objects = Vec<(String, Vec<u8>)>;
+    static STATE: OnceLock<(Objects, Manifest)> = OnceLock::new();
     let (objects, kept) = STATE.get_or_init(|| {
         let (memory, repo) = memory_repo(EncryptionInit::None);
         let kept = archive(&repo, "snap-kept", &KEPT).unwrap();
@@ -195,7 +196,7 @@ fn gc_never_deletes_what_a_racing_archive_reuses() {
         }
     }
     // A seeded sample of schedules with any number of preemptions.
-    let mut state: u64 = 0x5eed_0f_9c_2024;
+    let mut state: u64 = 0x5eed_0f9c_2024;
     for _ in 0..300 {
         tally(race(|_, ready| {
             state ^= state << 13;
