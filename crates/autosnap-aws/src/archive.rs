@@ -501,11 +501,21 @@ fn check_completed(snap: &autosnap_core::model::Snapshot, what: &str) -> Result<
     Ok(())
 }
 
+/// The readable archives, to choose parents from: an unreadable manifest is named in a
+/// warning and passed over (the next archive then reads more, it never builds on it).
 async fn list_archives(
     repo: &autosnap_repo::Repository,
 ) -> Result<Vec<autosnap_repo::Manifest>, ArchiveError> {
     let repo = repo.clone();
-    blocking(move || repo.list_archives()).await
+    let scan = blocking(move || repo.scan_archives()).await?;
+    for bad in &scan.unreadable {
+        tracing::warn!(
+            "archive {} cannot be read, so nothing builds on it ({})",
+            bad.id,
+            bad.reason
+        );
+    }
+    Ok(scan.manifests)
 }
 
 /// Plans the archive of one snapshot. Its lineage (retention group, and where an earlier
@@ -879,8 +889,27 @@ pub fn find_archive(
     repo: &autosnap_repo::Repository,
     wanted: &str,
 ) -> Result<autosnap_repo::Manifest, ArchiveError> {
-    let mut matches: Vec<autosnap_repo::Manifest> = repo
-        .list_archives()?
+    // An archive id reads that manifest alone, so other damaged manifests do not matter.
+    if let Ok(id) = wanted.parse::<autosnap_repo::ArchiveId>() {
+        match repo.read_manifest(&id) {
+            Err(autosnap_repo::Error::ArchiveNotFound { .. }) => {}
+            other => return Ok(other?),
+        }
+    }
+    let scan = repo.scan_archives()?;
+    if !scan.unreadable.is_empty() {
+        // The newest archive of a source may be among them: never fall back to an older one.
+        let names: Vec<String> = scan.unreadable.iter().map(|u| u.id.to_string()).collect();
+        return Err(ArchiveError::Invalid(format!(
+            "archive(s) {} in {} cannot be read, and may be the newest of {wanted}: give the \
+             id of the archive to restore (see `autosnap repo list`; `autosnap repo verify` \
+             names what is damaged)",
+            names.join(", "),
+            repo.backend().location()
+        )));
+    }
+    let mut matches: Vec<autosnap_repo::Manifest> = scan
+        .manifests
         .into_iter()
         .filter(|m| m.id.as_str() == wanted || m.source.id == wanted || m.lineage() == wanted)
         .collect();

@@ -213,7 +213,7 @@ where
         ),
         Some("IncorrectKeyException") | Some("InvalidCiphertextException") => not_usable(
             code.as_deref().unwrap_or_default(),
-            "the key stored in the repository's config was not encrypted by this key: the config is damaged or belongs to another key",
+            "the key stored in the repository's config was not encrypted by this key for this repository (its encryption context names another repository id): the config is damaged, was copied from another repository, or was replaced by someone who can write the repository's storage",
         ),
         Some("AccessDeniedException") => not_usable(
             "AccessDeniedException",
@@ -223,14 +223,20 @@ where
     }
 }
 
+/// A KMS encryption context of one pair (`autosnap:repository` = the repository id): KMS
+/// binds the ciphertext to it, so `Decrypt` fails for a wrapped key moved into another
+/// repository's config, and CloudTrail records it with every call.
+pub type EncryptionContext<'a> = Option<(&'a str, &'a str)>;
+
 /// Asks KMS for a new 256-bit data key under `key` (id, ARN, `alias/NAME` or alias ARN; in
-/// the key ARN's region, else `region`): the master key of a new encrypted repository. The key
-/// is described first, so a disabled, asymmetric or missing key is named with the fix before
-/// anything is generated.
+/// the key ARN's region, else `region`), bound to `context`: the master key of a new encrypted
+/// repository. The key is described first, so a disabled, asymmetric or missing key is named
+/// with the fix before anything is generated.
 pub async fn generate_data_key(
     ctx: &AwsContext,
     region: &str,
     key: &str,
+    context: EncryptionContext<'_>,
 ) -> Result<DataKey, DataKeyError> {
     let region = key_region(key).unwrap_or(region).to_string();
     match check_encryption_key(ctx, &region, key).await {
@@ -249,10 +255,14 @@ pub async fn generate_data_key(
     }
     let client = kms_client(ctx, &region);
     let site = ctx.call_site("KMS", &region);
-    let out = client
+    let mut request = client
         .generate_data_key()
         .key_id(key)
-        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256);
+    if let Some((k, v)) = context {
+        request = request.encryption_context(k, v);
+    }
+    let out = request
         .send()
         .await
         .map_err(|e| classify_data_key_error(e, "GenerateDataKey", key, &region, &site))?;
@@ -275,20 +285,26 @@ pub async fn generate_data_key(
 }
 
 /// Asks KMS to decrypt a repository's wrapped data key (`key_id` is the key recorded beside
-/// it; its region, when an ARN, is where KMS is asked). Returns the 32-byte master key.
+/// it; its region, when an ARN, is where KMS is asked) under the repository's encryption
+/// `context` (`None` for repositories created without one). Returns the 32-byte master key.
 pub async fn decrypt_data_key(
     ctx: &AwsContext,
     region: &str,
     key_id: &str,
     ciphertext: &[u8],
+    context: EncryptionContext<'_>,
 ) -> Result<[u8; 32], DataKeyError> {
     let region = key_region(key_id).unwrap_or(region).to_string();
     let client = kms_client(ctx, &region);
     let site = ctx.call_site("KMS", &region);
-    let out = client
+    let mut request = client
         .decrypt()
         .key_id(key_id)
-        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext.to_vec()))
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext.to_vec()));
+    if let Some((k, v)) = context {
+        request = request.encryption_context(k, v);
+    }
+    let out = request
         .send()
         .await
         .map_err(|e| classify_data_key_error(e, "Decrypt", key_id, &region, &site))?;

@@ -258,12 +258,11 @@ fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
-impl Backend for S3Backend {
-    fn location(&self) -> String {
-        self.location.to_string()
-    }
-
-    fn read(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+impl S3Backend {
+    /// GetObject; with a `limit`, an object whose `Content-Length` exceeds it is refused
+    /// before its body is read (a huge object planted under a repository name must not be
+    /// pulled into memory).
+    fn get_object_at_most(&self, name: &str, limit: Option<u64>) -> Result<Vec<u8>, BackendError> {
         self.block_on(async {
             let mut attempt = 0;
             loop {
@@ -285,11 +284,27 @@ impl Backend for S3Backend {
                     }
                     Err(e) => return Err(self.remote(e, "GetObject", name)),
                 };
+                let too_large = |size: u64| BackendError::TooLarge {
+                    name: name.to_string(),
+                    size: Some(size),
+                    limit: limit.unwrap_or(u64::MAX),
+                };
+                let length = out.content_length().and_then(|l| u64::try_from(l).ok());
+                if let (Some(limit), Some(length)) = (limit, length) {
+                    if length > limit {
+                        permit.succeeded();
+                        return Err(too_large(length));
+                    }
+                }
                 // The slot covers the body too.
                 match out.body.collect().await {
                     Ok(bytes) => {
                         permit.succeeded();
-                        return Ok(bytes.to_vec());
+                        let bytes = bytes.to_vec();
+                        if limit.is_some_and(|limit| bytes.len() as u64 > limit) {
+                            return Err(too_large(bytes.len() as u64));
+                        }
+                        return Ok(bytes);
                     }
                     Err(e) if attempt + 1 < self.max_attempts => {
                         drop(permit);
@@ -307,6 +322,20 @@ impl Backend for S3Backend {
                 }
             }
         })
+    }
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+        self.get_object_at_most(name, None)
+    }
+
+    fn read_at_most(&self, name: &str, limit: u64) -> Result<Vec<u8>, BackendError> {
+        self.get_object_at_most(name, Some(limit))
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), BackendError> {

@@ -621,7 +621,8 @@ fn killed_ami_archive_leaves_a_valid_repository_and_resumes() {
 
 // ---- repositories encrypted with a KMS data key ----------------------------------
 
-fn kms_decrypt(bed: &TestBed, ciphertext_hex: &str) -> Vec<u8> {
+/// KMS Decrypt of a repository's wrapped key, under the encryption context that names it.
+fn kms_decrypt(bed: &TestBed, ciphertext_hex: &str, repository_id: &str) -> Vec<u8> {
     let blob: Vec<u8> = (0..ciphertext_hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&ciphertext_hex[i..i + 2], 16).unwrap())
@@ -630,6 +631,7 @@ fn kms_decrypt(bed: &TestBed, ciphertext_hex: &str) -> Vec<u8> {
     bed.block(async {
         kms.decrypt()
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+            .encryption_context("autosnap:repository", repository_id)
             .send()
             .await
             .unwrap()
@@ -681,6 +683,7 @@ fn kms_encrypted_repository_opens_without_a_passphrase() {
     let key = kms_decrypt(
         &bed,
         config["encryption"]["kms"]["ciphertext"].as_str().unwrap(),
+        config["id"].as_str().unwrap(),
     );
     assert_eq!(key.len(), 32);
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();

@@ -59,12 +59,14 @@ pub async fn backend(env: &Env, repo: &str) -> anyhow::Result<Arc<dyn Backend>> 
 /// The passphrase from `--password-file` or `$AUTOSNAP_REPO_PASSWORD`, if any.
 fn passphrase(args: &RepoArgs) -> anyhow::Result<Option<String>> {
     if let Some(file) = &args.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            UsageError(format!(
-                "cannot read --password-file {}: {e}",
-                file.display()
-            ))
-        })?;
+        // Wiped when dropped: the file's text holds the passphrase.
+        let text =
+            autosnap_repo::zeroize::Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+                UsageError(format!(
+                    "cannot read --password-file {}: {e}",
+                    file.display()
+                ))
+            })?);
         let line = text.lines().next().unwrap_or_default().to_string();
         if line.is_empty() {
             return Err(UsageError(format!("--password-file {} is empty", file.display())).into());
@@ -99,9 +101,17 @@ pub async fn open(env: &Env, args: &RepoArgs) -> anyhow::Result<Repository> {
         .await?
     };
     let credentials = match &config.encryption {
-        None => Credentials::None,
+        // A passphrase set for an unencrypted repository is handed over anyway, so that the
+        // library refuses: an encrypted repository's config may have been swapped for an
+        // unencrypted one, and archives would then be written in plaintext.
+        None => match passphrase(args)? {
+            Some(p) => Credentials::Passphrase(p),
+            None => Credentials::None,
+        },
         Some(encryption) => match (&args.password_file, &encryption.kms) {
-            (None, Some(kms)) => Credentials::DataKey(kms_data_key(env, &name, kms).await?),
+            (None, Some(kms)) => {
+                Credentials::DataKey(kms_data_key(env, &name, kms, &config).await?)
+            }
             _ => match passphrase(args)? {
                 Some(p) => Credentials::Passphrase(p),
                 None => {
@@ -127,12 +137,15 @@ async fn kms_data_key(
     env: &Env,
     name: &str,
     kms: &autosnap_repo::KmsWrappedKey,
+    config: &autosnap_repo::RepoConfig,
 ) -> anyhow::Result<[u8; 32]> {
     let ciphertext = kms
         .ciphertext_bytes()
         .with_context(|| format!("cannot open repository {name}"))?;
     let ctx = env.connect().await?;
-    decrypt_data_key(&ctx, ctx.region(), &kms.key_id, &ciphertext)
+    let context = config.kms_encryption_context();
+    let context = context.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+    decrypt_data_key(&ctx, ctx.region(), &kms.key_id, &ciphertext, context)
         .await
         .with_context(|| {
             format!(
@@ -153,9 +166,12 @@ struct Initialized {
 
 async fn init(env: &Env, args: &RepoInitArgs) -> anyhow::Result<Exit> {
     let mut kms_key_id = None;
+    // Made here: a KMS data key is bound to the repository id through its encryption context.
+    let id = autosnap_repo::config::new_repository_id()?;
     let encryption = if let Some(key) = &args.kms_key {
         let ctx = env.connect().await?;
-        let data_key = generate_data_key(&ctx, ctx.region(), key)
+        let (k, v) = autosnap_repo::config::kms_encryption_context_for(&id);
+        let data_key = generate_data_key(&ctx, ctx.region(), key, Some((&k, &v)))
             .await
             .with_context(|| {
                 format!(
@@ -191,12 +207,13 @@ async fn init(env: &Env, args: &RepoInitArgs) -> anyhow::Result<Exit> {
     let backend = backend(env, &args.repo.repo).await?;
     let name = args.repo.repo.clone();
     let repo = blocking(move || {
-        Repository::init(
+        Repository::init_with_id(
             backend,
             InitOptions {
                 encryption,
                 ..InitOptions::default()
             },
+            id,
         )
         .with_context(|| format!("cannot create repository {name}"))
     })
@@ -261,8 +278,17 @@ pub fn size(bytes: u64) -> String {
 
 async fn list(env: &Env, args: &RepoArgs) -> anyhow::Result<Exit> {
     let repo = open(env, args).await?;
-    let mut manifests = blocking(move || Ok(repo.list_archives()?)).await?;
-    manifests.sort_by(autosnap_repo::Manifest::chronological);
+    // An unreadable manifest is named on stderr and does not hide the others.
+    let scan = blocking(move || Ok(repo.scan_archives()?)).await?;
+    for bad in &scan.unreadable {
+        tracing::warn!(
+            "archive {} cannot be read ({}): `autosnap repo verify` checks the rest of the \
+             repository",
+            bad.id,
+            bad.reason
+        );
+    }
+    let manifests = scan.manifests;
     let rows: Vec<ArchiveRow> = manifests
         .iter()
         .map(|m| ArchiveRow {
@@ -390,6 +416,13 @@ async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
     let now = args.now.unwrap_or_else(Utc::now);
     let dry_run = args.dry_run;
     let plan = blocking(move || Ok(repo.forget(&policy, now, dry_run)?)).await?;
+    for bad in &plan.unreadable {
+        tracing::warn!(
+            "archive {} cannot be read, so it was left alone ({})",
+            bad.id,
+            bad.reason
+        );
+    }
     match env.output {
         OutputFormat::Json => output::print_json(&plan)?,
         _ => {
