@@ -396,8 +396,13 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
             .map_err(|e| UsageError(format!("--name: {e}")))?;
     }
     let repo = repo::open(env, &repo_args(&args.repo)).await?;
-    // Held until the restore ends, so a `repo gc` cannot delete chunks it is about to read.
-    let _lock = RestoreLock::take(&repo).await?;
+    // Held until the restore ends, so a `repo gc` cannot delete chunks it is about to read. A
+    // dry run reads only the manifest and writes nothing, not even a lock.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(RestoreLock::take(&repo).await?)
+    };
     let manifest = {
         let repo = repo.clone();
         let wanted = args.archive.clone();
