@@ -1062,7 +1062,10 @@ pub async fn restore_to_snapshot(
             tags: target.tags.clone(),
             encrypted,
             kms_key_arn: target.kms_key.clone(),
-            client_token: Some(restore_client_token(&manifest.id.to_string(), target.volume)?),
+            client_token: Some(restore_client_token(
+                &manifest.id.to_string(),
+                target.volume,
+            )?),
             ..NewSnapshot::default()
         })
         .await?;
@@ -1516,9 +1519,18 @@ pub async fn restore_image(
         plan.archive_id
     );
     // The snapshots existed before the AMI, so EC2's descriptions cannot name it: this tag
-    // is what lets `ami delete` remove them with it (and nothing else's snapshots).
-    let for_image = std::iter::once((autosnap_core::tags::FOR_IMAGE.to_string(), image_id.clone()))
-        .collect();
+    // is what lets `ami delete` remove them with it (and nothing else's snapshots). The
+    // request repeats autosnap:managed, which the IAM policy's re-tagging statement requires.
+    let for_image: autosnap_core::tags::Tags = [
+        (autosnap_core::tags::FOR_IMAGE, image_id.as_str()),
+        (
+            autosnap_core::tags::MANAGED,
+            autosnap_core::tags::MANAGED_VALUE,
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     if let Err(e) = ec2.create_tags(&made, &for_image).await {
         tracing::warn!(
             "could not tag the snapshots of {image_id} ({}) with {}: {e}; `ami delete \
@@ -1536,4 +1548,25 @@ pub async fn restore_image(
         volumes: restored,
         seconds: begun.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod restore_token_tests {
+    use super::restore_client_token;
+
+    #[test]
+    fn restore_client_tokens_differ_per_restore_and_fit_ebs() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let a = restore_client_token(id, 1).unwrap();
+        let b = restore_client_token(id, 1).unwrap();
+        // The same volume restored twice (by one process id) must never share a token: EBS
+        // would answer the second StartSnapshot with the first restore's snapshot.
+        assert_ne!(a, b);
+        assert!(a.starts_with("autosnap-restore-0123456789abcdef-1-"), "{a}");
+        assert!(a.len() <= 64 && !a.contains(char::is_whitespace), "{a}");
+        assert_ne!(
+            restore_client_token(id, 0).unwrap()[..36],
+            restore_client_token(id, 1).unwrap()[..36]
+        );
+    }
 }

@@ -210,16 +210,20 @@ retain = { last = 1 }
     // The restore is not the policy's newest backup: the target is still due.
     let target = only_target(&bed.json(&["plan"]));
     assert_eq!(target["due"], true, "{target}");
-    assert_eq!(planned_backups(&target), [backup.clone()], "{target}");
+    assert_eq!(
+        planned_backups(&target),
+        std::slice::from_ref(&backup),
+        "{target}"
+    );
 
     // The next backup happens; prune removes the old backup, never the restore.
     let run = bed.json(&["run"]);
     let created = report_ids(&run, "created", "target_id");
-    assert_eq!(created, [vol.clone()], "{run}");
+    assert_eq!(created, std::slice::from_ref(&vol), "{run}");
     let pruned = bed.json(&["prune"]);
     assert_eq!(
         report_ids(&pruned, "deleted", "backup_id"),
-        [backup.clone()],
+        std::slice::from_ref(&backup),
         "{pruned}"
     );
     assert!(!bed.snapshot_exists(REGION, &backup));
@@ -362,7 +366,11 @@ retain = { last = 1 }
     // Neither restore is the policy's newest AMI: the target is still due.
     let target = only_target(&bed.json(&["plan"]));
     assert_eq!(target["due"], true, "{target}");
-    assert_eq!(planned_backups(&target), [original.clone()], "{target}");
+    assert_eq!(
+        planned_backups(&target),
+        std::slice::from_ref(&original),
+        "{target}"
+    );
 
     // The next AMI is made; prune deregisters the old one, never a restore.
     let run = bed.json(&["run"]);
@@ -370,7 +378,7 @@ retain = { last = 1 }
     let pruned = bed.json(&["prune"]);
     assert_eq!(
         report_ids(&pruned, "deleted", "backup_id"),
-        [original.clone()],
+        std::slice::from_ref(&original),
         "{pruned}"
     );
     assert!(bed.image(&original).is_none());
