@@ -404,10 +404,14 @@ impl Held {
     }
 
     fn holder(&self, name: String, info: LockInfo) -> LockHolder {
+        // The lifetime this lock declared, which is what decides when it expires.
+        let lifetime = (expiry(&info, &self.options) - info.refreshed)
+            .to_std()
+            .unwrap_or_default();
         LockHolder {
             name,
             info,
-            stale_after: humanize(self.options.stale_after),
+            stale_after: humanize(lifetime),
         }
     }
 }

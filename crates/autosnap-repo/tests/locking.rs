@@ -174,6 +174,7 @@ fn a_lock_lives_as_long_as_its_holder_declared_not_as_the_judge_likes() {
     std::thread::sleep(Duration::from_millis(5));
     let err = impatient.gc(false).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("expires 30 min after"), "{err}");
     assert!(memory.raw(&chunk).is_some());
     writer.finish().unwrap();
     assert!(repo.verify(true).unwrap().is_ok());
