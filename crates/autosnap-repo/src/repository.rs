@@ -38,8 +38,8 @@ pub const MAX_MANIFEST_LEN: usize = 64 << 20;
 pub const ENVELOPE_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
 /// Most `keys/` objects tried when opening with a passphrase (each costs an Argon2id run).
 pub const MAX_KEY_FILES: usize = 64;
-/// Newest manifests read at `open` to check the config against the archives (see
-/// [`Repository::open`]).
+/// Newest manifests read at `open` of an unencrypted repository to check that none is
+/// encrypted (see [`Repository::open`]).
 pub const PROBE_MANIFESTS: usize = 4;
 
 /// The object name of chunk `id`.
@@ -301,9 +301,10 @@ impl Repository {
     ///   repository's config was replaced, and archives would be written in plaintext;
     /// * an encrypted config must pass the key check, and from format version 2 its
     ///   `config_mac` must verify under the key;
-    /// * the key must open at least one of the newest manifests (when there are any), so a
-    ///   config whose KMS key or wrapped key was substituted by someone who holds their own
-    ///   key is refused instead of encrypting new archives for them.
+    /// * the key must open at least one manifest (when there are any; tried newest first, so
+    ///   usually one read), so a config whose KMS key or wrapped key was substituted by
+    ///   someone who holds their own key is refused instead of encrypting new archives for
+    ///   them.
     pub fn open(backend: Arc<dyn Backend>, credentials: Credentials) -> Result<Repository> {
         let config = Repository::read_config(&*backend)?;
         let master = match (&config.encryption, &credentials) {
@@ -356,7 +357,14 @@ impl Repository {
         }
         let ids = self.list_archive_ids()?;
         let mut failures: Vec<(ArchiveId, String)> = Vec::new();
-        for id in ids.iter().rev().take(PROBE_MANIFESTS) {
+        // Unencrypted: the newest few tell a swapped config. Encrypted: newest first until one
+        // opens (usually the first), so damaged recent manifests do not lock the repository.
+        let probe = if self.is_encrypted() {
+            ids.len()
+        } else {
+            PROBE_MANIFESTS
+        };
+        for id in ids.iter().rev().take(probe) {
             let name = manifest_object_name(id);
             let sealed = match backend.read_at_most(&name, MANIFEST_OBJECT_LIMIT) {
                 Ok(sealed) => sealed,
@@ -388,10 +396,10 @@ impl Repository {
             let (id, reason) = &failures[0];
             return Err(Error::ConfigNotTrusted {
                 reason: format!(
-                    "its key opens none of the {} newest archives' manifests (archive {id}: \
+                    "its key opens none of the repository's {} manifests (archive {id}: \
                      {reason}): the key the config leads to is not the key of this \
-                     repository's archives (a substituted KMS key or wrapped key), or those \
-                     manifests are damaged (`autosnap repo verify` names them)",
+                     repository's archives (a substituted KMS key or wrapped key), or every \
+                     manifest is damaged",
                     failures.len()
                 ),
             });

@@ -151,7 +151,7 @@ fn substituted_kms_key_is_refused() {
     // What the CLI does: KMS hands back the attacker's key, and open is asked with it.
     expect_not_trusted(
         Repository::open(backend.clone(), Credentials::DataKey([6; 32])),
-        "opens none of the 1 newest",
+        "opens none of the repository's 1 manifests",
     );
     // The victim's own key no longer matches the config.
     assert!(matches!(
@@ -484,4 +484,31 @@ fn one_unreadable_manifest_blocks_neither_list_nor_archive_nor_forget_but_stops_
     assert!(text.contains(&format!("manifests/{}", bad.id)), "{text}");
     assert!(text.contains("gc stopped and deleted nothing"), "{text}");
     assert_eq!(backend.names().len(), objects_before);
+}
+
+#[test]
+fn damaged_recent_manifests_do_not_lock_an_encrypted_repository() {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(
+        backend.clone(),
+        InitOptions {
+            encryption: data_key([5; 32], "arn:aws:kms:eu-west-1:111122223333:key/mine"),
+            ..options(EncryptionInit::None)
+        },
+    )
+    .unwrap();
+    let manifests: Vec<Manifest> = (0..6).map(|i| archive(&repo, "a", i * 10)).collect();
+    drop(repo);
+    // The five newest damaged: the oldest still proves the key is this repository's.
+    for m in &manifests[1..] {
+        let name = format!("manifests/{}", m.id);
+        let mut raw = backend.raw(&name).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        backend.put_raw(&name, raw);
+    }
+    let repo = Repository::open(backend, Credentials::DataKey([5; 32])).unwrap();
+    let scan = repo.scan_archives().unwrap();
+    assert_eq!(scan.manifests.len(), 1);
+    assert_eq!(scan.unreadable.len(), 5);
 }

@@ -348,7 +348,7 @@ fn a_kms_repository_binds_its_key_to_the_repository_and_refuses_a_substituted_ke
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(err.contains("cannot be trusted"), "{args:?}: {err}");
         assert!(
-            err.contains("opens none of the 1 newest"),
+            err.contains("opens none of the repository's 1 manifests"),
             "{args:?}: {err}"
         );
     }
