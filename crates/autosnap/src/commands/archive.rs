@@ -733,54 +733,31 @@ fn restore_to_device(
 }
 
 /// The shared repository lock a restore holds, so that a `repo gc` cannot delete chunks it is
-/// about to read. A thread refreshes it while the restore runs (a restore may outlast the
-/// lock's lifetime) and releases it at the end. A lost lock cannot make a restore write wrong
-/// data (every chunk is hash-checked, a chunk a gc removed fails the restore), so it is
-/// logged, not checked between blocks.
-struct RestoreLock {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    keeper: Option<std::thread::JoinHandle<()>>,
-}
+/// about to read; refreshed in the background (a restore may outlast the lock's lifetime) and
+/// released when dropped. A lost lock cannot make a restore write wrong data (every chunk is
+/// hash-checked, a chunk a gc removed fails the restore), so it is not checked between blocks.
+struct RestoreLock(Option<autosnap_repo::RepoLock>);
 
 impl RestoreLock {
     async fn take(repo: &autosnap_repo::Repository) -> anyhow::Result<RestoreLock> {
-        let every = (repo.lock_options().refresh_every / 2).max(Duration::from_millis(1));
         let repo = repo.clone();
-        let lock =
-            repo::blocking(move || Ok(repo.lock(autosnap_repo::LockKind::Shared, "restore")?))
-                .await?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        // A thread outside the async runtime: an S3 backend blocks on the runtime for each
-        // request, which an async worker thread must not.
-        let keeper = std::thread::spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
-            {
-                if let Err(e) = lock.refresh_if_due() {
-                    tracing::warn!("{e}");
-                }
-            }
-            if let Err(e) = lock.release() {
-                tracing::warn!("could not release the repository lock: {e}");
-            }
-        });
-        Ok(RestoreLock {
-            stop: Some(stop),
-            keeper: Some(keeper),
+        repo::blocking(move || {
+            let lock = repo.lock(autosnap_repo::LockKind::Shared, "restore")?;
+            lock.keep_alive_in_background()?;
+            Ok(RestoreLock(Some(lock)))
         })
+        .await
     }
 }
 
 impl Drop for RestoreLock {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(keeper) = self.keeper.take() {
-            // Waits for the release, so the lock is gone when the command returns.
-            let join = move || {
-                let _ = keeper.join();
-            };
+        if let Some(lock) = self.0.take() {
+            // Releasing deletes the lock object; an S3 backend blocks on the runtime to do it,
+            // which an async worker thread must not.
             match tokio::runtime::Handle::try_current() {
-                Ok(_) => tokio::task::block_in_place(join),
-                Err(_) => join(),
+                Ok(_) => tokio::task::block_in_place(move || drop(lock)),
+                Err(_) => drop(lock),
             }
         }
     }
