@@ -1054,6 +1054,13 @@ pub async fn restore_to_snapshot(
             ))
         })?
         .clone();
+    // The whole block map is checked before StartSnapshot: nothing is created for an archive
+    // whose block map cannot be trusted.
+    {
+        let reader = ArchiveReader::new(repo, manifest.clone());
+        let number = target.volume;
+        blocking(move || reader.check_block_map(number)).await?;
+    }
     let encrypted = target.kms_key.is_some();
     let snapshot = ebs
         .start_snapshot(&NewSnapshot {

@@ -438,6 +438,11 @@ fn a_segment_that_disagrees_with_its_reference_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.img");
     let manifest = repo.read_manifest(&manifest.id).unwrap();
+    // What every restore (file, device, snapshot) runs before its first write.
+    let err = autosnap_repo::ArchiveReader::new(&repo, manifest.clone())
+        .check_block_map(0)
+        .unwrap_err();
+    assert!(err.to_string().contains("beyond the volume"), "{err}");
     let err = repo.restore_to_file(&manifest, 0, &out).unwrap_err();
     assert!(err.to_string().contains("beyond the volume"), "{err}");
     assert!(!out.exists());

@@ -703,6 +703,8 @@ fn restore_to_device(
     let file = target.file;
     let block = u64::from(manifest.volumes[volume].block_map.block_size);
     let reader = autosnap_repo::ArchiveReader::new(repo, manifest);
+    // Every segment is checked before the first write: the device is written in place.
+    reader.check_block_map(volume)?;
     let zeros = vec![0u8; block as usize];
     let write = |index: u64, data: &[u8]| -> anyhow::Result<()> {
         let offset = index * block;
