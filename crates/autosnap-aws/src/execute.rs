@@ -77,6 +77,10 @@ pub struct Deleted {
     pub region: String,
     pub backup_id: String,
     pub snapshot_ids: Vec<String>,
+    /// AMI backups: snapshots of the AMI that stay, each with why (not autosnap's, or not
+    /// made for the AMI).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_snapshots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -407,6 +411,7 @@ async fn run_target(
                         region: group.region.clone(),
                         backup_id: backup.backup_id.to_string(),
                         snapshot_ids: backup.snapshot_ids.iter().map(|s| s.to_string()).collect(),
+                        kept_snapshots: Vec::new(),
                     });
                 }
             }
@@ -623,6 +628,7 @@ async fn run_ami_target(
                     region: group.region.clone(),
                     backup_id: backup.backup_id.to_string(),
                     snapshot_ids: cleanup.deleted_snapshots,
+                    kept_snapshots: cleanup.kept_snapshots,
                 });
             }
         }

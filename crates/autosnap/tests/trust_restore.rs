@@ -481,3 +481,80 @@ fn ami_delete_keeps_snapshots_the_user_owns_or_that_predate_the_ami() {
         "the policy's backup stays"
     );
 }
+
+#[test]
+fn ami_prune_keeps_a_users_snapshot_registered_into_a_policy_ami() {
+    let bed = TestBed::start();
+    let web = bed.instance_with_root("web", &[("Backup", "ami")]);
+    bed.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{ tags = { Backup = "ami" } }]
+schedule = "0 3 * * *"
+retain = { last = 1 }
+"#,
+        0o644,
+    );
+    let own = [
+        ("autosnap:managed", "true"),
+        ("autosnap:policy", "web-ami"),
+        ("autosnap:source-instance", web.as_str()),
+    ];
+    let vol = bed.volume(1, &[]);
+    // Two AMIs the policy owns, three and two days old: one over a snapshot made for it, one
+    // over a snapshot of the user's (say registered by hand and then tagged).
+    let mine = bed.foreign_snapshot(&vol);
+    let older = register(&bed, "web-older", &mine);
+    tag(&bed, &older, &own);
+    tag(
+        &bed,
+        &older,
+        &[("autosnap-testbed:start-time", &days_ago(3))],
+    );
+    let made = bed.snapshot_with_tags(REGION, &vol, &own);
+    let newer = register(&bed, "web-newer", &made);
+    tag(&bed, &newer, &own);
+    tag(
+        &bed,
+        &newer,
+        &[("autosnap-testbed:start-time", &days_ago(2))],
+    );
+    tag(&bed, &made, &[("autosnap:for-image", newer.as_str())]);
+
+    // The run makes a new AMI and retention removes both old ones (one now, one at prune).
+    let run = bed.json(&["run"]);
+    assert_eq!(report_ids(&run, "created", "image_id").len(), 1, "{run}");
+    let pruned = bed.json(&["prune"]);
+    let deleted: Vec<Value> = [&run, &pruned]
+        .iter()
+        .flat_map(|r| r["report"]["deleted"].as_array().unwrap().clone())
+        .collect();
+    let entry = |id: &str| {
+        deleted
+            .iter()
+            .find(|d| d["backup_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not deleted: {run}\n{pruned}"))
+            .clone()
+    };
+    let o = entry(&older);
+    assert!(o["snapshot_ids"].as_array().unwrap().is_empty(), "{o}");
+    let kept = s(&o["kept_snapshots"][0]);
+    assert!(
+        kept.starts_with(&mine) && kept.contains("not created by autosnap"),
+        "{o}"
+    );
+    assert_eq!(entry(&newer)["snapshot_ids"], serde_json::json!([made]));
+    assert!(bed.image(&older).is_none() && bed.image(&newer).is_none());
+    assert!(
+        bed.snapshot_exists(REGION, &mine),
+        "the user's snapshot stays"
+    );
+    assert!(
+        !bed.snapshot_exists(REGION, &made),
+        "made for its AMI: gone"
+    );
+}
