@@ -163,9 +163,14 @@ async fn remove_image_with(ec2: &Ec2, image_id: &str, only_made_for_it: bool) ->
     if !snapshots.is_empty() {
         if let Ok(users) = ec2.images_with_snapshots(&snapshots).await {
             snapshots.retain(|s| {
-                !users
+                let other = users
                     .iter()
-                    .any(|i| i.image_id != image_id && i.snapshot_ids().contains(s))
+                    .find(|i| i.image_id != image_id && i.snapshot_ids().contains(s));
+                if let Some(other) = other {
+                    c.kept_snapshots
+                        .push(format!("{s} (also used by AMI {})", other.image_id));
+                }
+                other.is_none()
             });
         }
     }
