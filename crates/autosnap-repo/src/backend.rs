@@ -428,6 +428,8 @@ pub struct MemoryBackend {
     /// Writes (`write` + `create`) still allowed before every write fails; `None`: unlimited.
     write_budget: Mutex<Option<u64>>,
     reads: AtomicU64,
+    /// Successful reads per top-level prefix (`chunks/`, `locks/`, `config`, …).
+    reads_by_prefix: Mutex<BTreeMap<String, u64>>,
     writes: AtomicU64,
     deletes: AtomicU64,
 }
@@ -462,6 +464,13 @@ impl MemoryBackend {
     /// Successful reads so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Successful reads so far of objects under `prefix`, a top-level prefix such as
+    /// `"chunks/"` or `"locks/"` (or a top-level name such as `"config"`).
+    pub fn reads_under(&self, prefix: &str) -> u64 {
+        let map = self.reads_by_prefix.lock().unwrap();
+        map.get(prefix).copied().unwrap_or(0)
     }
 
     /// Successful writes (`write` and `create` that wrote) so far.
@@ -502,6 +511,16 @@ impl Backend for MemoryBackend {
         match data {
             Some(data) => {
                 self.reads.fetch_add(1, Ordering::Relaxed);
+                let top = match name.find('/') {
+                    Some(slash) => &name[..=slash],
+                    None => name,
+                };
+                *self
+                    .reads_by_prefix
+                    .lock()
+                    .unwrap()
+                    .entry(top.to_owned())
+                    .or_default() += 1;
                 Ok(data)
             }
             None => Err(BackendError::NotFound {

@@ -53,6 +53,11 @@ impl BackendError {
         matches!(self, BackendError::NotFound { .. })
     }
 
+    /// Whether this is [`BackendError::TooLarge`].
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, BackendError::TooLarge { .. })
+    }
+
     pub(crate) fn io(op: &'static str, name: &str, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
             BackendError::NotFound {

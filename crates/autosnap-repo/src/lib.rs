@@ -54,7 +54,7 @@ pub use crypto::KdfParams;
 pub use error::{BackendError, Error, LockHolder, Result};
 pub use id::{ArchiveId, ChunkId};
 pub use image_file::{ImageFile, ImageFileError, Overwrite};
-pub use lock::{LockInfo, LockKind, LockOptions, RepoLock};
+pub use lock::{LockEntry, LockInfo, LockKind, LockOptions, RepoLock};
 pub use maintenance::{
     plan_forget, ArchiveDecision, DamagedObject, ForgetGroup, ForgetPlan, GcReport, VerifyOptions,
     VerifyReport,

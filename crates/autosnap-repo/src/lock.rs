@@ -173,6 +173,80 @@ pub fn is_stale(info: &LockInfo, now: DateTime<Utc>, options: &LockOptions) -> b
     info.refreshed > now + chrono_duration(options.clock_skew) || now > expiry(info, options)
 }
 
+/// The largest lock object read: a lock is a few hundred bytes of JSON, so anything bigger
+/// was not written by this protocol (and is treated like one that does not parse).
+pub const MAX_LOCK_LEN: u64 = 4096;
+
+/// Reads and parses one lock object: `Ok(None)` when it does not parse or is too large (it
+/// cannot protect anything), `Err(NotFound)` when it is gone.
+fn read_lock(
+    backend: &dyn Backend,
+    name: &str,
+) -> std::result::Result<Option<LockInfo>, crate::BackendError> {
+    match backend.read_at_most(name, MAX_LOCK_LEN) {
+        Ok(bytes) => Ok(serde_json::from_slice::<LockInfo>(&bytes).ok()),
+        Err(e) if e.is_too_large() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One lock object found in a repository (for `repo unlock`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LockEntry {
+    /// The object's name (`locks/…`).
+    pub name: String,
+    /// Its content; `None` when it does not parse (such a lock protects nothing).
+    pub info: Option<LockInfo>,
+    /// When it stops protecting anything (`None` for one that does not parse).
+    pub expires: Option<DateTime<Utc>>,
+    /// Expired, dated too far in the future, or unparsable.
+    pub stale: bool,
+}
+
+/// Every lock object in the repository, oldest name first, judged at `now`.
+pub fn list_locks(
+    backend: &dyn Backend,
+    options: &LockOptions,
+    now: DateTime<Utc>,
+) -> Result<Vec<LockEntry>> {
+    let mut entries = Vec::new();
+    for object in crate::backend::list_sorted(backend, LOCKS_PREFIX)? {
+        let info = match read_lock(backend, &object.name) {
+            Ok(info) => info,
+            // Released between the listing and the read.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let stale = info
+            .as_ref()
+            .is_none_or(|info| is_stale(info, now, options));
+        let expires = info.as_ref().map(|info| expiry(info, options));
+        entries.push(LockEntry {
+            name: object.name,
+            info,
+            expires,
+            stale,
+        });
+    }
+    Ok(entries)
+}
+
+/// Deletes the named lock objects (deleting one that is already gone succeeds).
+pub fn remove_locks<'a>(
+    backend: &dyn Backend,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<u64> {
+    let mut removed = 0;
+    for name in names {
+        if !name.starts_with(LOCKS_PREFIX) {
+            continue;
+        }
+        backend.delete(name)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// A held lock; released (its object deleted) when dropped.
 pub struct RepoLock {
     held: Arc<Held>,
@@ -280,11 +354,8 @@ impl Held {
 
     /// Whether lock object `name` still holds what we wrote.
     fn still_ours(&self, current: &Current) -> Result<bool> {
-        match self.backend.read(&current.name) {
-            Ok(bytes) => {
-                Ok(serde_json::from_slice::<LockInfo>(&bytes)
-                    .is_ok_and(|info| info == current.info))
-            }
+        match read_lock(&*self.backend, &current.name) {
+            Ok(info) => Ok(info.is_some_and(|info| info == current.info)),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -348,8 +419,10 @@ impl Held {
             // Whether the lock objects changed under this listing: then list again.
             let mut changed = false;
             for other in others {
-                let bytes = match self.backend.read(&other) {
-                    Ok(bytes) => bytes,
+                // Lock objects are written atomically, so one that does not parse (or is
+                // too large) was not written by this protocol: it cannot protect anything.
+                let info = match read_lock(&*self.backend, &other) {
+                    Ok(info) => info,
                     // Released, or moved to a successor by a refresh (which writes the
                     // successor before deleting this one, so the next listing sees it).
                     Err(e) if e.is_not_found() => {
@@ -358,9 +431,6 @@ impl Held {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                // Lock objects are written atomically, so one that does not parse was not
-                // written by this protocol: it cannot protect anything.
-                let info = serde_json::from_slice::<LockInfo>(&bytes).ok();
                 let stale = info
                     .as_ref()
                     .is_none_or(|info| is_stale(info, Utc::now(), &self.options));
@@ -676,6 +746,54 @@ mod tests {
             RepoLock::acquire(backend.clone(), LockKind::Exclusive, "gc", options()).unwrap();
         assert_eq!(removed, 2);
         assert!(!backend.exists("locks/old").unwrap());
+        drop(gc);
+    }
+
+    #[test]
+    fn listing_judges_each_lock_and_oversized_ones_protect_nothing() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let (live, _) =
+            RepoLock::acquire(backend.clone(), LockKind::Shared, "archive", options()).unwrap();
+        let old = Utc::now() - chrono::Duration::hours(2);
+        backend
+            .write(
+                "locks/0-old",
+                &serde_json::to_vec(&info(old, Some(old))).unwrap(),
+            )
+            .unwrap();
+        // Valid JSON padded past the limit: never read whole, and judged stale.
+        let mut big = serde_json::to_vec(&info(Utc::now(), None)).unwrap();
+        big.extend(std::iter::repeat_n(b' ', MAX_LOCK_LEN as usize));
+        backend.write("locks/1-big", &big).unwrap();
+
+        let entries = list_locks(&*backend, &options(), Utc::now()).unwrap();
+        let judged: Vec<(&str, bool, bool)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.stale, e.info.is_some()))
+            .collect();
+        assert_eq!(
+            judged,
+            vec![
+                ("locks/0-old", true, true),
+                ("locks/1-big", true, false),
+                (live.name().as_str(), false, true),
+            ]
+        );
+        // An oversized lock does not block an exclusive lock either.
+        let removed = remove_locks(
+            &*backend,
+            entries.iter().filter(|e| e.stale).map(|e| e.name.as_str()),
+        )
+        .unwrap();
+        assert_eq!(removed, 2);
+        let left = list_locks(&*backend, &options(), Utc::now()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, live.name());
+        drop(live);
+        backend.write("locks/2-big", &big).unwrap();
+        let (gc, removed) =
+            RepoLock::acquire(backend.clone(), LockKind::Exclusive, "gc", options()).unwrap();
+        assert_eq!(removed, 1);
         drop(gc);
     }
 

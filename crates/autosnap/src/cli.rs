@@ -942,6 +942,17 @@ pub enum RepoCommand {
     Forget(RepoForgetArgs),
     /// Delete chunks and block maps no archive references (exclusive lock)
     Gc(RepoGcArgs),
+    /// Show a repository's locks and remove stale ones (or all, with --remove-all)
+    #[command(
+        long_about = "Show every lock in a repository (who holds it, what for, until when) and \
+        remove the stale ones: expired, dated too far in the future, or unreadable. A lock of a \
+        process that was killed stays until it expires (30 minutes after its last refresh), \
+        because a host name and pid cannot prove another host's process dead; --remove-all \
+        removes live locks too, for when you know that no autosnap is using the repository \
+        (removing the lock of a running archive lets a gc delete chunks that archive needs). \
+        Needs no passphrase or key: lock objects are not encrypted."
+    )]
+    Unlock(RepoUnlockArgs),
 }
 
 /// Where a repository is and how to open it.
@@ -1004,6 +1015,19 @@ pub struct RepoGcArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Show what would be deleted without deleting anything
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoUnlockArgs {
+    /// Repository: a local directory or s3://bucket/prefix
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// Remove live locks too (only when no autosnap is using the repository)
+    #[arg(long)]
+    pub remove_all: bool,
+    /// Show what would be removed without removing anything
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -412,3 +412,111 @@ fn oversized_objects_in_an_s3_repository_are_refused_by_size() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("larger than 65536 bytes"), "{err}");
 }
+
+/// A lock object as a process that was killed leaves it: `refreshed` at `refreshed`,
+/// expiring 30 minutes later.
+fn plant_lock(repo: &Path, name: &str, kind: &str, refreshed: chrono::DateTime<chrono::Utc>) {
+    let lock = serde_json::json!({
+        "kind": kind, "purpose": "archive", "host": "ip-10-0-0-1", "pid": 4242,
+        "process": "ab".repeat(16), "created": refreshed, "refreshed": refreshed,
+        "expires": refreshed + chrono::Duration::minutes(30),
+    });
+    std::fs::create_dir_all(repo.join("locks")).unwrap();
+    write_json(&repo.join("locks").join(name), &lock);
+}
+
+fn lock_count(repo: &Path) -> usize {
+    let locks = repo.join("locks");
+    if locks.exists() {
+        objects(&locks).len()
+    } else {
+        0
+    }
+}
+
+#[test]
+fn repo_unlock_removes_stale_locks_and_live_ones_only_when_asked() {
+    let bed = TestBed::offline();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().unwrap();
+    assert_eq!(run(&bed, None, &["repo", "init", repo_s]).0, Some(0));
+    let now = chrono::Utc::now();
+    // A killed archive's lock (live for 30 more minutes) and one long expired.
+    plant_lock(
+        &repo,
+        "20240101T000000Z-shared-00000000000000aa",
+        "shared",
+        now,
+    );
+    plant_lock(
+        &repo,
+        "20240101T000000Z-shared-00000000000000bb",
+        "shared",
+        now - chrono::Duration::hours(3),
+    );
+
+    // The live lock keeps gc out, and says whose it is.
+    let (code, err) = run(&bed, None, &["repo", "gc", repo_s]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("ip-10-0-0-1"), "{err}");
+
+    // Without --remove-all only the stale lock goes.
+    let out = bed
+        .std_cmd()
+        .args(["-o", "json", "repo", "unlock", repo_s])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["removed"], 1, "{report}");
+    let locks = report["locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 2, "{report}");
+    let by_name = |suffix: &str| {
+        locks
+            .iter()
+            .find(|l| l["name"].as_str().unwrap().ends_with(suffix))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("aa")["stale"], false);
+    assert_eq!(by_name("aa")["removed"], false);
+    assert_eq!(by_name("aa")["pid"], 4242);
+    assert_eq!(by_name("bb")["stale"], true);
+    assert_eq!(by_name("bb")["removed"], true);
+    assert_eq!(lock_count(&repo), 1);
+    assert_ne!(run(&bed, None, &["repo", "gc", repo_s]).0, Some(0));
+
+    // --dry-run removes nothing; --remove-all removes the live lock, and gc runs.
+    let out = bed
+        .std_cmd()
+        .args(["repo", "unlock", repo_s, "--remove-all", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("would remove"),
+        "{text}"
+    );
+    assert_eq!(lock_count(&repo), 1);
+    assert_eq!(
+        run(&bed, None, &["repo", "unlock", repo_s, "--remove-all"]).0,
+        Some(0)
+    );
+    assert_eq!(lock_count(&repo), 0);
+    let (code, err) = run(&bed, None, &["repo", "gc", repo_s]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // A directory that is not a repository is named, not treated as one without locks.
+    let (code, err) = run(
+        &bed,
+        None,
+        &["repo", "unlock", dir.path().to_str().unwrap()],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not an autosnap repository"), "{err}");
+}

@@ -17,7 +17,8 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::cli::{
-    OutputFormat, RepoArgs, RepoCommand, RepoForgetArgs, RepoGcArgs, RepoInitArgs, RepoVerifyArgs,
+    OutputFormat, RepoArgs, RepoCommand, RepoForgetArgs, RepoGcArgs, RepoInitArgs, RepoUnlockArgs,
+    RepoVerifyArgs,
 };
 use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
@@ -33,6 +34,7 @@ pub async fn run(env: &Env, command: RepoCommand) -> anyhow::Result<Exit> {
         RepoCommand::Verify(args) => verify(env, &args).await,
         RepoCommand::Forget(args) => forget(env, &args).await,
         RepoCommand::Gc(args) => gc(env, &args).await,
+        RepoCommand::Unlock(args) => unlock(env, &args).await,
     }
 }
 
@@ -489,6 +491,136 @@ async fn gc(env: &Env, args: &RepoGcArgs) -> anyhow::Result<Exit> {
                 )
             }
         )),
+    }
+    Ok(Exit::Success)
+}
+
+/// One lock in `repo unlock`'s output.
+#[derive(Debug, Serialize)]
+struct LockRow {
+    name: String,
+    /// `shared` or `exclusive`; absent for a lock object that does not parse.
+    kind: Option<String>,
+    purpose: Option<String>,
+    host: Option<String>,
+    pid: Option<u32>,
+    refreshed: Option<chrono::DateTime<Utc>>,
+    expires: Option<chrono::DateTime<Utc>>,
+    stale: bool,
+    /// Removed by this run (or would be, with --dry-run).
+    removed: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct UnlockReport {
+    locks: Vec<LockRow>,
+    removed: u64,
+    dry_run: bool,
+}
+
+async fn unlock(env: &Env, args: &RepoUnlockArgs) -> anyhow::Result<Exit> {
+    use autosnap_repo::lock::{list_locks, remove_locks};
+    let backend = backend(env, &args.repo).await?;
+    let (remove_all, dry_run) = (args.remove_all, args.dry_run);
+    let location = args.repo.clone();
+    let (entries, removed) = blocking(move || {
+        if !backend.exists(autosnap_repo::config::CONFIG_NAME)? {
+            return Err(anyhow::anyhow!(
+                "{location} is not an autosnap repository (it has no config object): check \
+                 the path, or create one with `autosnap repo init`"
+            ));
+        }
+        let entries = list_locks(
+            &*backend,
+            &autosnap_repo::LockOptions::default(),
+            Utc::now(),
+        )?;
+        let chosen = entries.iter().filter(|e| remove_all || e.stale);
+        let removed = if dry_run {
+            chosen.count() as u64
+        } else {
+            remove_locks(&*backend, chosen.map(|e| e.name.as_str()))?
+        };
+        Ok((entries, removed))
+    })
+    .await?;
+    let locks: Vec<LockRow> = entries
+        .into_iter()
+        .map(|e| LockRow {
+            removed: remove_all || e.stale,
+            kind: e.info.as_ref().map(|i| i.kind.to_string()),
+            purpose: e.info.as_ref().map(|i| i.purpose.clone()),
+            host: e.info.as_ref().map(|i| i.host.clone()),
+            pid: e.info.as_ref().map(|i| i.pid),
+            refreshed: e.info.as_ref().map(|i| i.refreshed),
+            expires: e.expires,
+            stale: e.stale,
+            name: e.name,
+        })
+        .collect();
+    let report = UnlockReport {
+        locks,
+        removed,
+        dry_run,
+    };
+    match env.output {
+        OutputFormat::Json => output::print_json(&report)?,
+        _ => {
+            if !report.locks.is_empty() {
+                let mut t = output::table([
+                    "LOCK",
+                    "KIND",
+                    "PURPOSE",
+                    "HOST",
+                    "PID",
+                    "REFRESHED",
+                    "EXPIRES",
+                    "STATE",
+                ]);
+                for r in &report.locks {
+                    let state = match (r.stale, r.removed) {
+                        (true, _) if r.kind.is_none() => "unreadable",
+                        (true, _) => "stale",
+                        (false, _) => "live",
+                    };
+                    let action = match (r.removed, dry_run) {
+                        (true, true) => ", would remove",
+                        (true, false) => ", removed",
+                        (false, _) => "",
+                    };
+                    t.add_row([
+                        r.name.clone(),
+                        output::opt(&r.kind),
+                        output::opt(&r.purpose),
+                        output::opt(&r.host),
+                        output::opt(&r.pid),
+                        output::time(r.refreshed),
+                        output::time(r.expires),
+                        format!("{state}{action}"),
+                    ]);
+                }
+                output::print_table(&t);
+            }
+            let live = report.locks.iter().filter(|r| !r.removed).count();
+            output::print(&format!(
+                "{} locks; {} {}{}",
+                report.locks.len(),
+                report.removed,
+                if dry_run {
+                    "would be removed"
+                } else {
+                    "removed"
+                },
+                if live > 0 {
+                    format!(
+                        "; {live} live kept (their holders may still be running; --remove-all \
+                         removes them too)"
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
     Ok(Exit::Success)
 }
