@@ -249,8 +249,20 @@ impl S3Backend {
         }
     }
 
+    /// Runs `future` to completion from synchronous code. The repository library is
+    /// synchronous and normally runs on blocking threads, but some calls happen where an
+    /// async task drops a repository object (a lock released on an error path): there,
+    /// `Handle::block_on` would panic, so the worker first hands its other tasks away
+    /// (`block_in_place`, multi-threaded runtimes only — the only kind autosnap runs).
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.handle.block_on(future)
+        match tokio::runtime::Handle::try_current() {
+            Ok(current)
+                if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| self.handle.block_on(future))
+            }
+            _ => self.handle.block_on(future),
+        }
     }
 }
 
@@ -567,6 +579,25 @@ mod tests {
         // One request was in flight when S3 said SlowDown: the limit fell to 1, then the
         // success raised it by one; the server error changed nothing.
         assert_eq!(backend.concurrency().limit(), 2);
+    }
+
+    #[test]
+    fn calls_from_inside_an_async_task_do_not_panic() {
+        // As when an archive fails in async code and drops its writer, whose lock is
+        // released by a delete through this backend.
+        let (backend, calls, runtime) = scripted(|_| {
+            http::Response::builder()
+                .status(204)
+                .body(Vec::new())
+                .unwrap()
+        });
+        let backend = Arc::new(backend);
+        let in_task = Arc::clone(&backend);
+        let task = runtime.spawn(async move {
+            in_task.delete("locks/20240101T000000Z-shared-00").unwrap();
+        });
+        runtime.block_on(task).expect("the task did not panic");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub const ANY_VALUE: &str = "*";
 /// The longest policy name (it becomes the value of the `autosnap:policy` tag).
 pub const MAX_NAME_CHARS: usize = 128;
 
+/// The shortest `consistency.freeze_timeout` or `hook_timeout` accepted, in seconds (the
+/// freeze watchdog refuses a shorter freeze timeout).
+pub const MIN_CONSISTENCY_TIMEOUT_SECS: i64 = 1;
+
 /// What a policy backs up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -311,11 +315,25 @@ impl PolicyConfig {
             ("consistency.hook_timeout", &c.hook_timeout),
         ] {
             if let Some(v) = value {
-                if crate::duration::parse_age(v).is_err() {
-                    return Err(fail(
-                        field,
-                        format!("{v:?} is not a duration such as \"10s\" or \"2m\""),
-                    ));
+                match crate::duration::parse_age(v) {
+                    Err(_) => {
+                        return Err(fail(
+                            field,
+                            format!("{v:?} is not a duration such as \"10s\" or \"2m\""),
+                        ))
+                    }
+                    // The freeze watchdog refuses less (autosnap-freeze's MIN_FREEZE_TIMEOUT):
+                    // say so at `config check` and `plan`, not when the policy first runs.
+                    Ok(d) if d < chrono::Duration::seconds(MIN_CONSISTENCY_TIMEOUT_SECS) => {
+                        return Err(fail(
+                            field,
+                            format!(
+                                "is {v:?}: give at least {MIN_CONSISTENCY_TIMEOUT_SECS}s (a \
+                                 filesystem cannot be frozen and checked in less)"
+                            ),
+                        ))
+                    }
+                    Ok(_) => {}
                 }
             }
         }

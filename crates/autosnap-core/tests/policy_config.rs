@@ -114,6 +114,21 @@ fn the_base_of_the_bad_cases_is_valid() {
 fn every_mistake_names_the_policy_and_the_field() {
     let cases: &[(&str, &str, &[&str])] = &[
         (
+            "freeze timeout below the minimum",
+            "resource = \"instance\"\nconsistency = { freeze = [\"/data\"], freeze_timeout = \"500ms\" }",
+            &["policy \"prod-daily\": consistency.freeze_timeout \"500ms\" is not a duration"],
+        ),
+        (
+            "freeze timeout of zero",
+            "resource = \"instance\"\nconsistency = { freeze = [\"/data\"], freeze_timeout = \"0s\" }",
+            &["policy \"prod-daily\": consistency.freeze_timeout is \"0s\": give at least 1s"],
+        ),
+        (
+            "hook timeout of zero",
+            "resource = \"instance\"\nconsistency = { pre = [\"true\"], hook_timeout = \"0s\" }",
+            &["consistency.hook_timeout", "give at least 1s"],
+        ),
+        (
             "bad cron",
             "schedule = \"0 3 * *\"",
             &[
