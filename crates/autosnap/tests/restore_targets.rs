@@ -201,6 +201,86 @@ fn restore_to_file_with_force_replaces_atomically() {
     assert_eq!(entries(&out_dir), ["disk.img"], "no temp file is left");
 }
 
+#[test]
+fn sigkill_mid_restore_leaves_the_old_file_and_a_rerun_completes() {
+    let bed = TestBed::offline();
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = repository(&bed, dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let target = out_dir.join("disk.img");
+    let old = noise(11, 5000);
+    std::fs::write(&target, &old).unwrap();
+
+    // One chunk is a named pipe: the restore (with --force, so it would replace the file)
+    // blocks reading it, mid-restore, and is killed there.
+    let chunk = chunk_files(&repo).remove(0);
+    let bytes = std::fs::read(&chunk).unwrap();
+    std::fs::remove_file(&chunk).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&chunk)
+        .status()
+        .unwrap()
+        .success());
+    let mut restore = bed
+        .std_cmd()
+        .args([
+            "restore",
+            "disk",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to-file",
+            target.to_str().unwrap(),
+            "--force",
+            "--concurrency",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (opened, wait) = std::sync::mpsc::channel();
+    let fifo = chunk.clone();
+    std::thread::spawn(move || {
+        let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let _ = opened.send(writer);
+    });
+    let writer = match wait.recv_timeout(Duration::from_secs(120)) {
+        Ok(writer) => writer,
+        Err(_) => {
+            let _ = std::fs::File::open(&chunk);
+            let _ = restore.kill();
+            panic!("the restore never read the chunk");
+        }
+    };
+    restore.kill().unwrap(); // SIGKILL
+    restore.wait().unwrap();
+    drop(writer);
+    std::fs::remove_file(&chunk).unwrap();
+    std::fs::write(&chunk, &bytes).unwrap();
+
+    // What the user had is untouched; what the killed restore left is private.
+    assert!(
+        std::fs::read(&target).unwrap() == old,
+        "the old file is intact"
+    );
+    for name in entries(&out_dir).into_iter().filter(|n| n != "disk.img") {
+        let path = out_dir.join(&name);
+        assert_eq!(mode(&path) & 0o077, 0, "{name} is private");
+    }
+    // The repository is whole, and a rerun restores the archive (the killed restore's
+    // shared lock does not stand in the way of another shared lock).
+    ok(run(
+        &bed,
+        &["repo", "verify", "--read-data", repo.to_str().unwrap()],
+    ));
+    ok(restore_to_file(&bed, &repo, &target, &["--force"]));
+    assert!(
+        std::fs::read(&target).unwrap() == data,
+        "the rerun restored the archive"
+    );
+}
+
 fn chunk_files(repo: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for sub in std::fs::read_dir(repo.join("chunks")).unwrap() {
