@@ -723,21 +723,26 @@ impl Ec2 {
         }))
     }
 
+    /// The snapshots with these ids (none asked, none described).
+    async fn snapshots_by_id(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+        if snapshot_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.list_snapshots(&SnapshotQuery {
+            snapshot_ids: snapshot_ids.to_vec(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Encryption and tags of snapshots, by id (missing ones are absent).
     pub async fn snapshot_facts(
         &self,
         snapshot_ids: &[String],
     ) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
-        if snapshot_ids.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let snaps = self
-            .list_snapshots(&SnapshotQuery {
-                snapshot_ids: snapshot_ids.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(snaps
+        Ok(self
+            .snapshots_by_id(snapshot_ids)
+            .await?
             .into_iter()
             .map(|s| {
                 (
@@ -782,16 +787,9 @@ impl Ec2 {
         &self,
         snapshot_ids: &[String],
     ) -> Result<BTreeMap<String, autosnap_core::ami::MappedSnapshot>, AwsError> {
-        if snapshot_ids.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let snaps = self
-            .list_snapshots(&SnapshotQuery {
-                snapshot_ids: snapshot_ids.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(snaps
+        Ok(self
+            .snapshots_by_id(snapshot_ids)
+            .await?
             .into_iter()
             .map(|s| {
                 (

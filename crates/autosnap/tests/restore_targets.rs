@@ -212,52 +212,8 @@ fn sigkill_mid_restore_leaves_the_old_file_and_a_rerun_completes() {
     let old = noise(11, 5000);
     std::fs::write(&target, &old).unwrap();
 
-    // One chunk is a named pipe: the restore (with --force, so it would replace the file)
-    // blocks reading it, mid-restore, and is killed there.
-    let chunk = chunk_files(&repo).remove(0);
-    let bytes = std::fs::read(&chunk).unwrap();
-    std::fs::remove_file(&chunk).unwrap();
-    assert!(Command::new("mkfifo")
-        .arg(&chunk)
-        .status()
-        .unwrap()
-        .success());
-    let mut restore = bed
-        .std_cmd()
-        .args([
-            "restore",
-            "disk",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--to-file",
-            target.to_str().unwrap(),
-            "--force",
-            "--concurrency",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (opened, wait) = std::sync::mpsc::channel();
-    let fifo = chunk.clone();
-    std::thread::spawn(move || {
-        let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-        let _ = opened.send(writer);
-    });
-    let writer = match wait.recv_timeout(Duration::from_secs(120)) {
-        Ok(writer) => writer,
-        Err(_) => {
-            let _ = std::fs::File::open(&chunk);
-            let _ = restore.kill();
-            panic!("the restore never read the chunk");
-        }
-    };
-    restore.kill().unwrap(); // SIGKILL
-    restore.wait().unwrap();
-    drop(writer);
-    std::fs::remove_file(&chunk).unwrap();
-    std::fs::write(&chunk, &bytes).unwrap();
+    // Killed while it waits on a chunk, with --force (so it would replace the file).
+    PausedRestore::start(&bed, &repo, &target, &["--force"]).kill();
 
     // What the user had is untouched; what the killed restore left is private.
     assert!(
@@ -279,6 +235,90 @@ fn sigkill_mid_restore_leaves_the_old_file_and_a_rerun_completes() {
         std::fs::read(&target).unwrap() == data,
         "the rerun restored the archive"
     );
+}
+
+/// A restore caught in the middle: one chunk of the repository is replaced by a named pipe,
+/// and the restore blocks reading it until the test feeds it or kills the restore.
+struct PausedRestore {
+    child: std::process::Child,
+    pipe: std::fs::File,
+    chunk: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl PausedRestore {
+    /// Starts `restore disk --to-file target` (one block at a time, plus `extra`) and returns
+    /// once it has opened the pipe.
+    fn start(bed: &TestBed, repo: &Path, target: &Path, extra: &[&str]) -> PausedRestore {
+        let chunk = chunk_files(repo).remove(0);
+        let bytes = std::fs::read(&chunk).unwrap();
+        std::fs::remove_file(&chunk).unwrap();
+        assert!(Command::new("mkfifo")
+            .arg(&chunk)
+            .status()
+            .unwrap()
+            .success());
+        let mut args = vec![
+            "restore",
+            "disk",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to-file",
+            target.to_str().unwrap(),
+            "--concurrency",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = bed
+            .std_cmd()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening the pipe for writing returns once the restore opened it for reading. A
+        // restore that fails first never does: the guard timeout then opens the reading end
+        // itself.
+        let (opened, wait) = std::sync::mpsc::channel();
+        let fifo = chunk.clone();
+        std::thread::spawn(move || {
+            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = opened.send(writer);
+        });
+        match wait.recv_timeout(Duration::from_secs(120)) {
+            Ok(pipe) => PausedRestore {
+                child,
+                pipe,
+                chunk,
+                bytes,
+            },
+            Err(_) => {
+                let _ = std::fs::File::open(&chunk);
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the restore never read the chunk: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// Feeds the chunk; the restore goes on to its end.
+    fn resume(mut self) -> Output {
+        self.pipe.write_all(&self.bytes).unwrap();
+        drop(self.pipe);
+        self.child.wait_with_output().unwrap()
+    }
+
+    /// SIGKILLs the restore, then puts the chunk back as a file.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        drop(self.pipe);
+        std::fs::remove_file(&self.chunk).unwrap();
+        std::fs::write(&self.chunk, &self.bytes).unwrap();
+    }
 }
 
 fn chunk_files(repo: &Path) -> Vec<PathBuf> {
@@ -454,49 +494,9 @@ fn restore_holds_a_shared_lock_that_keeps_gc_out() {
     drop(archive);
     std::fs::remove_file(&target).unwrap();
 
-    // Caught in the middle: one chunk is a named pipe, so the restore waits on it until this
-    // test writes the chunk's bytes. Meanwhile its lock is there and gc is refused.
-    let chunk = chunk_files(&repo).remove(0);
-    let bytes = std::fs::read(&chunk).unwrap();
-    std::fs::remove_file(&chunk).unwrap();
-    let status = Command::new("mkfifo").arg(&chunk).status().unwrap();
-    assert!(status.success());
-    let mut restore = bed
-        .std_cmd()
-        .args([
-            "restore",
-            "disk",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--to-file",
-            target.to_str().unwrap(),
-            "--concurrency",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Opening the pipe for writing returns once the restore opened it for reading. A restore
-    // that fails first never does: the guard timeout then opens the reading end itself.
-    let (opened, wait) = std::sync::mpsc::channel();
-    let fifo = chunk.clone();
-    std::thread::spawn(move || {
-        let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-        let _ = opened.send(writer);
-    });
-    let mut writer = match wait.recv_timeout(Duration::from_secs(120)) {
-        Ok(writer) => writer,
-        Err(_) => {
-            let _ = std::fs::File::open(&chunk);
-            let _ = restore.kill();
-            let out = restore.wait_with_output().unwrap();
-            panic!(
-                "the restore never read the chunk: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
+    // Caught in the middle: the restore waits on a chunk until this test feeds it. Meanwhile
+    // its lock is there and gc is refused.
+    let restore = PausedRestore::start(&bed, &repo, &target, &[]);
     let locks: Vec<String> = std::fs::read_dir(repo.join("locks"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -510,10 +510,7 @@ fn restore_holds_a_shared_lock_that_keeps_gc_out() {
     let stderr = failed(run(&bed, &["repo", "gc", repo.to_str().unwrap()]));
     assert!(stderr.contains("shared lock for restore"), "{stderr}");
 
-    writer.write_all(&bytes).unwrap();
-    drop(writer);
-    let out = restore.wait_with_output().unwrap();
-    ok(out);
+    ok(restore.resume());
     assert!(
         std::fs::read(&target).unwrap() == data,
         "{} holds other bytes",
