@@ -251,8 +251,10 @@ pub struct VolumeCreateArgs {
     #[arg(long, value_name = "KEY")]
     pub kms_key: Option<String>,
     /// Encrypt the volume with the account's default EBS key
-    #[arg(long)]
-    pub encrypted: bool,
+    // One spelling per idea: `--encrypt`, as on `snapshot copy`, `ami create` and `repo init`;
+    // `--encrypted` (the old spelling) still works, hidden, for a release.
+    #[arg(long = "encrypt", alias = "encrypted")]
+    pub encrypt: bool,
     /// Tag for the new volume (KEY=VALUE); repeatable
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<TagArg>,
@@ -870,7 +872,9 @@ pub struct IamPolicyArgs {
     #[arg(long = "bucket", value_name = "BUCKET")]
     pub buckets: Vec<String>,
     /// KMS key ARN to scope KMS permissions to; repeatable (default: any key, only through EC2)
-    #[arg(long = "kms-key-arn", value_name = "ARN")]
+    // `--kms-key` as everywhere else (an ARN here, since a policy names keys by ARN);
+    // `--kms-key-arn` (the old spelling) still works, hidden, for a release.
+    #[arg(long = "kms-key", alias = "kms-key-arn", value_name = "ARN")]
     pub kms_key_arns: Vec<String>,
 }
 

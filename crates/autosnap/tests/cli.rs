@@ -754,3 +754,68 @@ fn json_logs_for_machines() {
     let v: Value = serde_json::from_str(line).expect("JSON log line");
     assert_eq!(v["level"], "INFO");
 }
+
+/// One spelling per idea (README, "Flag spellings"): `--encrypt` and `--kms-key` everywhere;
+/// the old `--encrypted` and `--kms-key-arn` still parse, hidden from help, for a release.
+#[test]
+fn one_spelling_per_idea_with_the_old_spellings_hidden() {
+    let bed = TestBed::offline();
+    let help = bed
+        .bare_cmd()
+        .args(["volume", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines()
+            .any(|l| l.trim() == "--encrypt" || l.trim().starts_with("--encrypt ")),
+        "{help}"
+    );
+    assert!(!help.contains("--encrypted"), "{help}");
+    let help = bed
+        .bare_cmd()
+        .args(["iam-policy", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--kms-key <ARN>"), "{help}");
+    assert!(!help.contains("--kms-key-arn"), "{help}");
+
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let policy = |flag: &str| {
+        let out = bed
+            .cmd()
+            .args(["iam-policy", "--for", "all", flag, arn])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let new = policy("--kms-key");
+    assert!(new.contains(arn), "{new}");
+    assert_eq!(policy("--kms-key-arn"), new);
+    // The old volume flag still parses (the command then fails for want of the test bed).
+    let out = bed
+        .cmd()
+        .args([
+            "volume",
+            "create",
+            "--snapshot",
+            "snap-0123456789abcdef0",
+            "--availability-zone",
+            "us-east-1a",
+            "--encrypted",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -143,7 +143,7 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
             size_gib: args.size,
             iops: args.iops,
             throughput: args.throughput,
-            encrypted: args.encrypted,
+            encrypted: args.encrypt,
             kms_key_id: args.kms_key.clone(),
             tags: all_tags,
         })
