@@ -121,6 +121,25 @@ fn volume_list_by_instance() {
         .unwrap()
         .iter()
         .all(|v| v["attachments"][0]["instance_id"] == inst.as_str()));
+
+    // An instance that does not exist is an error naming it, not an empty table.
+    let missing = "i-0fedcba9876543210";
+    let out = bed
+        .cmd()
+        .args(["volume", "list", "--instance", missing])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("instance {missing} does not exist")),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no table: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub async fn list(env: &Env, args: &VolumeListArgs) -> anyhow::Result<Exit> {
             tags: tag_query(&args.tags),
         })
         .await?;
+    // An instance that does not exist is an error (as in the aws CLI), not an empty table.
+    if let (Some(instance), true) = (&args.instance, volumes.is_empty()) {
+        ec2.get_instance(&instance.to_string()).await?;
+    }
     let ids: Vec<String> = volumes.iter().map(|v| v.volume_id.clone()).collect();
     let mut newest = ec2.newest_snapshots(&ids).await?;
     let rows: Vec<VolumeRow> = volumes
