@@ -38,7 +38,7 @@ pub async fn list(env: &Env, args: &VolumeListArgs) -> anyhow::Result<Exit> {
         .await?;
     // An instance that does not exist is an error (as in the aws CLI), not an empty table.
     if let (Some(instance), true) = (&args.instance, volumes.is_empty()) {
-        ec2.get_instance(&instance.to_string()).await?;
+        ec2.get_instance(instance.as_ref()).await?;
     }
     let ids: Vec<String> = volumes.iter().map(|v| v.volume_id.clone()).collect();
     let mut newest = ec2.newest_snapshots(&ids).await?;
