@@ -22,7 +22,7 @@ CORRECTIONS = {
     "test-controls": (
         "TEST-BED ONLY, not AWS behaviour: the tags autosnap-testbed:start-time=<RFC 3339> "
         "and autosnap-testbed:state=<pending|error|completed> on a snapshot set its start "
-        "time and state (on an AMI: its creation date and state), so tests can build a backup history (moto stamps every snapshot "
+        "time and state (on an AMI: its creation date and state; on a volume: its state), so tests can build a backup history (moto stamps every snapshot "
         "'now' and has no pending phase); autosnap-testbed:fail=CreateSnapshot on a volume "
         "makes snapshots of it fail (IncorrectState), for partial-failure tests; "
         "autosnap-testbed:delay-seconds=N on a volume makes CreateSnapshot of it take N seconds"
@@ -152,7 +152,14 @@ def apply() -> None:
         result = original_create_tags(self, resource_ids, tags)
         snapshots = getattr(self, "snapshots", {})
         images = getattr(self, "amis", {})
+        volumes = getattr(self, "volumes", {})
         for rid in resource_ids:
+            volume = volumes.get(rid)
+            if volume is not None:
+                # On a volume: its state (e.g. `creating`, to keep a wait waiting).
+                if STATE_TAG in tags:
+                    volume._autosnap_state = tags[STATE_TAG]
+                continue
             image = images.get(rid)
             if image is not None:
                 # The same controls on an AMI: its creation date and state.
@@ -176,6 +183,15 @@ def apply() -> None:
         return result
 
     TagBackend.create_tags = create_tags
+
+    from moto.ec2.models.elastic_block_store import Volume
+
+    original_volume_status = Volume.status
+
+    def volume_status(self: Any) -> str:
+        return getattr(self, "_autosnap_state", None) or original_volume_status.fget(self)
+
+    Volume.status = property(volume_status)
 
     from moto.ec2.exceptions import EC2ClientError
 

@@ -16,6 +16,9 @@ pub enum Exit {
     Usage = 2,
     /// Some items succeeded and some failed; a summary says which.
     Partial = 3,
+    /// SIGINT or SIGTERM stopped a wait; what was created is printed and
+    /// continues in AWS (128 + SIGINT, as shells report it).
+    Interrupted = 130,
 }
 
 impl Exit {

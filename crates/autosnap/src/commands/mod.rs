@@ -111,6 +111,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// SIGINT and SIGTERM during a `--wait`. Listening starts before the
+/// resource is created: a signal that arrives while it is being created is
+/// kept and ends the wait at once, so the id of what now exists is printed
+/// rather than lost with a silent exit.
+pub struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    pub fn listen() -> anyhow::Result<Interrupt> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| anyhow::anyhow!("cannot listen for Ctrl-C (SIGINT/SIGTERM): {e}"))
+        };
+        Ok(Interrupt {
+            int: listen(SignalKind::interrupt())?,
+            term: listen(SignalKind::terminate())?,
+        })
+    }
+
+    /// `wait`'s result, or `None` when a signal came first.
+    pub async fn or<T>(&mut self, wait: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.int.recv() => None,
+            _ = self.term.recv() => None,
+            r = wait => Some(r),
+        }
+    }
+}
+
+/// Says on stderr that the wait stopped and the work goes on without us.
+pub fn report_interrupted(what: &str, check: &str) {
+    eprintln!(
+        "interrupted: stopped waiting for {what}; it continues in AWS (nothing was cancelled): check with `{check}`"
+    );
+}
+
 /// Parses a `--wait-timeout` value.
 pub fn wait_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
     let d = autosnap_core::duration::parse_age(text)

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::cli::{SnapshotCopyArgs, SnapshotCreateArgs, SnapshotDeleteArgs, SnapshotListArgs};
-use crate::commands::{wait_timeout, Env};
+use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -137,6 +137,7 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
 
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
+    let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
 
     let mut targets = args.targets.clone();
     targets.dedup();
@@ -174,12 +175,31 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
         }
     }
 
-    if let (Some(timeout), false) = (timeout, created.is_empty()) {
+    if let (Some(timeout), Some(interrupt), false) =
+        (timeout, interrupt.as_mut(), created.is_empty())
+    {
         let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
         let progress = WaitProgress::new(&format!("{} snapshot(s)", ids.len()), env.progress);
-        match ec2.wait_snapshots_completed(&ids, timeout, &progress).await {
-            Ok(done) => created = done,
-            Err(e) => {
+        let waited = interrupt
+            .or(ec2.wait_snapshots_completed(&ids, timeout, &progress))
+            .await;
+        match waited {
+            None => {
+                progress.finish();
+                if let Some(now) = states_soon(&ec2, &ids).await {
+                    created = now;
+                }
+                output::emit(env.output, &created, || {
+                    snapshot_table(&created, Utc::now())
+                })?;
+                report_interrupted(
+                    &format!("snapshot(s) {}", ids.join(", ")),
+                    "autosnap snapshot list",
+                );
+                return Ok(Exit::Interrupted);
+            }
+            Some(Ok(done)) => created = done,
+            Some(Err(e)) => {
                 progress.finish();
                 output::emit(env.output, &created, || {
                     snapshot_table(&created, Utc::now())
@@ -386,6 +406,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let source = ctx.ec2().await?;
     let dest = ctx.ec2_in(&args.to_region).await?;
+    let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
     let encrypt = args.encrypt || args.kms_key.is_some();
 
     let mut ids: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
@@ -426,19 +447,36 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         .filter_map(|r| r.snapshot_id.clone())
         .collect();
     if !copies.is_empty() {
-        let states = match timeout {
-            Some(timeout) => {
+        let states = match (timeout, interrupt.as_mut()) {
+            (Some(timeout), Some(interrupt)) => {
                 let progress = WaitProgress::new(
                     &format!("{} copie(s) in {}", copies.len(), dest.region()),
                     env.progress,
                 );
-                let r = dest
-                    .wait_snapshots_completed(&copies, timeout, &progress)
+                let r = interrupt
+                    .or(dest.wait_snapshots_completed(&copies, timeout, &progress))
                     .await;
                 progress.finish();
-                r
+                match r {
+                    Some(r) => r,
+                    None => {
+                        let now = states_soon(&dest, &copies).await.unwrap_or_default();
+                        for r in &mut results {
+                            r.state = now
+                                .iter()
+                                .find(|s| Some(&s.snapshot_id) == r.snapshot_id.as_ref())
+                                .map(|s| s.state.clone());
+                        }
+                        print_copy_results(env, &results)?;
+                        report_interrupted(
+                            &format!("copies {} in {}", copies.join(", "), dest.region()),
+                            &format!("autosnap snapshot list --region {}", dest.region()),
+                        );
+                        return Ok(Exit::Interrupted);
+                    }
+                }
             }
-            None => current_states(&dest, &copies).await,
+            _ => current_states(&dest, &copies).await,
         };
         match states {
             Ok(snaps) => {
@@ -467,6 +505,17 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         );
     }
     Ok(Exit::from_counts(results.len() - failed, failed))
+}
+
+/// The snapshots' states now, for the report after an interrupted wait;
+/// `None` if EC2 does not answer within a few seconds (the last known
+/// states are printed then).
+pub(super) async fn states_soon(ec2: &Ec2, ids: &[String]) -> Option<Vec<Snapshot>> {
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(5), current_states(ec2, ids));
+    match asked.await {
+        Ok(Ok(snaps)) if snaps.len() == ids.len() => Some(snaps),
+        _ => None,
+    }
 }
 
 async fn current_states(ec2: &Ec2, ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {

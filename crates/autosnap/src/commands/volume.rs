@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::cli::{VolumeCreateArgs, VolumeListArgs};
-use crate::commands::{wait_timeout, Env};
+use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -113,6 +113,7 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
     };
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
+    let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
 
     // Check the snapshot first: a precise "does not exist" beats AWS's error,
     // and the size must not shrink below the snapshot's.
@@ -159,15 +160,41 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
         volume.availability_zone
     );
 
-    if let Some(timeout) = timeout {
+    let mut interrupted = false;
+    if let (Some(timeout), Some(interrupt)) = (timeout, interrupt.as_mut()) {
         let progress = WaitProgress::new(&format!("volume {}", volume.volume_id), env.progress);
-        volume = ec2
-            .wait_volume_available(&volume.volume_id, timeout, &progress)
-            .await?;
+        match interrupt
+            .or(ec2.wait_volume_available(&volume.volume_id, timeout, &progress))
+            .await
+        {
+            Some(done) => volume = done?,
+            None => {
+                interrupted = true;
+                let asked = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    ec2.get_volume(&volume.volume_id),
+                );
+                if let Ok(Ok(now)) = asked.await {
+                    volume = now;
+                }
+            }
+        }
         progress.finish();
     }
 
-    output::emit(env.output, &volume, || {
+    print_created(env, &volume)?;
+    if interrupted {
+        report_interrupted(
+            &format!("volume {}", volume.volume_id),
+            "autosnap volume list",
+        );
+        return Ok(Exit::Interrupted);
+    }
+    Ok(Exit::Success)
+}
+
+fn print_created(env: &Env, volume: &Volume) -> anyhow::Result<()> {
+    output::emit(env.output, volume, || {
         let mut t = output::table([
             "VOLUME ID",
             "SIZE",
@@ -187,6 +214,5 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
             output::opt(&volume.snapshot_id),
         ]);
         t
-    })?;
-    Ok(Exit::Success)
+    })
 }

@@ -1,0 +1,313 @@
+//! Ctrl-C (SIGINT) or SIGTERM during a `--wait`: autosnap stops waiting,
+//! prints what it created and its state on stdout, says on stderr that it
+//! continues in AWS, and exits 130. The test bed keeps the resource pending
+//! (`autosnap-testbed:state`) so the wait cannot end on its own.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::Filter;
+use support::{TestBed, REGION};
+
+/// How long a test waits for autosnap to reach its wait before failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running autosnap with its stderr read line by line as it comes.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Running {
+    fn start(tb: &TestBed, args: &[&str]) -> Running {
+        let mut child = tb
+            .std_cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start autosnap");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits until `ready` holds, polling the test bed; panics with what
+    /// autosnap said if it ends first or PATIENCE runs out.
+    fn until(&mut self, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ready() {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let said: Vec<String> = self.lines.try_iter().collect();
+                panic!("autosnap ended ({status}) before it was waiting: {said:?}");
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "autosnap never reached its wait"
+            );
+            // Poll pace only: readiness is decided by `ready`, not by time.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for a stderr line containing `text`.
+    fn until_said(&mut self, text: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("autosnap never said {text:?}; it said {seen:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    fn finish(mut self, earlier: Vec<String>) -> Finished {
+        let mut stdout = String::new();
+        let status = self.child.wait().expect("wait for autosnap");
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut stdout)
+            .expect("read stdout");
+        let mut lines = earlier;
+        // The reader thread ends at EOF, once the process is gone.
+        lines.extend(self.lines.iter());
+        Finished {
+            code: status.code(),
+            stdout,
+            stderr: lines.join("\n"),
+        }
+    }
+}
+
+fn snapshots_of(tb: &TestBed, region: &str, volume_id: &str) -> Vec<String> {
+    let ec2 = tb.ec2(region);
+    tb.block(async {
+        ec2.describe_snapshots()
+            .filters(
+                Filter::builder()
+                    .name("volume-id")
+                    .values(volume_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(String::from))
+            .collect()
+    })
+}
+
+fn volumes_from(tb: &TestBed, snapshot_id: &str) -> Vec<String> {
+    let ec2 = tb.ec2(REGION);
+    tb.block(async {
+        ec2.describe_volumes()
+            .filters(
+                Filter::builder()
+                    .name("snapshot-id")
+                    .values(snapshot_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe volumes")
+            .volumes()
+            .iter()
+            .filter_map(|v| v.volume_id().map(String::from))
+            .collect()
+    })
+}
+
+fn assert_continues_in_aws(done: &Finished, id: &str) {
+    assert_eq!(done.code, Some(130), "exit code; stderr: {}", done.stderr);
+    assert!(
+        done.stderr.contains("interrupted") && done.stderr.contains("continues in AWS"),
+        "stderr says the work continues in AWS: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains(id),
+        "stderr names {id}: {}",
+        done.stderr
+    );
+}
+
+#[test]
+fn sigint_during_snapshot_create_wait_prints_the_pending_snapshot_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[]);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-q",
+            "-o",
+            "json",
+            "snapshot",
+            "create",
+            &vol,
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+        ],
+    );
+    run.until(|| !snapshots_of(&tb, REGION, &vol).is_empty());
+    let snap = snapshots_of(&tb, REGION, &vol).remove(0);
+    run.signal("INT");
+    let done = run.finish(vec![]);
+
+    assert_continues_in_aws(&done, &snap);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    let list = json.as_array().expect("a list of snapshots");
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["snapshot_id"], snap.as_str());
+    assert_eq!(list[0]["state"], "pending");
+    // Interrupting the wait did not cancel anything.
+    assert!(tb.snapshot_exists(REGION, &snap));
+}
+
+#[test]
+fn sigterm_during_snapshot_create_wait_prints_the_table_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[]);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "snapshot",
+            "create",
+            &vol,
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+        ],
+    );
+    run.until(|| !snapshots_of(&tb, REGION, &vol).is_empty());
+    let snap = snapshots_of(&tb, REGION, &vol).remove(0);
+    run.signal("TERM");
+    let done = run.finish(vec![]);
+
+    assert_continues_in_aws(&done, &snap);
+    let row = done
+        .stdout
+        .lines()
+        .find(|l| l.contains(&snap))
+        .unwrap_or_else(|| panic!("the table shows {snap}: {}", done.stdout));
+    assert!(row.contains("pending"), "{row}");
+}
+
+#[test]
+fn sigint_during_volume_create_wait_prints_the_creating_volume_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[]);
+    let snap = tb.foreign_snapshot(&vol);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-q",
+            "-o",
+            "json",
+            "volume",
+            "create",
+            "--snapshot",
+            &snap,
+            "--availability-zone",
+            "us-east-1a",
+            "--tag",
+            "autosnap-testbed:state=creating",
+            "--wait",
+        ],
+    );
+    run.until(|| !volumes_from(&tb, &snap).is_empty());
+    let new_volume = volumes_from(&tb, &snap).remove(0);
+    run.signal("INT");
+    let done = run.finish(vec![]);
+
+    assert_continues_in_aws(&done, &new_volume);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["volume_id"], new_volume.as_str(), "{json}");
+    assert_eq!(json["state"], "creating", "{json}");
+}
+
+#[test]
+fn sigint_during_snapshot_copy_wait_prints_the_copy_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[]);
+    let source = tb.foreign_snapshot(&vol);
+    // A copy already under way in the destination (as a first, interrupted
+    // `copy` leaves it): the rerun waits on it.
+    let dest = "us-west-2";
+    let dest_vol = tb.volume_in(dest, 1);
+    let copy = tb.snapshot_with_tags(
+        dest,
+        &dest_vol,
+        &[
+            ("autosnap:managed", "true"),
+            ("autosnap:source-snapshot", &source),
+            ("autosnap:source-region", REGION),
+            ("autosnap-testbed:state", "pending"),
+        ],
+    );
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "snapshot",
+            "copy",
+            &source,
+            "--to-region",
+            dest,
+            "--wait",
+        ],
+    );
+    let said = run.until_said(&copy);
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &copy);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    let list = json.as_array().expect("a list of copies");
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["snapshot_id"], copy.as_str());
+    assert_eq!(list[0]["state"], "pending");
+    assert_eq!(list[0]["region"], dest);
+}
