@@ -21,7 +21,8 @@ web identity, instance metadata); see `autosnap config show` for what is in effe
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 partial failure \
-(some items succeeded, some failed).";
+(some items succeeded, some failed), 130 a --wait interrupted by Ctrl-C or SIGTERM (what was \
+created is printed and continues in AWS).";
 
 #[derive(Debug, Parser)]
 #[command(
