@@ -218,6 +218,11 @@ def apply() -> None:
             pending = getattr(image, "_autosnap_pending", None)
             if pending is None:
                 continue
+            # The test-controls state tag holds an image in that state (e.g. pending).
+            held = image.ec2_backend.tags.get(image.id, {}).get("autosnap-testbed:state")
+            if held:
+                image.state = held
+                continue
             if pending > 0:
                 image._autosnap_pending = pending - 1
                 image.state = "pending"

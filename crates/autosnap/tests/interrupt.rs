@@ -311,3 +311,40 @@ fn sigint_during_snapshot_copy_wait_prints_the_copy_and_exits_130() {
     assert_eq!(list[0]["state"], "pending");
     assert_eq!(list[0]["region"], dest);
 }
+
+#[test]
+fn sigint_during_ami_create_wait_prints_the_pending_ami_and_exits_130() {
+    let tb = TestBed::start();
+    let (instance, _) = tb.instance("web");
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "ami",
+            "create",
+            &instance,
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+            "--poll-interval",
+            "100ms",
+        ],
+    );
+    let said = run.until_said("creating AMI ami-");
+    let image = said
+        .last()
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("ami-")))
+        .expect("the log names the AMI")
+        .to_string();
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &image);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], image.as_str(), "{json}");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert_eq!(json["instance_id"], instance.as_str(), "{json}");
+    assert!(tb.image(&image).is_some(), "the AMI still exists");
+}

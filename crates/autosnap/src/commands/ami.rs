@@ -22,7 +22,7 @@ use crate::cli::{
     AmiCreateArgs, AmiDeleteArgs, AmiFromSnapshotArgs, AmiListArgs, AmiMetadataArgs,
     AmiRestoreArgs, AmiStoreArgs, MetadataStoreArgs, PollArgs,
 };
-use crate::commands::{wait_timeout, Env};
+use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -299,6 +299,12 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     } else {
         name.clone()
     };
+    // Only a plain --wait stops on Ctrl-C with a report: once listened for,
+    // SIGINT no longer ends the process, and the later steps of --encrypt and
+    // --metadata-bucket are not written to stop midway.
+    let mut interrupt = (args.wait.wait && !args.encrypt && args.metadata_bucket.is_none())
+        .then(Interrupt::listen)
+        .transpose()?;
     let image_id = ec2
         .create_image(&NewImage {
             instance_id: instance_id.clone(),
@@ -321,7 +327,18 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     tracing::info!("creating AMI {image_id} ({first_name}) of {instance_id}");
 
     let mut image = if must_wait {
-        match wait_available(env, &ec2, &image_id, timeout, poll).await {
+        let waited = match interrupt.as_mut() {
+            Some(interrupt) => {
+                interrupt
+                    .or(wait_available(env, &ec2, &image_id, timeout, poll))
+                    .await
+            }
+            None => Some(wait_available(env, &ec2, &image_id, timeout, poll).await),
+        };
+        let Some(waited) = waited else {
+            return interrupted_create(env, &ec2, &image_id, &instance_id).await;
+        };
+        match waited {
             Ok(i) => i,
             Err(e) => {
                 let c = remove_image(&ec2, &image_id).await;
@@ -429,6 +446,51 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
         }
         Ok(Exit::Partial)
     }
+}
+
+/// After Ctrl-C during `ami create --wait`: the AMI as EC2 has it now,
+/// printed like a finished create, and exit 130.
+async fn interrupted_create(
+    env: &Env,
+    ec2: &Ec2,
+    image_id: &str,
+    instance_id: &str,
+) -> anyhow::Result<Exit> {
+    let now = tokio::time::timeout(Duration::from_secs(5), ec2.get_image(image_id)).await;
+    let (name, state, snapshot_ids, encrypted, tags) = match now {
+        Ok(Ok(i)) => (
+            i.name.clone(),
+            i.state.clone(),
+            i.snapshot_ids(),
+            i.is_encrypted(),
+            i.tags.clone(),
+        ),
+        _ => (None, "pending".into(), vec![], false, Default::default()),
+    };
+    let result = CreateResult {
+        image_id: image_id.to_string(),
+        name,
+        state,
+        instance_id: instance_id.to_string(),
+        snapshot_ids,
+        encrypted,
+        intermediate_image_id: None,
+        metadata: None,
+        tags,
+    };
+    print_kv(
+        env,
+        &result,
+        vec![
+            ("AMI", result.image_id.clone()),
+            ("NAME", output::opt(&result.name)),
+            ("STATE", result.state.clone()),
+            ("INSTANCE", result.instance_id.clone()),
+            ("SNAPSHOTS", result.snapshot_ids.join(", ")),
+        ],
+    )?;
+    report_interrupted(&format!("AMI {image_id}"), "autosnap ami list");
+    Ok(Exit::Interrupted)
 }
 
 // ---- from-snapshot --------------------------------------------------------------------------
