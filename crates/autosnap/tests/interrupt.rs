@@ -348,3 +348,38 @@ fn sigint_during_ami_create_wait_prints_the_pending_ami_and_exits_130() {
     assert_eq!(json["instance_id"], instance.as_str(), "{json}");
     assert!(tb.image(&image).is_some(), "the AMI still exists");
 }
+
+#[test]
+fn sigint_during_upload_wait_prints_the_snapshot_and_its_state_and_exits_130() {
+    let tb = TestBed::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, vec![7u8; 600_000]).expect("write image");
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "upload",
+            file.to_str().expect("utf-8 path"),
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+        ],
+    );
+    // Logged once autosnap polls the completed upload: it is in the wait.
+    let said = run.until_said("waiting for snapshots");
+    run.signal("INT");
+    let done = run.finish(said);
+
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    let snap = json["snapshot_id"]
+        .as_str()
+        .expect("snapshot_id")
+        .to_string();
+    assert_continues_in_aws(&done, &snap);
+    assert_eq!(json["state"], "pending", "{json}");
+    assert_eq!(json["blocks_written"], 2, "{json}");
+    assert!(tb.snapshot_exists(REGION, &snap));
+}

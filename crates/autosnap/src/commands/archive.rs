@@ -140,16 +140,39 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
     .await?;
     bar.finish();
     if args.wait {
+        // Listened for only now: Ctrl-C during the transfer itself still ends
+        // the process (the unfinished snapshot errors out in AWS on its own).
+        let mut interrupt = crate::commands::Interrupt::listen()?;
+        let ec2 = ctx.ec2().await?;
+        let ids = std::slice::from_ref(&report.snapshot_id);
         let waiter = crate::progress::WaitProgress::new("waiting for the snapshot", env.progress);
-        ctx.ec2()
-            .await?
-            .wait_snapshots_completed(
-                std::slice::from_ref(&report.snapshot_id),
-                Duration::from_secs(6 * 3600),
-                &waiter,
-            )
-            .await?;
+        let waited = interrupt
+            .or(ec2.wait_snapshots_completed(ids, Duration::from_secs(6 * 3600), &waiter))
+            .await;
         waiter.finish();
+        match waited {
+            Some(r) => {
+                r?;
+            }
+            None => {
+                let state = super::snapshot::states_soon(&ec2, ids)
+                    .await
+                    .and_then(|s| s.into_iter().next())
+                    .map_or_else(|| "pending".to_string(), |s| s.state);
+                match env.output {
+                    OutputFormat::Json => output::print_json(&UploadInterrupted {
+                        report: &report,
+                        state,
+                    })?,
+                    _ => output::print(&format!("{} {state}", report.snapshot_id)),
+                }
+                crate::commands::report_interrupted(
+                    &format!("snapshot {}", report.snapshot_id),
+                    "autosnap snapshot list",
+                );
+                return Ok(Exit::Interrupted);
+            }
+        }
     }
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
@@ -163,6 +186,15 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
         report.file_bytes as f64 / report.seconds.max(0.001) / 1048576.0
     );
     Ok(Exit::Success)
+}
+
+/// `upload -o json` after Ctrl-C during `--wait`: the report plus the
+/// snapshot's state at that moment.
+#[derive(serde::Serialize)]
+struct UploadInterrupted<'a> {
+    #[serde(flatten)]
+    report: &'a engine::UploadReport,
+    state: String,
 }
 
 pub async fn download(env: &Env, args: &DownloadArgs) -> anyhow::Result<Exit> {
