@@ -300,11 +300,19 @@ fn snapshot_create_reports_partial_failure() {
     let made: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(made.as_array().unwrap().len(), 1);
 
-    // All targets failing is a plain failure.
-    bed.cmd()
+    // All targets failing is a plain failure, and the error is all it prints: no empty table.
+    let out = bed
+        .cmd()
         .args(["snapshot", "create", "vol-0123456789abcdef0"])
-        .assert()
-        .code(1);
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "no table: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
 #[test]

@@ -210,9 +210,13 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
         progress.finish();
     }
 
-    output::emit(env.output, &created, || {
-        snapshot_table(&created, Utc::now())
-    })?;
+    // When nothing was created the errors above say everything: no empty table after them
+    // (JSON still gets its empty list, so a script always reads valid JSON).
+    if !created.is_empty() || failed == 0 || env.output == crate::cli::OutputFormat::Json {
+        output::emit(env.output, &created, || {
+            snapshot_table(&created, Utc::now())
+        })?;
+    }
     let succeeded = args.targets.len().saturating_sub(failed);
     Ok(Exit::from_counts(succeeded, failed))
 }
