@@ -152,7 +152,8 @@ pub enum FreezeError {
     },
 }
 
-fn join(paths: &[PathBuf]) -> String {
+/// Paths as a comma-separated list, for messages.
+pub(crate) fn join(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())

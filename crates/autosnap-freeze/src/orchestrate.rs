@@ -443,7 +443,7 @@ fn run_frozen<T>(
             report.warnings.push(format!(
                 "{} thawed before the snapshot call returned (freeze timeout {:?} passed \
                  or a signal thawed it): the snapshots are only crash-consistent",
-                join(&thaw.not_frozen),
+                crate::guard::join(&thaw.not_frozen),
                 plan.freeze_timeout
             ));
         }
@@ -468,12 +468,4 @@ fn run_frozen<T>(
             panic::resume_unwind(payload)
         }
     }
-}
-
-fn join(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
