@@ -425,19 +425,10 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
         metadata: metadata.clone(),
         tags: image.tags.clone(),
     };
-    print_kv(
-        env,
-        &result,
-        vec![
-            ("AMI", result.image_id.clone()),
-            ("NAME", output::opt(&result.name)),
-            ("STATE", result.state.clone()),
-            ("INSTANCE", result.instance_id.clone()),
-            ("SNAPSHOTS", result.snapshot_ids.join(", ")),
-            ("ENCRYPTED", output::yes_no(result.encrypted).into()),
-            ("METADATA", output::opt(&result.metadata)),
-        ],
-    )?;
+    let mut rows = create_rows(&result);
+    rows.push(("ENCRYPTED", output::yes_no(result.encrypted).into()));
+    rows.push(("METADATA", output::opt(&result.metadata)));
+    print_kv(env, &result, rows)?;
     if partial.is_empty() {
         Ok(Exit::Success)
     } else {
@@ -446,6 +437,18 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
         }
         Ok(Exit::Partial)
     }
+}
+
+/// The table rows every `ami create` result shows (a finished create adds its encryption
+/// and metadata).
+fn create_rows(result: &CreateResult) -> Vec<(&'static str, String)> {
+    vec![
+        ("AMI", result.image_id.clone()),
+        ("NAME", output::opt(&result.name)),
+        ("STATE", result.state.clone()),
+        ("INSTANCE", result.instance_id.clone()),
+        ("SNAPSHOTS", result.snapshot_ids.join(", ")),
+    ]
 }
 
 /// After Ctrl-C during `ami create --wait`: the AMI as EC2 has it now,
@@ -478,17 +481,7 @@ async fn interrupted_create(
         metadata: None,
         tags,
     };
-    print_kv(
-        env,
-        &result,
-        vec![
-            ("AMI", result.image_id.clone()),
-            ("NAME", output::opt(&result.name)),
-            ("STATE", result.state.clone()),
-            ("INSTANCE", result.instance_id.clone()),
-            ("SNAPSHOTS", result.snapshot_ids.join(", ")),
-        ],
-    )?;
+    print_kv(env, &result, create_rows(&result))?;
     report_interrupted(&format!("AMI {image_id}"), "autosnap ami list");
     Ok(Exit::Interrupted)
 }
