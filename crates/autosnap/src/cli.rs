@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use autosnap_core::duration::CalendarDuration;
+use autosnap_core::duration::{parse_timeout, CalendarDuration};
 use autosnap_core::ids::{SnapshotId, SnapshotTarget};
 use autosnap_core::retention::Count;
 use autosnap_core::tags::TagArg;
@@ -268,9 +268,9 @@ pub struct WaitArgs {
     /// Wait until the work is complete, showing progress
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this long (e.g. 30m, 2h)
-    #[arg(long, value_name = "DURATION", default_value = "2h", requires = "wait")]
-    pub wait_timeout: String,
+    /// Give up waiting after this long (e.g. 30min, 2h)
+    #[arg(long, value_name = "DURATION", default_value = "2h", requires = "wait", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,7 +301,7 @@ pub struct SnapshotListArgs {
     pub managed: bool,
     /// Only snapshots older than this (e.g. 12h, 30d, 2w)
     #[arg(long, value_name = "DURATION")]
-    pub older_than: Option<String>,
+    pub older_than: Option<CalendarDuration>,
 }
 
 #[derive(Debug, Args)]
@@ -352,17 +352,19 @@ pub struct ConsistencyArgs {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        help_heading = "Consistency (mount path targets)"
+        help_heading = "Consistency (mount path targets)",
+        value_parser = parse_timeout
     )]
-    pub freeze_timeout: String,
+    pub freeze_timeout: std::time::Duration,
     /// Kill a hook that runs longer than this
     #[arg(
         long,
         value_name = "DURATION",
         default_value = "60s",
-        help_heading = "Consistency (mount path targets)"
+        help_heading = "Consistency (mount path targets)",
+        value_parser = parse_timeout
     )]
-    pub hook_timeout: String,
+    pub hook_timeout: std::time::Duration,
     /// When a pre hook fails: fail (no snapshot), or take a crash-consistent snapshot and tag it so
     #[arg(long, value_enum, default_value_t = HookFailure::Fail, help_heading = "Consistency (mount path targets)")]
     pub on_hook_failure: HookFailure,
@@ -433,8 +435,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Longest wait for a new backup to complete before copying it (e.g. 2h)
-    #[arg(long, value_name = "DURATION", default_value = "6h")]
-    pub wait_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -460,17 +462,17 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// On SIGTERM/SIGINT, let in-flight work finish for at most this long
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    pub shutdown_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = parse_timeout)]
+    pub shutdown_timeout: std::time::Duration,
     /// Re-read the account at least this often (new volumes are picked up)
-    #[arg(long, value_name = "DURATION", default_value = "15m")]
-    pub max_sleep: String,
+    #[arg(long, value_name = "DURATION", default_value = "15min", value_parser = parse_timeout)]
+    pub max_sleep: std::time::Duration,
     /// After a failed run, try again after this long
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    pub retry_after: String,
+    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = parse_timeout)]
+    pub retry_after: std::time::Duration,
     /// Longest wait for a new backup to complete before copying it
-    #[arg(long, value_name = "DURATION", default_value = "6h")]
-    pub wait_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -613,15 +615,17 @@ pub enum AmiCommand {
 
 #[derive(Debug, Args, Clone)]
 pub struct PollArgs {
-    /// How often to poll EC2 while waiting (e.g. 5s, 1m; 500ms for test beds)
+    /// How often to poll EC2 while waiting (e.g. 5s, 1min; 500ms for test beds)
     #[arg(
         long,
         value_name = "DURATION",
         long_help = "How often to poll EC2 while waiting. Default: AMI states start at 2s and \
                      back off to 15s; store tasks every 5s (DescribeStoreImageTasks allows 0.5 \
-                     requests per second per account). Accepts ms, s, m, h (e.g. 500ms, 5s)."
+                     requests per second per account). Accepts any duration of fixed length, \
+                     e.g. 500ms, 5s, 1min (see Durations in the README).",
+        value_parser = parse_timeout
     )]
-    pub poll_interval: Option<String>,
+    pub poll_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -807,9 +811,9 @@ pub struct AmiStoreArgs {
     /// Tag for the stored S3 object (KEY=VALUE); repeatable
     #[arg(long = "object-tag", value_name = "KEY=VALUE")]
     pub object_tags: Vec<TagArg>,
-    /// Give up waiting after this long (e.g. 30m, 6h)
-    #[arg(long, value_name = "DURATION", default_value = "12h")]
-    pub wait_timeout: String,
+    /// Give up waiting after this long (e.g. 30min, 6h)
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
     #[command(flatten)]
     pub poll: PollArgs,
 }
@@ -841,9 +845,9 @@ pub struct AmiRestoreArgs {
     /// Accepted for symmetry with `ami create`: restore always waits
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this long (e.g. 30m, 6h)
-    #[arg(long, value_name = "DURATION", default_value = "12h")]
-    pub wait_timeout: String,
+    /// Give up waiting after this long (e.g. 30min, 6h)
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
     #[command(flatten)]
     pub poll: PollArgs,
 }

@@ -22,7 +22,7 @@ use crate::cli::{
     AmiCreateArgs, AmiDeleteArgs, AmiFromSnapshotArgs, AmiListArgs, AmiMetadataArgs,
     AmiRestoreArgs, AmiStoreArgs, MetadataStoreArgs, PollArgs,
 };
-use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
+use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -39,26 +39,9 @@ const GENERATOR: &str = concat!("autosnap ", env!("CARGO_PKG_VERSION"));
 
 // ---- small helpers ----------------------------------------------------------------
 
-/// Parses `--poll-interval`: `500ms`, or a duration such as `5s`, `1m`.
+/// `--poll-interval`, parsed (and checked positive) by clap.
 fn poll_interval(args: &PollArgs) -> anyhow::Result<Option<Duration>> {
-    let Some(text) = args.poll_interval.as_deref() else {
-        return Ok(None);
-    };
-    let d = if let Some(ms) = text.trim().strip_suffix("ms") {
-        ms.trim()
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| UsageError(format!("--poll-interval '{text}': expected e.g. 500ms, 5s")))?
-    } else {
-        autosnap_core::duration::parse_age(text)
-            .map_err(|e| UsageError(format!("--poll-interval: {e}")))?
-            .to_std()
-            .map_err(|_| UsageError(format!("--poll-interval '{text}' must be positive")))?
-    };
-    if d.is_zero() {
-        return Err(UsageError(format!("--poll-interval '{text}' must be positive")).into());
-    }
-    Ok(Some(d))
+    Ok(args.poll_interval)
 }
 
 fn image_schedule(poll: Option<Duration>) -> PollSchedule {
@@ -229,7 +212,7 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     let poll = image_schedule(poll_interval(&args.poll)?);
     let must_wait = args.wait.wait || args.encrypt || args.metadata_bucket.is_some();
     let timeout = if args.wait.wait {
-        wait_timeout(&args.wait.wait_timeout)?
+        args.wait.wait_timeout
     } else {
         DEFAULT_IMAGE_WAIT
     };
@@ -499,7 +482,7 @@ pub async fn from_snapshot(env: &Env, args: &AmiFromSnapshotArgs) -> anyhow::Res
         .into());
     }
     let timeout = if args.wait.wait {
-        Some(wait_timeout(&args.wait.wait_timeout)?)
+        Some(args.wait.wait_timeout)
     } else {
         None
     };
@@ -911,7 +894,7 @@ struct StoreResult {
 
 pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
     let object_tags = settable_tags(&args.object_tags)?;
-    let timeout = wait_timeout(&args.wait_timeout)?;
+    let timeout = args.wait_timeout;
     let interval = poll_interval(&args.poll)?.unwrap_or(STORE_POLL);
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
@@ -991,7 +974,7 @@ struct RestoreResult {
 }
 
 pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
-    let timeout = wait_timeout(&args.wait_timeout)?;
+    let timeout = args.wait_timeout;
     let poll = image_schedule(poll_interval(&args.poll)?);
     if let Some(n) = &args.name {
         validate_name(n)?;

@@ -18,7 +18,7 @@ use autosnap_freeze::{
 use chrono::Utc;
 
 use crate::cli::{HookFailure, SnapshotCreateArgs};
-use crate::commands::{wait_timeout, Env};
+use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -29,10 +29,10 @@ pub async fn create_for_paths(
     paths: Vec<PathBuf>,
 ) -> anyhow::Result<Exit> {
     let c = &args.consistency;
-    let freeze_timeout = duration_arg("--freeze-timeout", &c.freeze_timeout)?;
+    let freeze_timeout = c.freeze_timeout;
     if freeze_timeout < MIN_FREEZE_TIMEOUT {
         return Err(UsageError(format!(
-            "--freeze-timeout {} is below the minimum of {}s: the watchdog's clock starts before \
+            "--freeze-timeout {:?} is below the minimum of {}s: the watchdog's clock starts before \
              the first filesystem is frozen, and freezing flushes each filesystem's unwritten \
              data first, so a shorter timeout only thaws before the snapshot. Use at least {}s \
              (the default is 10s)",
@@ -42,9 +42,9 @@ pub async fn create_for_paths(
         ))
         .into());
     }
-    let hook_timeout = duration_arg("--hook-timeout", &c.hook_timeout)?;
+    let hook_timeout = c.hook_timeout;
     let wait = if args.wait.wait {
-        Some(wait_timeout(&args.wait.wait_timeout)?)
+        Some(args.wait.wait_timeout)
     } else {
         None
     };
@@ -334,15 +334,6 @@ fn log_hooks(phase: &str, hooks: &[HookResult]) {
             }
         }
     }
-}
-
-fn duration_arg(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
-    wait_timeout(text).map_err(|_| {
-        UsageError(format!(
-            "{flag} '{text}' is not a duration such as 10s or 2m"
-        ))
-        .into()
-    })
 }
 
 /// Policies with `consistency = { freeze = […], pre = […], post = […] }`:

@@ -151,11 +151,4 @@ pub fn report_interrupted(what: &str, check: &str) {
     );
 }
 
-/// Parses a `--wait-timeout` value.
-pub fn wait_timeout(text: &str) -> anyhow::Result<std::time::Duration> {
-    let d = autosnap_core::duration::parse_age(text)
-        .map_err(|e| crate::exit::UsageError(format!("--wait-timeout: {e}")))?;
-    d.to_std().map_err(|_| {
-        crate::exit::UsageError(format!("--wait-timeout '{text}' must be positive")).into()
-    })
-}
+

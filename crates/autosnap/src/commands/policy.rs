@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
-use crate::commands::{wait_timeout, Env};
+use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
 use crate::output;
 
@@ -287,7 +287,7 @@ fn exit_for(report: &RunReport) -> Exit {
 
 pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
-    let timeout = wait_timeout_arg("--wait-timeout", &args.wait_timeout)?;
+    let timeout = args.wait_timeout;
     let ctx = env.connect().await?;
     let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
     print_plan_first(env, &plan, true);
@@ -341,15 +341,6 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         Exit::Success
     } else {
         exit_for(&report)
-    })
-}
-
-fn wait_timeout_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
-    wait_timeout(text).map_err(|_| {
-        UsageError(format!(
-            "{flag} '{text}' is not a duration such as 30m or 6h"
-        ))
-        .into()
     })
 }
 
@@ -573,10 +564,10 @@ fn prometheus(r: &StatusReport) -> String {
 
 pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
-    let shutdown_timeout = wait_timeout_arg("--shutdown-timeout", &args.shutdown_timeout)?;
-    let max_sleep = wait_timeout_arg("--max-sleep", &args.max_sleep)?;
-    let retry_after = wait_timeout_arg("--retry-after", &args.retry_after)?;
-    let timeout = wait_timeout_arg("--wait-timeout", &args.wait_timeout)?;
+    let shutdown_timeout = args.shutdown_timeout;
+    let max_sleep = args.max_sleep;
+    let retry_after = args.retry_after;
+    let timeout = args.wait_timeout;
     let ctx = env.connect().await?;
     let mut shutdown = Shutdown::new().context("cannot install signal handlers")?;
     let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::cli::{SnapshotCopyArgs, SnapshotCreateArgs, SnapshotDeleteArgs, SnapshotListArgs};
-use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
+use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -24,14 +24,6 @@ const DELETE_CONCURRENCY: usize = 4;
 const COPY_CONCURRENCY: usize = 4;
 
 pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
-    let older_than = args
-        .older_than
-        .as_deref()
-        .map(|t| {
-            autosnap_core::duration::parse_age(t)
-                .map_err(|e| UsageError(format!("--older-than: {e}")))
-        })
-        .transpose()?;
     let mut tag_filters: Vec<(String, Option<String>)> = args
         .tags
         .iter()
@@ -51,8 +43,9 @@ pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
             tags: tag_filters,
         })
         .await?;
-    if let Some(age) = older_than {
-        let cutoff = now - age;
+    if let Some(age) = &args.older_than {
+        // Calendar arithmetic, so `--older-than 6mo` means six calendar months.
+        let cutoff = age.subtract_from(now);
         snaps.retain(|s| s.start_time.is_some_and(|t| t < cutoff));
     }
     output::emit(env.output, &snaps, || snapshot_table(&snaps, now))?;
@@ -126,7 +119,7 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
     }
     let user_tags = settable_tags(&args.tags)?;
     let timeout = if args.wait.wait {
-        Some(wait_timeout(&args.wait.wait_timeout)?)
+        Some(args.wait.wait_timeout)
     } else {
         None
     };
@@ -403,7 +396,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let timeout = if args.wait.wait {
-        Some(wait_timeout(&args.wait.wait_timeout)?)
+        Some(args.wait.wait_timeout)
     } else {
         None
     };

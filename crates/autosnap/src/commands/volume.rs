@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::cli::{VolumeCreateArgs, VolumeListArgs};
-use crate::commands::{report_interrupted, wait_timeout, Env, Interrupt};
+use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -107,7 +107,7 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
         }
     }
     let timeout = if args.wait.wait {
-        Some(wait_timeout(&args.wait.wait_timeout)?)
+        Some(args.wait.wait_timeout)
     } else {
         None
     };
