@@ -387,8 +387,10 @@ impl Ec2 {
     }
 
     /// Snapshots all (or all data) volumes of an instance at one point in
-    /// time: one crash-consistent set. The volumes' own tags are copied by
-    /// EC2 (CopyTagsFromSource); `tags` are added to every snapshot.
+    /// time: one crash-consistent set. `tags` go on every snapshot; each
+    /// snapshot also gets `autosnap:source-volume` and, with
+    /// `copy_volume_tags`, its volume's own user tags (see
+    /// [`Ec2::complete_set_tags`]), as a snapshot of a single volume does.
     pub async fn create_snapshot_set(
         &self,
         instance_id: &str,
@@ -456,7 +458,70 @@ impl Ec2 {
             }
         }
         snaps.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+        self.complete_set_tags(instance_id, &mut snaps, copy_volume_tags, tags)
+            .await;
         Ok(snaps)
+    }
+
+    /// Adds to each snapshot of an instance set the tags CreateSnapshots
+    /// cannot give it: its volume id (TagSpecifications are the same for the
+    /// whole set) and, when asked, its volume's user tags (CopyTagsFromSource
+    /// copies them on AWS, but not on every emulator, and copies `autosnap:`
+    /// keys too). The set's own `tags` win over a volume tag of the same key.
+    /// One DescribeVolumes (only when copying) and one CreateTags per snapshot
+    /// that lacks something. The snapshots exist whatever happens here, so a
+    /// failure is a warning naming them, not an error that would lose their ids.
+    async fn complete_set_tags(
+        &self,
+        instance_id: &str,
+        snaps: &mut [Snapshot],
+        copy_volume_tags: bool,
+        set_tags: &Tags,
+    ) {
+        let mut volume_tags: std::collections::BTreeMap<String, Tags> = Default::default();
+        if copy_volume_tags {
+            let q = VolumeQuery {
+                volume_ids: snaps.iter().filter_map(|s| s.volume_id.clone()).collect(),
+                ..Default::default()
+            };
+            match self.list_volumes(&q).await {
+                Ok(volumes) => {
+                    for v in volumes {
+                        volume_tags.insert(v.volume_id, tags::copyable_user_tags(&v.tags));
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "cannot read the tags of {instance_id}'s volumes, so its new snapshots may \
+                     lack them: {e}"
+                ),
+            }
+        }
+        for snap in snaps.iter_mut() {
+            let Some(volume_id) = snap.volume_id.clone() else {
+                continue;
+            };
+            let mut wanted = volume_tags.remove(&volume_id).unwrap_or_default();
+            wanted.extend(set_tags.clone());
+            wanted.insert(tags::SOURCE_VOLUME.into(), volume_id.clone());
+            let missing: Tags = wanted
+                .into_iter()
+                .filter(|(k, v)| snap.tags.get(k) != Some(v))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            match self
+                .create_tags(std::slice::from_ref(&snap.snapshot_id), &missing)
+                .await
+            {
+                Ok(()) => snap.tags.extend(missing),
+                Err(e) => tracing::warn!(
+                    "snapshot {} of {volume_id} was created but not tagged with {}: {e}",
+                    snap.snapshot_id,
+                    missing.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
     }
 
     /// Sets tags on existing resources.

@@ -192,6 +192,15 @@ const RULES: &[Rule] = &[
         condition: Cond::CreateAction(&["CopySnapshot", "CreateSnapshot", "CreateSnapshots"]),
     },
     Rule {
+        // CreateSnapshots tags a whole instance set alike; each snapshot then gets its own
+        // volume's id and tags, only on snapshots already marked as autosnap's.
+        sid: "AutosnapTagManagedSnapshots",
+        features: &[Backup],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
         // Backup: AMI policies (kind = "ami") create, encrypt and copy AMIs.
         sid: "AutosnapCreateImages",
         features: &[Backup, Ami],
