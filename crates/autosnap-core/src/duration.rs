@@ -346,11 +346,6 @@ pub fn parse_timeout(input: &str) -> Result<std::time::Duration, DurationError> 
     })
 }
 
-/// Transitional name for [`parse_fixed`], kept while callers move over.
-pub fn parse_age(input: &str) -> Result<TimeDelta, DurationError> {
-    parse_fixed(input)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::DurationError;
 use crate::ids::{is_plausible_region, InstanceId, VolumeId};
 use crate::plan::Target;
 use crate::retention::KeepPolicy;
@@ -46,6 +47,12 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// The shortest `consistency.freeze_timeout` or `hook_timeout` accepted, in seconds (the
 /// freeze watchdog refuses a shorter freeze timeout).
 pub const MIN_CONSISTENCY_TIMEOUT_SECS: i64 = 1;
+
+/// `consistency.freeze_timeout` when the policy does not set it.
+pub const DEFAULT_FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `consistency.hook_timeout` when the policy does not set it.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a policy backs up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -210,6 +217,21 @@ impl Consistency {
     pub fn is_off(&self) -> bool {
         self.freeze.is_empty() && self.pre.is_empty() && self.post.is_empty()
     }
+
+    /// `freeze_timeout`, or [`DEFAULT_FREEZE_TIMEOUT`] when it is not set. An error (which
+    /// [`PolicyConfig::validate`] reports first) is never replaced by the default.
+    pub fn freeze_timeout_or_default(&self) -> Result<std::time::Duration, DurationError> {
+        self.freeze_timeout
+            .as_deref()
+            .map_or(Ok(DEFAULT_FREEZE_TIMEOUT), crate::duration::parse_timeout)
+    }
+
+    /// `hook_timeout`, or [`DEFAULT_HOOK_TIMEOUT`] when it is not set.
+    pub fn hook_timeout_or_default(&self) -> Result<std::time::Duration, DurationError> {
+        self.hook_timeout
+            .as_deref()
+            .map_or(Ok(DEFAULT_HOOK_TIMEOUT), crate::duration::parse_timeout)
+    }
 }
 
 /// What is wrong with a policy: which policy, which field, and the problem.
@@ -315,13 +337,8 @@ impl PolicyConfig {
             ("consistency.hook_timeout", &c.hook_timeout),
         ] {
             if let Some(v) = value {
-                match crate::duration::parse_age(v) {
-                    Err(_) => {
-                        return Err(fail(
-                            field,
-                            format!("{v:?} is not a duration such as \"10s\" or \"2m\""),
-                        ))
-                    }
+                match crate::duration::parse_fixed(v) {
+                    Err(e) => return Err(fail(field, format!("is {v:?}: {e}"))),
                     // The freeze watchdog refuses less (autosnap-freeze's MIN_FREEZE_TIMEOUT):
                     // say so at `config check` and `plan`, not when the policy first runs.
                     Ok(d) if d < chrono::Duration::seconds(MIN_CONSISTENCY_TIMEOUT_SECS) => {

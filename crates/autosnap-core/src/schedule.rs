@@ -19,8 +19,9 @@
 //!   or after it. A slot's grace is a quarter of the time until the slot after it, at most
 //!   one hour: 1 h for a daily job, 3 min 45 s for `*/15 * * * *`.
 //!
-//! # Interval (`"6h"`, `"1d"`, `"30m"`)
-//! Units `s`, `m` (minutes), `h`, `d`, `w`, combinable (`1h30m`); at least one minute.
+//! # Interval (`"6h"`, `"1d"`, `"30min"`)
+//! A duration of fixed length in the grammar of [`crate::duration`] (`1h30min`, `1w`; no
+//! months or years, and a bare `m` is refused as ambiguous); at least one minute.
 //!
 //! * **Due** when there is no backup, or the newest backup is at least one interval old.
 //! * **Next due**: `now` when due, otherwise newest + interval.
@@ -40,7 +41,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::duration::parse_age;
+use crate::duration::{parse_fixed, DurationError};
 
 /// The shortest interval a schedule accepts.
 pub const MIN_INTERVAL: TimeDelta = TimeDelta::minutes(1);
@@ -422,24 +423,26 @@ fn parse_interval(text: &str, trimmed: &str) -> Result<TimeDelta, ScheduleError>
         text: text.to_owned(),
         problem,
     };
-    let interval = parse_age(trimmed).map_err(|e| {
-        // parse_age names the input itself ("invalid age \"6x\": …"); keep only the why.
-        let message = e.to_string();
-        let why = message
-            .split_once(": ")
-            .map_or(message.as_str(), |(_, why)| why)
-            .to_owned();
-        interval_error(
-            why.replace("; use s (seconds)", "; an interval uses s (seconds)")
-                .replace(
-                    " are not supported in ages",
-                    " are not supported in intervals",
-                ),
-        )
+    let interval = parse_fixed(trimmed).map_err(|e| {
+        interval_error(match e {
+            DurationError::VariableLength { .. } => "months and years have no fixed length: \
+                 for a monthly or yearly backup use a cron expression such as \"0 3 1 * *\""
+                .to_owned(),
+            // Names the part that is ambiguous and both readings: keep it whole.
+            DurationError::Ambiguous { .. } => e.to_string(),
+            // The others start with "invalid duration \"6x\": "; the schedule names the text.
+            _ => {
+                let message = e.to_string();
+                message
+                    .split_once(": ")
+                    .map_or(message.as_str(), |(_, why)| why)
+                    .to_owned()
+            }
+        })
     })?;
     if interval < MIN_INTERVAL {
         return Err(interval_error(
-            "an interval must be at least one minute, e.g. \"30m\", \"6h\" or \"1d\"".into(),
+            "an interval must be at least one minute, e.g. \"30min\", \"6h\" or \"1d\"".into(),
         ));
     }
     Ok(interval)
@@ -507,8 +510,9 @@ pub fn format_time(t: DateTime<Utc>, tz: Tz) -> String {
     format!("{utc} ({} {})", local.format(local_pattern), tz.name())
 }
 
-/// A duration for people: the two largest non-zero units of `d`, `h`, `m`, `s`, rounded down
-/// (`7h`, `2h10m`, `3d4h`, `45s`). Negative durations get a leading `-`.
+/// A duration for people: the two largest non-zero units of `d`, `h`, `min`, `s`, rounded down
+/// (`7h`, `2h10min`, `3d4h`, `45s`), written in the grammar of [`crate::duration`] so that
+/// what autosnap prints can be pasted back. Negative durations get a leading `-`.
 pub fn human_duration(d: TimeDelta) -> String {
     if d < TimeDelta::zero() {
         return format!("-{}", human_duration(-d));
@@ -517,7 +521,7 @@ pub fn human_duration(d: TimeDelta) -> String {
     let parts = [
         (total / 86_400, "d"),
         (total % 86_400 / 3_600, "h"),
-        (total % 3_600 / 60, "m"),
+        (total % 3_600 / 60, "min"),
         (total % 60, "s"),
     ];
     let text: String = parts
@@ -543,12 +547,12 @@ mod tests {
         for (seconds, text) in [
             (0, "0s"),
             (45, "45s"),
-            (60, "1m"),
+            (60, "1min"),
             (7 * 3600, "7h"),
-            (2 * 3600 + 10 * 60 + 5, "2h10m"),
+            (2 * 3600 + 10 * 60 + 5, "2h10min"),
             (3 * 86_400 + 4 * 3600 + 59, "3d4h"),
             (86_400 + 30, "1d"),
-            (-90, "-1m30s"),
+            (-90, "-1min30s"),
         ] {
             assert_eq!(
                 human_duration(TimeDelta::seconds(seconds)),

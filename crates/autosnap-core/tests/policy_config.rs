@@ -116,7 +116,27 @@ fn every_mistake_names_the_policy_and_the_field() {
         (
             "freeze timeout below the minimum",
             "resource = \"instance\"\nconsistency = { freeze = [\"/data\"], freeze_timeout = \"500ms\" }",
-            &["policy \"prod-daily\": consistency.freeze_timeout \"500ms\" is not a duration"],
+            &["policy \"prod-daily\": consistency.freeze_timeout is \"500ms\": give at least 1s"],
+        ),
+        (
+            "freeze timeout that does not parse",
+            "resource = \"instance\"\nconsistency = { freeze = [\"/data\"], freeze_timeout = \"ten\" }",
+            &["policy \"prod-daily\": consistency.freeze_timeout is \"ten\": invalid duration \"ten\""],
+        ),
+        (
+            "hook timeout with a bare m",
+            "resource = \"instance\"\nconsistency = { pre = [\"true\"], hook_timeout = \"2m\" }",
+            &["policy \"prod-daily\": consistency.hook_timeout is \"2m\": \"2m\" is ambiguous: write 2min for minutes or 2mo for months"],
+        ),
+        (
+            "freeze timeout in months",
+            "resource = \"instance\"\nconsistency = { freeze = [\"/data\"], freeze_timeout = \"1mo\" }",
+            &["consistency.freeze_timeout is \"1mo\": duration \"1mo\" has months or years"],
+        ),
+        (
+            "schedule with a bare m",
+            "schedule = \"30m\"",
+            &["\"30m\" is ambiguous: write 30min for minutes or 30mo for months", "(in policy \"prod-daily\")"],
         ),
         (
             "freeze timeout of zero",

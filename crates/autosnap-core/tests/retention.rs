@@ -301,15 +301,15 @@ fn within_is_strict_and_uses_calendar_months() {
         item("feb-28", "2023-02-28 12:00:00"),
     ];
     let decisions = apply(
-        &policy(r#"within = "1m""#),
+        &policy(r#"within = "1mo""#),
         &items,
         time("2023-04-01 00:00:00"),
     );
     assert_eq!(
         kept(&decisions),
         vec![
-            ("latest", vec!["within 1m"]),
-            ("just-inside", vec!["within 1m"]),
+            ("latest", vec!["within 1mo"]),
+            ("just-inside", vec!["within 1mo"]),
         ]
     );
 }
@@ -579,8 +579,12 @@ fn policy_rejects_bad_input_with_useful_messages() {
         ("daily = -1", "counts cannot be negative"),
         ("daily = \"lots\"", "invalid count \"lots\""),
         (
-            "within = \"2w\"",
-            "invalid duration \"2w\": unknown unit \"w\"",
+            "within = \"2x\"",
+            "invalid duration \"2x\": unknown unit \"x\"",
+        ),
+        (
+            "within = \"6m\"",
+            "\"6m\" is ambiguous: write 6min for minutes or 6mo for months",
         ),
         ("within = \"-2d\"", "durations cannot be negative"),
         ("within = 2", "invalid type"),
@@ -595,14 +599,14 @@ fn policy_rejects_bad_input_with_useful_messages() {
 #[test]
 fn policy_round_trips_through_toml_and_json() {
     let original = policy(
-        "last = 3\ndaily = \"unlimited\"\nwithin = \"1y2m3d4h\"\nwithin_weekly = \"1m\"\ntags = [[\"a\"]]",
+        "last = 3\ndaily = \"unlimited\"\nwithin = \"1y2mo3d4h\"\nwithin_weekly = \"1mo\"\ntags = [[\"a\"]]",
     );
     let text = toml::to_string(&original).unwrap();
     assert_eq!(toml::from_str::<KeepPolicy>(&text).unwrap(), original);
     let json = serde_json::to_string(&original).unwrap();
     assert_eq!(
         json,
-        r#"{"last":3,"daily":"unlimited","within":"1y2m3d4h","within_weekly":"1m","tags":[["a"]]}"#
+        r#"{"last":3,"daily":"unlimited","within":"1y2mo3d4h","within_weekly":"1mo","tags":[["a"]]}"#
     );
     assert_eq!(serde_json::from_str::<KeepPolicy>(&json).unwrap(), original);
 }

@@ -241,27 +241,27 @@ fn check_case(name: &str, policy_toml: &str) {
 #[case::within_1d("within-1d", r#"within = "1d""#)]
 #[case::within_2d("within-2d", r#"within = "2d""#)]
 #[case::within_7d("within-7d", r#"within = "7d""#)]
-#[case::within_1m("within-1m", r#"within = "1m""#)]
-#[case::within_1m14d("within-1m14d", r#"within = "1m14d""#)]
-#[case::within_1y1m1d("within-1y1m1d", r#"within = "1y1m1d""#)]
+#[case::within_1mo("within-1mo", r#"within = "1mo""#)]
+#[case::within_1mo14d("within-1mo14d", r#"within = "1mo14d""#)]
+#[case::within_1y1mo1d("within-1y1mo1d", r#"within = "1y1mo1d""#)]
 #[case::within_13d23h("within-13d23h", r#"within = "13d23h""#)]
-#[case::within_2m2h("within-2m2h", r#"within = "2m2h""#)]
-#[case::within_1y2m3d4h("within-1y2m3d4h", r#"within = "1y2m3d4h""#)]
+#[case::within_2mo2h("within-2mo2h", r#"within = "2mo2h""#)]
+#[case::within_1y2mo3d4h("within-1y2mo3d4h", r#"within = "1y2mo3d4h""#)]
 #[case::within_9999y("within-9999y", r#"within = "9999y""#)]
 // keep-within-<period>.
 #[case::within_hourly_1d("within-hourly-1d", r#"within_hourly = "1d""#)]
 #[case::within_daily_7d("within-daily-7d", r#"within_daily = "7d""#)]
-#[case::within_weekly_1m("within-weekly-1m", r#"within_weekly = "1m""#)]
+#[case::within_weekly_1mo("within-weekly-1mo", r#"within_weekly = "1mo""#)]
 #[case::within_monthly_1y("within-monthly-1y", r#"within_monthly = "1y""#)]
 #[case::within_yearly_9999y("within-yearly-9999y", r#"within_yearly = "9999y""#)]
 #[case::within_all(
     "within-all",
-    "within = \"1h\"\nwithin_hourly = \"1d\"\nwithin_daily = \"7d\"\nwithin_weekly = \"1m\"\nwithin_monthly = \"1y\"\nwithin_yearly = \"9999y\""
+    "within = \"1h\"\nwithin_hourly = \"1d\"\nwithin_daily = \"7d\"\nwithin_weekly = \"1mo\"\nwithin_monthly = \"1y\"\nwithin_yearly = \"9999y\""
 )]
 // Everything at once.
 #[case::everything(
     "everything",
-    "last = 2\nhourly = 3\ndaily = 4\nweekly = 3\nmonthly = 2\nyearly = 1\nwithin = \"12h\"\nwithin_daily = \"4d\"\nwithin_monthly = \"3m\"\ntags = [[\"keep\"], [\"a\", \"b\"]]"
+    "last = 2\nhourly = 3\ndaily = 4\nweekly = 3\nmonthly = 2\nyearly = 1\nwithin = \"12h\"\nwithin_daily = \"4d\"\nwithin_monthly = \"3mo\"\ntags = [[\"keep\"], [\"a\", \"b\"]]"
 )]
 fn retention_case(#[case] name: &str, #[case] policy: &str) {
     check_case(name, policy);

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use autosnap_core::duration::{parse_age, CalendarDuration};
+use autosnap_core::duration::{parse_fixed, CalendarDuration};
 use autosnap_core::retention::{apply, Count, Decision, KeepPolicy, RetentionItem};
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
@@ -74,6 +74,7 @@ fn calendar_duration() -> impl Strategy<Value = CalendarDuration> {
             months,
             days,
             hours,
+            ..CalendarDuration::default()
         }
     })
 }
@@ -296,8 +297,13 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 
 proptest! {
     #[test]
-    fn duration_display_parses_back(d in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>())) {
-        let d = CalendarDuration { years: d.0, months: d.1, days: d.2, hours: d.3 };
+    fn duration_display_parses_back(
+        d in (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        e in (any::<u32>(), any::<u32>(), any::<u32>()),
+    ) {
+        let d = CalendarDuration {
+            years: d.0, months: d.1, days: d.2, hours: d.3, minutes: e.0, seconds: e.1, millis: e.2,
+        };
         prop_assert_eq!(d.to_string().parse::<CalendarDuration>(), Ok(d));
     }
 
@@ -309,7 +315,7 @@ proptest! {
     }
 
     /// Years and months move the calendar month and keep the day; a day the target month does
-    /// not have overflows into the following month (31 March − 1m = 3 March, or 2 March).
+    /// not have overflows into the following month (31 March − 1mo = 3 March, or 2 March).
     #[test]
     fn months_keep_the_day_or_overflow(t in any_time(), years in 0u32..50, months in 0u32..30) {
         let d = CalendarDuration { years, months, ..CalendarDuration::default() };
@@ -329,11 +335,17 @@ proptest! {
     }
 
     #[test]
-    fn ages_scale_by_their_unit(n in 0u32..1_000_000, unit in proptest::sample::select(vec!['s', 'm', 'h', 'd', 'w'])) {
-        let seconds = match unit { 's' => 1, 'm' => 60, 'h' => 3600, 'd' => 86_400, _ => 604_800 };
+    fn fixed_lengths_scale_by_their_unit(
+        n in 0u32..1_000_000,
+        unit in proptest::sample::select(vec!["ms", "s", "min", "h", "d", "w"]),
+    ) {
+        let millis = match unit {
+            "ms" => 1, "s" => 1_000, "min" => 60_000, "h" => 3_600_000, "d" => 86_400_000,
+            _ => 604_800_000,
+        };
         prop_assert_eq!(
-            parse_age(&format!("{n}{unit}")),
-            Ok(TimeDelta::seconds(i64::from(n) * seconds))
+            parse_fixed(&format!("{n}{unit}")),
+            Ok(TimeDelta::milliseconds(i64::from(n) * millis))
         );
     }
 }

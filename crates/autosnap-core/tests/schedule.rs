@@ -245,7 +245,7 @@ const CASES: &[Case] = &[
         reason: "newest backup 2025-12-01 00:00 UTC is before the 2026-01-01 00:00 UTC slot",
         next_due: "2026-01-01 00:30",
         health: HealthState::Ok,
-        health_reason: "passed 30m ago, within its grace of 1h",
+        health_reason: "passed 30min ago, within its grace of 1h",
     },
     // Every 15 minutes: grace is a quarter of 15 minutes.
     Case {
@@ -271,7 +271,7 @@ const CASES: &[Case] = &[
         reason: "newest backup 2026-01-03 10:00 UTC is before the 2026-01-03 10:15 UTC slot",
         next_due: "2026-01-03 10:18",
         health: HealthState::Ok,
-        health_reason: "passed 3m ago, within its grace of 3m45s",
+        health_reason: "passed 3min ago, within its grace of 3min45s",
     },
     Case {
         name: "every 15 minutes, past the grace",
@@ -283,7 +283,7 @@ const CASES: &[Case] = &[
         reason: "newest backup 2026-01-03 10:00 UTC is before the 2026-01-03 10:15 UTC slot",
         next_due: "2026-01-03 10:19",
         health: HealthState::Late,
-        health_reason: "which passed 4m ago (grace 3m45s)",
+        health_reason: "which passed 4min ago (grace 3min45s)",
     },
     // Intervals.
     Case {
@@ -329,22 +329,22 @@ const CASES: &[Case] = &[
         newest: Some("2026-01-03 02:59"),
         now: "2026-01-03 10:00",
         due: true,
-        reason: "newest backup is 7h1m old, interval 6h",
+        reason: "newest backup is 7h1min old, interval 6h",
         next_due: "2026-01-03 10:00",
         health: HealthState::Late,
-        health_reason: "newest backup is 7h1m old, interval 6h (grace 1h)",
+        health_reason: "newest backup is 7h1min old, interval 6h (grace 1h)",
     },
     Case {
-        name: "30-minute interval, grace 7m30s",
-        schedule: "30m",
+        name: "30-minute interval, grace 7min30s",
+        schedule: "30min",
         tz: Tz::UTC,
         newest: Some("2026-01-03 09:22"),
         now: "2026-01-03 10:00",
         due: true,
-        reason: "newest backup is 38m old, interval 30m",
+        reason: "newest backup is 38min old, interval 30min",
         next_due: "2026-01-03 10:00",
         health: HealthState::Late,
-        health_reason: "(grace 7m30s)",
+        health_reason: "(grace 7min30s)",
     },
     Case {
         name: "daily interval, not due, minutes",
@@ -353,10 +353,10 @@ const CASES: &[Case] = &[
         newest: Some("2026-01-02 10:20"),
         now: "2026-01-03 10:00",
         due: false,
-        reason: "newest backup is 23h40m old; due in 20m",
+        reason: "newest backup is 23h40min old; due in 20min",
         next_due: "2026-01-03 10:20",
         health: HealthState::Ok,
-        health_reason: "23h40m old, interval 1d",
+        health_reason: "23h40min old, interval 1d",
     },
 ];
 
@@ -425,9 +425,10 @@ fn parses_and_displays_the_original_text() {
         "0 3 * * MON-FRI",
         "@daily",
         "6h",
-        "1h30m",
+        "1h30min",
         "1w",
-        "30m",
+        "30min",
+        "90s1h",
     ] {
         let s: Schedule = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(s.to_string(), text);
@@ -463,7 +464,17 @@ fn bad_schedules_say_what_would_work() {
             "schedule \"daily\" is not a cron expression like \"0 3 * * *\" or an interval",
         ),
         ("30s", "an interval must be at least one minute"),
-        ("0m", "an interval must be at least one minute"),
+        ("0min", "an interval must be at least one minute"),
+        (
+            "30m",
+            "schedule \"30m\" is not a cron expression like \"0 3 * * *\" or an interval \
+             (\"30m\" is ambiguous: write 30min for minutes or 30mo for months)",
+        ),
+        (
+            "1mo",
+            "(months and years have no fixed length: for a monthly or yearly backup use a cron \
+             expression such as \"0 3 1 * *\")",
+        ),
         ("0 0 31 2 *", "schedule \"0 0 31 2 *\" never fires"),
         (
             "",

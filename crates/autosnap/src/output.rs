@@ -83,7 +83,8 @@ pub fn time(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// A short age such as `45s`, `12m`, `3h`, `6d`.
+/// A short age such as `45s`, `12min`, `3h`, `6d` (in the duration grammar, so it can be
+/// pasted into `--older-than`).
 pub fn age(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let Some(t) = t else { return "-".into() };
     let secs = (now - t).num_seconds();
@@ -92,7 +93,7 @@ pub fn age(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
     match secs {
         s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 3600 => format!("{}min", s / 60),
         s if s < 2 * 86400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86400),
     }

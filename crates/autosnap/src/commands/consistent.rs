@@ -408,24 +408,22 @@ impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
             .consistency
             .clone();
         Some(Box::pin(async move {
-            // A duration the config check let through but that does not
-            // parse is an error, not a silent default.
-            let parse = |name: &str, v: &Option<String>, default: u64| match v.as_deref() {
-                None => Ok(std::time::Duration::from_secs(default)),
-                Some(t) => autosnap_core::duration::parse_age(t)
-                    .ok()
-                    .and_then(|d| d.to_std().ok())
-                    .ok_or_else(|| {
-                        format!("policy {policy}: {name} '{t}' is not a duration such as 10s")
-                    }),
+            // Config validation refuses a bad duration before any run; should one get this
+            // far it is still an error, never a silent default.
+            let bad = |field: &str, e: autosnap_core::duration::DurationError| {
+                format!("policy {policy:?}: consistency.{field}: {e}")
             };
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut plan =
                 FreezePlan::new(settings.freeze.iter().map(PathBuf::from).collect(), exe);
             plan.pre_hooks = settings.pre.clone();
             plan.post_hooks = settings.post.clone();
-            plan.freeze_timeout = parse("freeze_timeout", &settings.freeze_timeout, 10)?;
-            plan.hook_timeout = parse("hook_timeout", &settings.hook_timeout, 60)?;
+            plan.freeze_timeout = settings
+                .freeze_timeout_or_default()
+                .map_err(|e| bad("freeze_timeout", e))?;
+            plan.hook_timeout = settings
+                .hook_timeout_or_default()
+                .map_err(|e| bad("hook_timeout", e))?;
             plan.fallback_to_crash_consistent =
                 settings.on_hook_failure.as_deref() == Some("crash");
             plan.freeze_options = self
