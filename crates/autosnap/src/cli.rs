@@ -22,7 +22,11 @@ web identity, instance metadata); see `autosnap config show` for what is in effe
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 partial failure \
 (some items succeeded, some failed), 130 a --wait interrupted by Ctrl-C or SIGTERM (what was \
-created is printed and continues in AWS).";
+created is printed and continues in AWS).
+
+Durations (every DURATION flag and config field): numbers with units y, mo (months), w, d, h, \
+min (minutes), s, ms, e.g. 30d, 1y6mo, 1h30min. A bare m is refused: write min or mo. Timeouts \
+and intervals take no months or years. See \"Durations\" in the README.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -299,7 +303,7 @@ pub struct SnapshotListArgs {
     /// Only snapshots autosnap created (tagged autosnap:managed=true)
     #[arg(long)]
     pub managed: bool,
-    /// Only snapshots older than this (e.g. 12h, 30d, 2w)
+    /// Only snapshots older than this (e.g. 90min, 30d, 6mo; see `autosnap --help`)
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<CalendarDuration>,
 }
@@ -520,7 +524,7 @@ pub struct KeepArgs {
     /// Keep the newest backup of each of the N newest years that have backups
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<Count>,
-    /// Keep every backup newer than the newest backup minus DURATION (e.g. 2d, 1y2m3d4h)
+    /// Keep every backup newer than the newest backup minus DURATION (e.g. 2d, 1y2mo3d4h; mo = months)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<CalendarDuration>,
     /// Keep one backup per hour within DURATION of the newest
