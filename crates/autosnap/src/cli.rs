@@ -45,7 +45,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Under their own heading, after each command's own options: clap lists a
+// subcommand's options first and appends the propagated global ones.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file to use
     #[arg(
@@ -77,12 +80,26 @@ pub struct GlobalArgs {
     )]
     pub endpoint_url: Option<String>,
 
-    /// Output format
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    /// Output format: table or json; prometheus for `status`
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = OutputFormat::Table,
+        long_help = OUTPUT_LONG_HELP
+    )]
     pub output: OutputFormat,
 
-    /// More log output (-v info details, -vv debug, -vvv everything including the AWS SDK)
-    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    /// More log output: -v debug, -vv trace, -vvv also the AWS SDK's trace
+    #[arg(
+        short = 'v',
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        long_help = VERBOSE_LONG_HELP
+    )]
     pub verbose: u8,
 
     /// Only log errors
@@ -117,7 +134,70 @@ pub enum OutputFormat {
     /// Stable JSON (documented in docs/json-output.md)
     Json,
     /// Prometheus text format (`status` only), for node-exporter's textfile collector
+    // Hidden from every command's list of formats; `status` lists it (see `command`).
+    #[value(hide = true)]
     Prometheus,
+}
+
+impl OutputFormat {
+    /// The formats `command` (its words after `autosnap`, e.g. "snapshot list") prints.
+    pub fn supported_by(command: &str) -> &'static [OutputFormat] {
+        match command {
+            "status" => &[
+                OutputFormat::Table,
+                OutputFormat::Json,
+                OutputFormat::Prometheus,
+            ],
+            // A shell script and a man page: neither has a JSON form.
+            "completions" | "man" => &[OutputFormat::Table],
+            _ => &[OutputFormat::Table, OutputFormat::Json],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Table => "table",
+            OutputFormat::Json => "json",
+            OutputFormat::Prometheus => "prometheus",
+        }
+    }
+}
+
+const OUTPUT_LONG_HELP: &str = "\
+Output format on standard output: table (for people) or json (one document, fields in \
+docs/json-output.md; errors become one JSON object on standard error). `status` also prints \
+prometheus (node-exporter's textfile format); another command given a format it does not \
+print refuses with a usage error.";
+
+const VERBOSE_LONG_HELP: &str = "\
+More log output on standard error. Default: autosnap's own messages at info, everything else \
+(the AWS SDK included) at warn. -v: autosnap at debug (e.g. hook output, each AWS wait). \
+-vv: autosnap at trace, with each line's target, and other crates (the AWS SDK included) at \
+info. -vvv: everything at trace, the AWS SDK's requests included. AUTOSNAP_LOG (a tracing \
+filter such as autosnap_aws=debug) replaces -v and -q.";
+
+/// The clap command, with what derive cannot say: `status` lists the
+/// formats it prints, prometheus included. `--help`, the man page, the
+/// completions and parsing all use it.
+pub fn command() -> clap::Command {
+    use clap::builder::TypedValueParser;
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    // The global -o, as defined above (heading, place, long help), with all three formats.
+    let output = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "output")
+        .expect("GlobalArgs defines --output")
+        .clone()
+        .help("Output format: table, json or prometheus")
+        .value_parser(
+            clap::builder::PossibleValuesParser::new(["table", "json", "prometheus"]).map(
+                |s: String| {
+                    <OutputFormat as ValueEnum>::from_str(&s, false).expect("a listed format")
+                },
+            ),
+        );
+    cmd.mut_subcommand("status", |status| status.arg(output))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -263,6 +343,9 @@ pub struct VolumeCreateArgs {
     /// Tag for the new volume (KEY=VALUE); repeatable
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<TagArg>,
+    /// Print the volume that would be created (checks the snapshot), create nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -325,6 +408,9 @@ pub struct SnapshotCreateArgs {
     /// Do not copy the volume's own tags (Name, …) onto its snapshots
     #[arg(long)]
     pub no_copy_tags: bool,
+    /// Print the snapshots that would be made (checks every target), create nothing; no freeze, no hooks
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub consistency: ConsistencyArgs,
     #[command(flatten)]
@@ -357,7 +443,8 @@ pub struct ConsistencyArgs {
         value_name = "DURATION",
         default_value = "10s",
         help_heading = "Consistency (mount path targets)",
-        value_parser = parse_timeout
+        // Zero parses: the command refuses anything under its minimum with a fuller reason.
+        value_parser = autosnap_core::duration::parse_length
     )]
     pub freeze_timeout: std::time::Duration,
     /// Kill a hook that runs longer than this
@@ -420,6 +507,9 @@ pub struct SnapshotCopyArgs {
     /// Encrypt the copies with the destination's default EBS key
     #[arg(long)]
     pub encrypt: bool,
+    /// Print the copies that would be made (checks every source), copy nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -669,6 +759,9 @@ pub struct AmiCreateArgs {
     /// Extra tag for the AMI and its snapshots (KEY=VALUE); repeatable
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<TagArg>,
+    /// Print the AMI that would be created (checks the instance, name and bucket), create nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
     #[command(flatten)]
@@ -750,6 +843,9 @@ pub struct AmiFromSnapshotArgs {
     /// Tag for the AMI (KEY=VALUE); repeatable
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<TagArg>,
+    /// Print the AMI that would be registered (checks the snapshot and name), register nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -1059,6 +1155,9 @@ pub struct UploadArgs {
     /// Wait until EC2 reports the snapshot completed
     #[arg(long)]
     pub wait: bool,
+    /// Print the snapshot that would be created (reads the file, counts its non-zero blocks), upload nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Blocks in flight at once
     #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,

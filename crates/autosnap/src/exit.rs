@@ -53,10 +53,135 @@ pub fn exit_for_error(err: &anyhow::Error) -> Exit {
         }
         if let Some(aws) = cause.downcast_ref::<AwsError>() {
             return match aws {
-                AwsError::NoRegion | AwsError::NoCredentials { .. } => Exit::Usage,
+                AwsError::NoRegion
+                | AwsError::InvalidRegion { .. }
+                | AwsError::NoCredentials { .. } => Exit::Usage,
                 _ => Exit::Failure,
             };
         }
     }
     Exit::Failure
+}
+
+/// An error met while finding, reading or checking the config file: its
+/// message is the inner error's, its kind for `-o json` is `config`.
+#[derive(Debug)]
+pub struct ConfigProblem {
+    /// The config file named on the command line, if it was.
+    pub path: Option<std::path::PathBuf>,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ConfigProblem {
+    // The inner error's own causes follow, so exit codes and messages are its.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let inner: &(dyn std::error::Error + Send + Sync + 'static) = self.error.as_ref();
+        Some(inner)
+    }
+}
+
+/// What an error that reached `main` is, for the error object of `-o json`
+/// (docs/json-output.md): a stable kind a script can branch on, and the
+/// resource the error names (an id, a path, a flag) when it names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorClass {
+    pub kind: &'static str,
+    pub resource: Option<String>,
+}
+
+impl ErrorClass {
+    fn new(kind: &'static str, resource: Option<String>) -> ErrorClass {
+        ErrorClass { kind, resource }
+    }
+}
+
+/// Classifies by the first typed error in the chain (context strings added
+/// on the way up are skipped); anything unrecognised is `failed`.
+pub fn classify_error(err: &anyhow::Error) -> ErrorClass {
+    for cause in err.chain() {
+        if let Some(p) = cause.downcast_ref::<ConfigProblem>() {
+            // The file the inner error names, else the one given with -c.
+            let inner = classify_error(&p.error);
+            let resource = match inner.kind {
+                "config" => inner.resource,
+                _ => p.path.as_ref().map(|p| p.display().to_string()),
+            };
+            return ErrorClass::new("config", resource);
+        }
+        if cause.is::<UsageError>() || cause.is::<TagError>() {
+            return ErrorClass::new("usage", None);
+        }
+        if let Some(e) = cause.downcast_ref::<MalformedId>() {
+            return ErrorClass::new("usage", Some(e.input.clone()));
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            let path = match e {
+                ConfigError::Read { path, .. }
+                | ConfigError::Parse { path, .. }
+                | ConfigError::Invalid { path, .. } => path,
+            };
+            return ErrorClass::new("config", Some(path.display().to_string()));
+        }
+        if let Some(aws) = cause.downcast_ref::<AwsError>() {
+            return classify_aws(aws);
+        }
+        if let Some(e) = cause.downcast_ref::<autosnap_repo::Error>() {
+            return classify_repo(e);
+        }
+        if let Some(e) = cause.downcast_ref::<autosnap_repo::BackendError>() {
+            return classify_backend(e);
+        }
+        if cause.is::<std::io::Error>() {
+            return ErrorClass::new("io", None);
+        }
+    }
+    ErrorClass::new("failed", None)
+}
+
+fn classify_aws(aws: &AwsError) -> ErrorClass {
+    let (kind, resource) = match aws {
+        AwsError::NotFound { id, .. } => ("not_found", Some(id.clone())),
+        AwsError::InUse { id, .. } => ("in_use", Some(id.clone())),
+        AwsError::InvalidRequest { .. } => ("invalid_request", None),
+        AwsError::NoCredentials { .. } | AwsError::BadCredentials { .. } => ("credentials", None),
+        AwsError::AccessDenied { .. } => ("access_denied", None),
+        AwsError::Throttled { .. } => ("throttled", None),
+        AwsError::LimitExceeded { .. } => ("limit_exceeded", None),
+        AwsError::Unreachable { endpoint, .. } => ("unreachable", Some(endpoint.clone())),
+        AwsError::NoRegion | AwsError::InvalidRegion { .. } => ("config", None),
+        AwsError::WaitTimeout { .. } => ("timeout", None),
+        // BadResponse, Service, Failed, Other, and any kind added later.
+        _ => ("aws", None),
+    };
+    ErrorClass::new(kind, resource)
+}
+
+fn classify_repo(e: &autosnap_repo::Error) -> ErrorClass {
+    use autosnap_repo::Error as E;
+    match e {
+        E::Backend(b) => classify_backend(b),
+        E::ArchiveNotFound { id } => ErrorClass::new("not_found", Some(id.clone())),
+        E::Locked { .. } | E::LockLost { .. } => ErrorClass::new("locked", None),
+        E::CorruptChunk { id, .. } | E::MissingChunk { id } => {
+            ErrorClass::new("corrupt", Some(id.to_string()))
+        }
+        E::CorruptObject { name, .. } => ErrorClass::new("corrupt", Some(name.clone())),
+        _ => ErrorClass::new("repository", None),
+    }
+}
+
+fn classify_backend(e: &autosnap_repo::BackendError) -> ErrorClass {
+    use autosnap_repo::BackendError as B;
+    match e {
+        B::NotFound { name } => ErrorClass::new("not_found", Some(name.clone())),
+        B::TooLarge { name, .. } => ErrorClass::new("corrupt", Some(name.clone())),
+        B::Io { name, .. } => ErrorClass::new("io", Some(name.clone())),
+        _ => ErrorClass::new("repository", None),
+    }
 }

@@ -2,6 +2,7 @@
 //! and progress go to standard error, so output can always be piped.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use comfy_table::{presets, ContentArrangement, Table};
@@ -110,6 +111,52 @@ pub fn yes_no(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
+    }
+}
+
+/// Whether `-o json` is in effect for this process. Set once in `main`, so
+/// that messages printed far from the command's `Env` (errors, an
+/// interrupted wait) follow it too.
+static JSON_MODE: AtomicBool = AtomicBool::new(false);
+
+pub fn set_json_mode(on: bool) {
+    JSON_MODE.store(on, Ordering::Relaxed);
+}
+
+pub fn json_mode() -> bool {
+    JSON_MODE.load(Ordering::Relaxed)
+}
+
+/// The error object of `-o json`, on one line (docs/json-output.md).
+pub fn error_object(kind: &str, message: &str, resource: Option<&str>) -> String {
+    serde_json::json!({
+        "error": { "kind": kind, "message": message, "resource": resource }
+    })
+    .to_string()
+}
+
+/// Reports an error on standard error: `error: MESSAGE` for people, or with
+/// `-o json` the error object, one line a script can parse.
+pub fn report_error(kind: &str, message: &str, resource: Option<&str>) {
+    if json_mode() {
+        eprintln!("{}", error_object(kind, message, resource));
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// Names fields of the output in a hint such as "see REASON": the table's
+/// columns in table mode, the JSON fields with `-o json` (where there are no
+/// columns to see).
+pub fn field_hint(columns: &[&str]) -> String {
+    if json_mode() {
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|c| format!("`{}`", c.to_lowercase()))
+            .collect();
+        format!("{} in the output", fields.join(" and "))
+    } else {
+        columns.join(" and ")
     }
 }
 

@@ -124,6 +124,33 @@ struct Check {
     detail: String,
 }
 
+/// `config check` when the config file cannot be used (missing, unreadable,
+/// invalid, untrusted): the report names the problem, and nothing else is
+/// checked, since every other check depends on the file.
+pub fn report_unusable(format: OutputFormat, error: &anyhow::Error) -> anyhow::Result<Exit> {
+    let checks = [Check {
+        check: "config file",
+        ok: false,
+        detail: format!("{error:#}"),
+    }];
+    print_checks(format, &checks)?;
+    Ok(crate::exit::exit_for_error(error))
+}
+
+fn print_checks(format: OutputFormat, checks: &[Check]) -> anyhow::Result<()> {
+    output::emit(format, checks, || {
+        let mut t = output::table(["CHECK", "RESULT", "DETAIL"]);
+        for c in checks {
+            t.add_row([
+                c.check.to_string(),
+                if c.ok { "ok" } else { "FAILED" }.to_string(),
+                c.detail.clone(),
+            ]);
+        }
+        t
+    })
+}
+
 /// Validates the file (already done by loading it) and then the AWS side:
 /// region, credentials, identity, the pinned account and EC2 access.
 pub async fn check(env: &Env) -> anyhow::Result<Exit> {
@@ -214,16 +241,6 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
         }
     }
 
-    output::emit(env.output, &checks, || {
-        let mut t = output::table(["CHECK", "RESULT", "DETAIL"]);
-        for c in &checks {
-            t.add_row([
-                c.check.to_string(),
-                if c.ok { "ok" } else { "FAILED" }.to_string(),
-                c.detail.clone(),
-            ]);
-        }
-        t
-    })?;
+    print_checks(env.output, &checks)?;
     Ok(exit)
 }

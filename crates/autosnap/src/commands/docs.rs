@@ -1,13 +1,11 @@
 //! `autosnap completions SHELL` and `autosnap man`, generated from the same
 //! clap definitions as `--help`.
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, CompletionsArgs, ManArgs};
+use crate::cli::{CompletionsArgs, ManArgs};
 use crate::exit::Exit;
 
 pub fn completions(args: &CompletionsArgs) -> anyhow::Result<Exit> {
-    let mut cmd = Cli::command();
+    let mut cmd = crate::cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "autosnap", &mut buf);
     crate::output::print(&String::from_utf8_lossy(&buf));
@@ -15,7 +13,7 @@ pub fn completions(args: &CompletionsArgs) -> anyhow::Result<Exit> {
 }
 
 pub fn man(args: &ManArgs) -> anyhow::Result<Exit> {
-    let cmd = Cli::command();
+    let cmd = crate::cli::command();
     match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;

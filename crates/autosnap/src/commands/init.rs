@@ -6,10 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::Serialize;
 
-use crate::cli::{GlobalArgs, InitArgs};
+use crate::cli::{GlobalArgs, InitArgs, OutputFormat};
 use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
+use crate::output;
 use crate::settings::{user_config_path, CONFIG_ENV};
 
 pub async fn run(env: &Env, global: &GlobalArgs, args: &InitArgs) -> anyhow::Result<Exit> {
@@ -33,27 +35,58 @@ pub async fn run(env: &Env, global: &GlobalArgs, args: &InitArgs) -> anyhow::Res
         endpoint,
     );
 
+    let mut backup = None;
     if path.exists() {
-        let backup = PathBuf::from(format!("{}.bak", path.display()));
-        std::fs::copy(&path, &backup).with_context(|| {
+        let kept = PathBuf::from(format!("{}.bak", path.display()));
+        std::fs::copy(&path, &kept).with_context(|| {
             format!(
                 "cannot keep a backup of {} at {}",
                 path.display(),
-                backup.display()
+                kept.display()
             )
         })?;
+        backup = Some(kept);
     }
     write_private(&path, &text)?;
 
-    eprintln!(
-        "wrote {} for account {} in {} (as {})",
-        path.display(),
-        identity.account,
-        ctx.region(),
-        identity.arn
-    );
-    eprintln!("next: `autosnap config check`, then `autosnap volume list`");
+    let next = ["autosnap config check", "autosnap volume list"];
+    match env.output {
+        OutputFormat::Json => output::print_json(&Initialized {
+            path: path.display().to_string(),
+            account_id: &identity.account,
+            region: ctx.region(),
+            arn: &identity.arn,
+            backup: backup.map(|b| b.display().to_string()),
+            next: &next,
+        })?,
+        // People read this on the terminal; standard output stays empty.
+        _ => {
+            eprintln!(
+                "wrote {} for account {} in {} (as {}){}",
+                path.display(),
+                identity.account,
+                ctx.region(),
+                identity.arn,
+                backup
+                    .map(|b| format!("; the old file is {}", b.display()))
+                    .unwrap_or_default()
+            );
+            eprintln!("next: `{}`, then `{}`", next[0], next[1]);
+        }
+    }
     Ok(Exit::Success)
+}
+
+/// `init -o json`: what was written and what to run next.
+#[derive(Serialize)]
+struct Initialized<'a> {
+    path: String,
+    account_id: &'a str,
+    region: &'a str,
+    arn: &'a str,
+    /// The previous file, kept (with --force).
+    backup: Option<String>,
+    next: &'a [&'a str],
 }
 
 /// Where `init` writes: `-c`, then `$AUTOSNAP_CONFIG`, then the user config dir.

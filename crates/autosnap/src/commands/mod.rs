@@ -41,15 +41,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     // Commands that need no configuration.
     match &cli.command {
         Command::Completions(args) => return docs::completions(args),
-        _ if cli.global.output == crate::cli::OutputFormat::Prometheus
-            && !matches!(cli.command, Command::Status(_)) =>
-        {
-            return Err(crate::exit::UsageError(
-                "-o prometheus is only available for `autosnap status`; use -o table or -o json"
-                    .into(),
-            )
-            .into())
-        }
         Command::Retention(RetentionCommand::Simulate(args)) => {
             return retention::simulate(cli.global.output, args)
         }
@@ -64,13 +55,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             path: None,
             file: Default::default(),
         },
-        _ => settings::load(
+        _ => match settings::load(
             cli.global.config.as_deref(),
             cli.global.allow_insecure_config,
-        )?,
+        ) {
+            Ok(config) => config,
+            // Checking the file is `config check`'s job: it reports the problem as its result.
+            Err(error) if matches!(cli.command, Command::Config(ConfigCommand::Check)) => {
+                return config::report_unusable(cli.global.output, &error);
+            }
+            Err(error) => {
+                return Err(crate::exit::ConfigProblem {
+                    path: cli.global.config.clone(),
+                    error,
+                }
+                .into())
+            }
+        },
+    };
+    let settings = match settings::resolve(&cli.global, config) {
+        Ok(settings) => settings,
+        Err(error) if matches!(cli.command, Command::Config(ConfigCommand::Check)) => {
+            return config::report_unusable(cli.global.output, &error);
+        }
+        Err(error) => return Err(error),
     };
     let env = Env {
-        settings: settings::resolve(&cli.global, config)?,
+        settings,
         output: cli.global.output,
         progress: !cli.global.no_progress && !cli.global.quiet,
     };
@@ -146,9 +157,46 @@ impl Interrupt {
 
 /// Says on stderr that the wait stopped and the work goes on without us.
 pub fn report_interrupted(what: &str, check: &str) {
-    eprintln!(
-        "interrupted: stopped waiting for {what}; it continues in AWS (nothing was cancelled): check with `{check}`"
+    let message = format!(
+        "stopped waiting for {what}; it continues in AWS (nothing was cancelled): check with `{check}`"
     );
+    if crate::output::json_mode() {
+        eprintln!(
+            "{}",
+            crate::output::error_object("interrupted", &message, None)
+        );
+    } else {
+        eprintln!("interrupted: {message}");
+    }
 }
 
 
+
+/// Prints a dry run's plan: the JSON document, or the text followed by a
+/// line saying nothing was changed (so a reader never mistakes it for a run).
+pub fn print_plan<T: serde::Serialize + ?Sized>(
+    env: &Env,
+    plan: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match env.output {
+        crate::cli::OutputFormat::Json => crate::output::print_json(plan),
+        _ => {
+            let mut text = text();
+            text.push_str("\ndry run: nothing was created or changed");
+            crate::output::print(&text);
+            Ok(())
+        }
+    }
+}
+
+/// Tags as one line for a plan: `Name=web, autosnap:managed=true`.
+pub fn tag_line(tags: &autosnap_core::tags::Tags) -> String {
+    if tags.is_empty() {
+        return "none".into();
+    }
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
