@@ -222,16 +222,15 @@ pub async fn download_snapshot(
     let first = ebs.list_blocks_page(snapshot, None).await?;
     let size = first.volume_size_gib * GIB;
     let image = ImageFile::create(path, overwrite)?;
-    let temp_path = image.temp_path().to_path_buf();
+    // I/O errors name `path`, the file the user asked for, not the temp file behind it.
     let file = Arc::clone(image.file());
     file.set_len(size)
-        .map_err(io_err("cannot size", &temp_path))?;
+        .map_err(io_err("cannot write", path))?;
     progress.start(size);
 
     let blocks_read = block_stream(ebs, snapshot, first)
         .map_ok(|block| {
             let file = Arc::clone(&file);
-            let temp_path = temp_path.clone();
             async move {
                 let data = ebs.get_block_bytes(snapshot, &block).await?;
                 tokio::task::spawn_blocking(move || {
@@ -242,7 +241,7 @@ pub async fn download_snapshot(
                 })
                 .await
                 .expect("block writer does not panic")
-                .map_err(io_err("cannot write", &temp_path))?;
+                .map_err(io_err("cannot write", path))?;
                 Ok::<_, EbsError>(())
             }
         })

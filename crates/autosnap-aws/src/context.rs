@@ -104,6 +104,22 @@ impl AwsContext {
             .region()
             .map(|r| r.to_string())
             .ok_or(AwsError::NoRegion)?;
+        // A region given by flag, environment or config file was checked by the caller;
+        // one from a profile is checked here, still before any call.
+        if settings.region.is_none() {
+            if let Some(problem) = autosnap_core::region::region_problem(&region) {
+                return Err(AwsError::InvalidRegion {
+                    origin: format!(
+                        "AWS profile '{}' in the shared config file (AWS_CONFIG_FILE or ~/.aws/config)",
+                        settings.profile.as_deref().unwrap_or("default")
+                    ),
+                    problem,
+                });
+            }
+            if let Some(note) = autosnap_core::region::unknown_region_note(&region) {
+                tracing::warn!("{note} (from the AWS profile)");
+            }
+        }
 
         if let Some(role) = &settings.role_arn {
             let mut builder = AssumeRoleProvider::builder(role.clone())

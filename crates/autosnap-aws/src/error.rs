@@ -97,15 +97,33 @@ pub enum AwsError {
         reason: String,
     },
 
-    #[error("{operation} failed ({code}): {message}")]
+    #[error("{} failed ({code}): {message}", call_name(.service, .operation))]
     Service {
+        service: &'static str,
         operation: &'static str,
         code: String,
         message: String,
     },
 
+    /// An error response without an error code (an empty body, or HTML from a proxy):
+    /// all there is to say is which call got which HTTP status.
+    #[error("{} failed: HTTP {status} {detail}{hint}", call_name(.service, .operation))]
+    HttpStatus {
+        service: &'static str,
+        operation: &'static str,
+        status: u16,
+        /// `with no error message`, or `: <the message>`.
+        detail: String,
+        /// What to do, by status class; may be empty.
+        hint: String,
+    },
+
     #[error("no AWS region configured: pass --region, set AWS_REGION, or set region in the [aws] section of the config")]
     NoRegion,
+
+    /// A region from the SDK's own chain (a profile) that cannot be a region.
+    #[error("region from {origin}: {problem}. Fix it there, or pass --region")]
+    InvalidRegion { origin: String, problem: String },
 
     #[error("timed out after {waited_secs}s waiting for {what}")]
     WaitTimeout { what: String, waited_secs: u64 },
@@ -140,10 +158,30 @@ impl AwsError {
         let reason = innermost_reason(&err);
         match err {
             SdkError::ServiceError(ctx) => {
+                let status = ctx.raw().status().as_u16();
                 let e = ctx.err();
-                let code = e.code().unwrap_or("Unknown").to_string();
-                let message = e.message().unwrap_or("").to_string();
-                classify_code(operation, code, message, subject, site)
+                let message = e.message().map(str::trim).filter(|m| !m.is_empty());
+                match e.code().filter(|c| !c.is_empty()) {
+                    Some(code) => classify_code(
+                        operation,
+                        code.to_string(),
+                        message
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("HTTP {status} with no error message")),
+                        subject,
+                        site,
+                    ),
+                    None => AwsError::HttpStatus {
+                        service: site.service,
+                        operation,
+                        status,
+                        detail: match message {
+                            Some(m) => format!("with the message: {m}"),
+                            None => "with no error message".into(),
+                        },
+                        hint: status_hint(status, site),
+                    },
+                }
             }
             SdkError::DispatchFailure(df) => {
                 if df.is_io() || df.is_timeout() {
@@ -264,10 +302,40 @@ pub fn classify_code(
             }
         }
         _ => AwsError::Service {
+            service: site.service,
             operation,
             code,
             message,
         },
+    }
+}
+
+/// `EC2 DescribeVolumes`, or the operation alone when the service is not known.
+fn call_name(service: &str, operation: &str) -> String {
+    if service.is_empty() {
+        operation.to_string()
+    } else {
+        format!("{service} {operation}")
+    }
+}
+
+/// What to do about an HTTP status that came without an AWS error code.
+fn status_hint(status: u16, site: &CallSite) -> String {
+    match status {
+        403 => {
+            ". Check the credentials, and `autosnap iam-policy` for the permissions autosnap needs"
+                .into()
+        }
+        404 | 405 => format!(
+            ". {} does not serve this call: check --endpoint-url and AWS_ENDPOINT_URL",
+            site.endpoint_text()
+        ),
+        500..=599 => format!(
+            ". {} answered with a server error, after retries: run again later, or raise \
+             aws.max_attempts",
+            site.endpoint_text()
+        ),
+        _ => String::new(),
     }
 }
 

@@ -198,3 +198,48 @@ async fn in_use_snapshot_is_classified() {
         other => panic!("{other:?}"),
     }
 }
+
+fn bare_status(status: u16, body: &str) -> http::Response<SdkBody> {
+    http::Response::builder()
+        .status(status)
+        .body(SdkBody::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_error_names_the_service_operation_and_http_status() {
+    // A proxy or a broken endpoint answering with no error document: the message must not
+    // read "failed (Unknown): " but say which call got which status.
+    for (status, body) in [(500, ""), (502, "<html>Bad Gateway</html>"), (404, "")] {
+        let events = vec![ReplayEvent::new(request(), bare_status(status, body))];
+        let (ec2, _http) = ec2_with(events, 1);
+        let err = ec2
+            .list_volumes(&autosnap_aws::VolumeQuery::default())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("EC2 DescribeVolumes failed: HTTP {status}")),
+            "{text}"
+        );
+        assert!(text.contains("with no error message"), "{text}");
+        assert!(!text.contains("Unknown"), "{text}");
+        assert!(!text.ends_with(": "), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_code_without_a_message_says_so() {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>\
+                <Code>SomethingNew</Code></Error></Errors><RequestID>r</RequestID></Response>";
+    let events = vec![ReplayEvent::new(request(), bare_status(400, body))];
+    let (ec2, _http) = ec2_with(events, 1);
+    let err = ec2
+        .list_volumes(&autosnap_aws::VolumeQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "EC2 DescribeVolumes failed (SomethingNew): HTTP 400 with no error message"
+    );
+}

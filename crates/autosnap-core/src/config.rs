@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::is_plausible_region;
 use crate::policy::{validate_policies, PolicyConfig};
 use crate::tags::Tags;
+
+mod toml_error;
 
 /// The whole file. Unknown keys anywhere are errors (with line and column).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -123,9 +124,9 @@ impl ConfigFile {
     /// messages.
     pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            // toml's message names the key with its line and column and
-            // shows the offending line; inside a [[policy]] we add which one.
-            let mut message = e.to_string().trim_end().to_string();
+            // The reason and its place first, in the config's words; toml's picture of the
+            // line after it; inside a [[policy]] we add which one.
+            let mut message = toml_error::describe(&e, text);
             if let Some(policy) = failing_policy(text) {
                 message.push_str(&format!("\n(in {policy})"));
             }
@@ -155,11 +156,8 @@ impl ConfigFile {
             }
         }
         if let Some(r) = &aws.region {
-            if !is_plausible_region(r) {
-                return Err(invalid(
-                    "aws.region",
-                    format!("'{r}' is not a region name such as us-east-1"),
-                ));
+            if let Some(problem) = crate::region::region_problem(r) {
+                return Err(invalid("aws.region", problem));
             }
         }
         if let Some(p) = &aws.profile {

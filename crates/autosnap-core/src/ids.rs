@@ -141,15 +141,10 @@ impl fmt::Display for SnapshotTarget {
     }
 }
 
-/// A region name such as `us-east-1`: lowercase letters, digits and dashes,
-/// with at least one dash. Checked so that a typo fails fast and clearly.
+/// A region name such as `us-east-1`, in the shape of some AWS partition's
+/// region names (see [`crate::region`]). Checked so that a typo fails fast and clearly.
 pub fn is_plausible_region(s: &str) -> bool {
-    !s.is_empty()
-        && s.contains('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    crate::region::has_region_shape(s)
 }
 
 #[cfg(test)]

@@ -18,5 +18,6 @@ pub mod iam;
 pub mod config;
 pub mod deletion;
 pub mod ids;
+pub mod region;
 pub mod model;
 pub mod tags;

@@ -239,17 +239,17 @@ fn every_mistake_names_the_policy_and_the_field() {
         (
             "unknown field",
             "retian = { daily = 7 }",
-            &["unknown field `retian`", "line 9", "(in policy \"prod-daily\")"],
+            &["unknown key \"retian\" in [[policy]] at line 9", "did you mean \"retain\"?", "(in policy \"prod-daily\")"],
         ),
         (
             "unknown field in a selector",
             "select = [{ tag = { Backup = \"daily\" } }]",
-            &["unknown field `tag`", "(in policy \"prod-daily\")"],
+            &["unknown key \"tag\" in policy.select", "did you mean \"tags\"?", "(in policy \"prod-daily\")"],
         ),
         (
             "unknown resource",
             "resource = \"bucket\"",
-            &["unknown variant `bucket`", "(in policy \"prod-daily\")"],
+            &["policy.resource at line", "unknown value \"bucket\"; expected one of: volume, instance", "(in policy \"prod-daily\")"],
         ),
         (
             "bad timezone",

@@ -68,6 +68,16 @@ pub enum ImageFileError {
         source: io::Error,
     },
 
+    /// The temp file beside the target could not be made: named by the target, which is
+    /// the path the user gave.
+    #[error("cannot write {}: cannot create a file in {}: {source}", target.display(), dir.display())]
+    CreateIn {
+        target: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("the random number generator failed: {0}")]
     Random(String),
 }
@@ -180,16 +190,24 @@ impl ImageFile {
                     image
                         .file
                         .set_permissions(fs::Permissions::from_mode(IMAGE_FILE_MODE))
-                        .map_err(io_err("set the mode of", &image.temp))?;
+                        .map_err(io_err("write", &image.target))?;
                     return Ok(image);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
-                Err(e) => return Err(io_err("create a temp file in", &dir)(e)),
+                Err(source) => {
+                    return Err(ImageFileError::CreateIn {
+                        target: target.to_path_buf(),
+                        dir,
+                        source,
+                    })
+                }
             }
         }
-        Err(io_err("find a free temp name in", &dir)(
-            last_error.expect("at least one attempt"),
-        ))
+        Err(ImageFileError::CreateIn {
+            target: target.to_path_buf(),
+            dir,
+            source: last_error.expect("at least one attempt"),
+        })
     }
 
     /// The open temp file (write to it with positional writes).
@@ -210,7 +228,9 @@ impl ImageFile {
     /// Syncs the temp file and moves it to the target (see the module docs), then syncs the
     /// directory so the new name survives a crash.
     pub fn persist(mut self) -> Result<(), ImageFileError> {
-        self.file.sync_all().map_err(io_err("sync", &self.temp))?;
+        self.file
+            .sync_all()
+            .map_err(io_err("write", &self.target))?;
         match self.overwrite {
             Overwrite::Replace => {
                 // The target may have become a directory or device since `create`.

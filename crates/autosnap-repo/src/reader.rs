@@ -247,9 +247,9 @@ impl Repository {
 
         let image = ImageFile::create(path, overwrite)?;
         let file = image.file();
-        let temp_path = image.temp_path();
+        // Errors name `path`, the file the user asked for, not the temp file behind it.
         file.set_len(size)
-            .map_err(|e| io_err("size", temp_path, e))?;
+            .map_err(|e| io_err("write", path, e))?;
 
         let written = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
@@ -281,7 +281,7 @@ impl Repository {
                 let offset = index * block_size;
                 let len = (data.len() as u64).min(size.saturating_sub(offset)) as usize;
                 file.write_all_at(&data[..len], offset)
-                    .map_err(|e| io_err("write", temp_path, e))?;
+                    .map_err(|e| io_err("write", path, e))?;
                 written.fetch_add(1, Ordering::Relaxed);
                 bytes.fetch_add(len as u64, Ordering::Relaxed);
                 Ok(())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use autosnap_aws::{AwsSettings, StaticKeys};
 use autosnap_core::config::{check_endpoint_url, ConfigFile};
-use autosnap_core::ids::is_plausible_region;
+use autosnap_core::region;
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
@@ -378,13 +378,14 @@ pub fn resolve(global: &GlobalArgs, config: LoadedConfig) -> anyhow::Result<Sett
         file.region.as_ref(),
         "AWS SDK chain (profile or instance metadata)",
     );
+    // Checked here, before any call: the SDK would only fail on DNS (or, against an
+    // emulator, not at all).
     if let Some(r) = &region.value {
-        if !is_plausible_region(r) {
-            return Err(UsageError(format!(
-                "region '{r}' (from {}) is not a region name such as us-east-1",
-                region.source
-            ))
-            .into());
+        if let Some(problem) = region::region_problem(r) {
+            return Err(UsageError(format!("{}: {problem}", region.source)).into());
+        }
+        if let Some(note) = region::unknown_region_note(r) {
+            tracing::warn!("{note} (from {})", region.source);
         }
     }
     let profile = pick(
