@@ -282,6 +282,86 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     } else {
         name.clone()
     };
+    if args.dry_run {
+        let volumes = ec2
+            .list_volumes(&VolumeQuery {
+                instance_id: Some(instance_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let plan = AmiCreatePlan {
+            dry_run: true,
+            region: ec2.region().to_string(),
+            instance_id: instance_id.clone(),
+            name: name.clone(),
+            intermediate_name: needs_copy.then(|| first_name.clone()),
+            description,
+            no_reboot: args.no_reboot,
+            encrypt: args.encrypt,
+            kms_key: args.kms_key.clone(),
+            volumes: volumes
+                .iter()
+                .map(|v| PlannedVolume {
+                    device_name: v
+                        .attachments
+                        .iter()
+                        .find(|a| a.instance_id == instance_id)
+                        .and_then(|a| a.device.clone()),
+                    volume_id: v.volume_id.clone(),
+                    size_gib: v.size_gib,
+                    encrypted: v.encrypted,
+                })
+                .collect(),
+            metadata: args.metadata_bucket.as_ref().map(|b| {
+                format!(
+                    "s3://{b}/{}",
+                    metadata_key(&args.metadata_prefix, "<new AMI id>")
+                )
+            }),
+            tags: image_tags,
+        };
+        super::print_plan(env, &plan, || {
+            let mut text = format!(
+                "would create AMI '{}' of {} in {} ({}): \"{}\"",
+                plan.name,
+                plan.instance_id,
+                plan.region,
+                if plan.no_reboot {
+                    "no reboot: crash-consistent"
+                } else {
+                    "the instance reboots"
+                },
+                plan.description
+            );
+            for v in &plan.volumes {
+                text.push_str(&format!(
+                    "\n  snapshot of {} {} ({} GiB{})",
+                    v.device_name.as_deref().unwrap_or("?"),
+                    v.volume_id,
+                    v.size_gib,
+                    if v.encrypted { ", encrypted" } else { "" }
+                ));
+            }
+            if let Some(first) = &plan.intermediate_name {
+                text.push_str(&format!(
+                    "\n  --encrypt: first as '{first}', then copied encrypted ({}) as '{}'; the unencrypted AMI is removed",
+                    plan.kms_key.as_deref().unwrap_or("the account's EBS key"),
+                    plan.name
+                ));
+            } else if plan.encrypt {
+                text.push_str("\n  --encrypt: every volume is encrypted already, no copy needed");
+            }
+            if let Some(m) = &plan.metadata {
+                text.push_str(&format!("\n  metadata document: {m}"));
+            }
+            text.push_str(&format!(
+                "\n  tags (AMI and snapshots): {}",
+                super::tag_line(&plan.tags)
+            ));
+            text
+        })?;
+        return Ok(Exit::Success);
+    }
     // Only a plain --wait stops on Ctrl-C with a report: once listened for,
     // SIGINT no longer ends the process, and the later steps of --encrypt and
     // --metadata-bucket are not written to stop midway.
@@ -422,6 +502,52 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     }
 }
 
+/// `ami create --dry-run`: the AMI that would be created.
+#[derive(Serialize)]
+struct AmiCreatePlan {
+    dry_run: bool,
+    region: String,
+    instance_id: String,
+    /// The name the (final) AMI gets.
+    name: String,
+    /// With --encrypt and an unencrypted volume: the first AMI's name (removed after the copy).
+    intermediate_name: Option<String>,
+    description: String,
+    no_reboot: bool,
+    encrypt: bool,
+    kms_key: Option<String>,
+    volumes: Vec<PlannedVolume>,
+    /// Where the metadata document would go (`<new AMI id>` stands for the id).
+    metadata: Option<String>,
+    tags: Tags,
+}
+
+#[derive(Serialize)]
+struct PlannedVolume {
+    device_name: Option<String>,
+    volume_id: String,
+    size_gib: i32,
+    encrypted: bool,
+}
+
+/// `ami from-snapshot --dry-run`: the AMI that would be registered.
+#[derive(Serialize)]
+struct RegisterPlan {
+    dry_run: bool,
+    region: String,
+    name: String,
+    description: String,
+    snapshot_id: String,
+    root_device_name: String,
+    volume_size_gib: i32,
+    volume_type: String,
+    architecture: String,
+    boot_mode: Option<String>,
+    ena_support: bool,
+    encrypted: bool,
+    tags: Tags,
+}
+
 /// The table rows every `ami create` result shows (a finished create adds its encryption
 /// and metadata).
 fn create_rows(result: &CreateResult) -> Vec<(&'static str, String)> {
@@ -516,13 +642,53 @@ pub async fn from_snapshot(env: &Env, args: &AmiFromSnapshotArgs) -> anyhow::Res
     tags.extend(user_tags);
     tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
     tags.insert(tags::SOURCE_SNAPSHOT.into(), snap_id.clone());
+    let description = args
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("autosnap: registered from {snap_id}"));
+    if args.dry_run {
+        let plan = RegisterPlan {
+            dry_run: true,
+            region: ec2.region().to_string(),
+            name: args.name.clone(),
+            description,
+            snapshot_id: snap_id.clone(),
+            root_device_name: args.root_device_name.clone(),
+            volume_size_gib: size,
+            volume_type: args.volume_type.clone(),
+            architecture: args.architecture.as_str().to_string(),
+            boot_mode,
+            ena_support: !args.no_ena,
+            encrypted: snap.encrypted,
+            tags,
+        };
+        super::print_plan(env, &plan, || {
+            format!(
+                "would register AMI '{}' in {} from {}: \"{}\"\n  root {} {} GiB {}{}, {}{}{}\n  tags: {}",
+                plan.name,
+                plan.region,
+                plan.snapshot_id,
+                plan.description,
+                plan.root_device_name,
+                plan.volume_size_gib,
+                plan.volume_type,
+                if plan.encrypted { " (encrypted)" } else { "" },
+                plan.architecture,
+                plan.boot_mode
+                    .as_ref()
+                    .map(|b| format!(", boot mode {b}"))
+                    .unwrap_or_default(),
+                if plan.ena_support { ", ENA" } else { ", no ENA" },
+                super::tag_line(&plan.tags)
+            )
+        })?;
+        return Ok(Exit::Success);
+    }
+    let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
     let image_id = ec2
         .register_image(&NewRegisteredImage {
             name: args.name.clone(),
-            description: args
-                .description
-                .clone()
-                .unwrap_or_else(|| format!("autosnap: registered from {snap_id}")),
+            description,
             snapshot_id: snap_id.clone(),
             root_device_name: args.root_device_name.clone(),
             volume_size_gib: size,
@@ -535,14 +701,55 @@ pub async fn from_snapshot(env: &Env, args: &AmiFromSnapshotArgs) -> anyhow::Res
         })
         .await?;
     tracing::info!("registered AMI {image_id} ({}) from {snap_id}", args.name);
-    let image = match timeout {
-        Some(t) => wait_available(env, &ec2, &image_id, t, PollSchedule::IMAGES).await?,
-        None => ec2.get_image(&image_id).await?,
+    let image = match (timeout, interrupt.as_mut()) {
+        (Some(t), Some(interrupt)) => {
+            match interrupt
+                .or(wait_available(
+                    env,
+                    &ec2,
+                    &image_id,
+                    t,
+                    PollSchedule::IMAGES,
+                ))
+                .await
+            {
+                Some(waited) => waited?,
+                None => {
+                    // The AMI as EC2 has it now (or as registered, if EC2 is slow to say).
+                    let now =
+                        tokio::time::timeout(Duration::from_secs(5), ec2.get_image(&image_id))
+                            .await;
+                    let summary = match now {
+                        Ok(Ok(i)) => AmiSummary::from(&i),
+                        _ => AmiSummary {
+                            image_id: image_id.clone(),
+                            name: Some(args.name.clone()),
+                            state: "pending".into(),
+                            creation_date: None,
+                            architecture: Some(args.architecture.as_str().to_string()),
+                            snapshot_ids: vec![],
+                            encrypted: snap.encrypted,
+                            tags: Tags::new(),
+                            managed: true,
+                        },
+                    };
+                    print_registered(env, &summary)?;
+                    report_interrupted(&format!("AMI {image_id}"), "autosnap ami list");
+                    return Ok(Exit::Interrupted);
+                }
+            }
+        }
+        _ => ec2.get_image(&image_id).await?,
     };
-    let summary = AmiSummary::from(&image);
+    print_registered(env, &AmiSummary::from(&image))?;
+    Ok(Exit::Success)
+}
+
+/// `ami from-snapshot`'s result: the AMI as EC2 has it.
+fn print_registered(env: &Env, summary: &AmiSummary) -> anyhow::Result<()> {
     print_kv(
         env,
-        &summary,
+        summary,
         vec![
             ("AMI", summary.image_id.clone()),
             ("NAME", output::opt(&summary.name)),
@@ -551,8 +758,7 @@ pub async fn from_snapshot(env: &Env, args: &AmiFromSnapshotArgs) -> anyhow::Res
             ("SNAPSHOTS", summary.snapshot_ids.join(", ")),
             ("ENCRYPTED", output::yes_no(summary.encrypted).into()),
         ],
-    )?;
-    Ok(Exit::Success)
+    )
 }
 
 // ---- list ---------------------------------------------------------------------------------
@@ -819,13 +1025,14 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
     let bad = results.len() - ok;
     if bad > 0 {
         eprintln!(
-            "{} {ok} of {} AMI(s); {bad} not (see RESULT and REASON)",
+            "{} {ok} of {} AMI(s); {bad} not (see {})",
             if args.dry_run {
                 "would deregister"
             } else {
                 "deregistered"
             },
-            results.len()
+            results.len(),
+            crate::output::field_hint(&["RESULT", "REASON"])
         );
     }
     Ok(Exit::from_counts(ok, bad))

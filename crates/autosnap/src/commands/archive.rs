@@ -125,6 +125,9 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
         return Err(UsageError(format!("{} is not a file", args.file.display())).into());
     }
     let ctx = env.connect().await?;
+    if args.dry_run {
+        return upload_dry_run(env, &ctx, args, tags).await;
+    }
     let ebs = Ebs::new(&ctx);
     let bar = TransferBar::new(format!("upload {}", args.file.display()), env.progress);
     let report = engine::upload_file(
@@ -185,6 +188,95 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
         report.zero_blocks_skipped,
         report.file_bytes as f64 / report.seconds.max(0.001) / 1048576.0
     );
+    Ok(Exit::Success)
+}
+
+/// `upload --dry-run`: the snapshot that would be created from the file.
+#[derive(serde::Serialize)]
+struct UploadPlan {
+    dry_run: bool,
+    region: String,
+    file: String,
+    file_bytes: u64,
+    volume_size_gib: u64,
+    /// 512 KiB blocks of the file, and how many hold data (only those are sent).
+    blocks: u64,
+    blocks_to_write: u64,
+    description: Option<String>,
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// `upload --dry-run`: reads the file once to count the blocks that would be
+/// sent (zero blocks are skipped, as in the upload); starts no snapshot.
+async fn upload_dry_run(
+    env: &Env,
+    ctx: &autosnap_aws::AwsContext,
+    args: &UploadArgs,
+    tags: Vec<(String, String)>,
+) -> anyhow::Result<Exit> {
+    use std::io::Read;
+    let block = autosnap_aws::ebs::BLOCK_SIZE as u64;
+    let path = args.file.clone();
+    let (len, with_data) = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        let mut buf = vec![0u8; block as usize];
+        let mut with_data = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = file
+                    .read(&mut buf[filled..])
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            if buf[..filled].iter().any(|&b| b != 0) {
+                with_data += 1;
+            }
+            if filled < buf.len() {
+                break;
+            }
+        }
+        Ok::<_, anyhow::Error>((len, with_data))
+    })
+    .await??;
+    let plan = UploadPlan {
+        dry_run: true,
+        region: ctx.region().to_string(),
+        file: args.file.display().to_string(),
+        file_bytes: len,
+        volume_size_gib: len.div_ceil(1 << 30).max(1),
+        blocks: len.div_ceil(block),
+        blocks_to_write: with_data,
+        description: args.description.clone(),
+        tags: tags.into_iter().collect(),
+    };
+    crate::commands::print_plan(env, &plan, || {
+        format!(
+            "would create a {} GiB snapshot in {} from {} ({}): {} of {} blocks hold data and would be written{}\n  tags: {}",
+            plan.volume_size_gib,
+            plan.region,
+            plan.file,
+            size(plan.file_bytes),
+            plan.blocks_to_write,
+            plan.blocks,
+            plan.description
+                .as_ref()
+                .map(|d| format!(", description \"{d}\""))
+                .unwrap_or_default(),
+            crate::commands::tag_line(&plan.tags)
+        )
+    })?;
     Ok(Exit::Success)
 }
 

@@ -32,11 +32,16 @@ pub async fn create_for_paths(
     let freeze_timeout = c.freeze_timeout;
     if freeze_timeout < MIN_FREEZE_TIMEOUT {
         return Err(UsageError(format!(
-            "--freeze-timeout {:?} is below the minimum of {}s: the watchdog's clock starts before \
+            "--freeze-timeout {} is below the minimum of {}s: the watchdog's clock starts before \
              the first filesystem is frozen, and freezing flushes each filesystem's unwritten \
              data first, so a shorter timeout only thaws before the snapshot. Use at least {}s \
              (the default is 10s)",
-            c.freeze_timeout,
+            // Below the minimum, so whole seconds only when it is 0s.
+            if c.freeze_timeout.is_zero() {
+                "0s".to_owned()
+            } else {
+                format!("{}ms", c.freeze_timeout.as_millis())
+            },
             MIN_FREEZE_TIMEOUT.as_secs(),
             MIN_FREEZE_TIMEOUT.as_secs()
         ))
@@ -140,6 +145,10 @@ pub async fn create_for_paths(
         description,
     };
 
+    if args.dry_run {
+        return dry_run(env, args, &shot, &mounts).await;
+    }
+
     // 5. Snapshot, frozen or not.
     let hooks = !c.pre.is_empty() || !c.post.is_empty();
     let (mut snaps, consistency) = if c.freeze || hooks {
@@ -242,6 +251,106 @@ pub async fn create_for_paths(
     output::emit(env.output, &snaps, || {
         super::snapshot::snapshot_table(&snaps, now)
     })?;
+    Ok(Exit::Success)
+}
+
+/// `snapshot create PATH --dry-run`: the snapshots the call would make, the
+/// filesystems it would freeze and the hooks it would run. Nothing is frozen
+/// and no hook runs; a freeze the real run would refuse (the root
+/// filesystem, autosnap's own files) is refused here too, with its exit code.
+async fn dry_run(
+    env: &Env,
+    args: &SnapshotCreateArgs,
+    shot: &Shot,
+    mounts: &[autosnap_freeze::ResolvedMount],
+) -> anyhow::Result<Exit> {
+    let c = &args.consistency;
+    let mount_points: Vec<PathBuf> = mounts.iter().map(|m| m.mount_point.clone()).collect();
+    if c.freeze {
+        let mut options = FreezeOptions::default().with_force(c.force);
+        if let Some((p, _)) = &env.settings.config.path {
+            options = options.with_own_path(p.clone());
+        }
+        autosnap_freeze::prepare_freeze(&mount_points, &options)
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    let planned = match (c.freeze, c.pre.is_empty()) {
+        (false, _) => Consistency::Crash,
+        (true, true) => Consistency::Filesystem,
+        (true, false) => Consistency::Application,
+    };
+    let volumes = shot
+        .ec2
+        .list_volumes(&autosnap_aws::VolumeQuery {
+            volume_ids: shot.volume_ids.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let set_id = tags::set_id(&shot.instance_id, Utc::now());
+    let plan: Vec<super::snapshot::PlannedSnapshot> = shot
+        .volume_ids
+        .iter()
+        .map(|id| {
+            let volume = volumes.iter().find(|v| &v.volume_id == id);
+            // As Shot::take tags them: one volume alone, or a set with its id
+            // and (when copying) each volume's own tags.
+            let mut t = match volume {
+                Some(v) if shot.volume_ids.len() > 1 && shot.copy_volume_tags => {
+                    tags::copyable_user_tags(&v.tags)
+                }
+                _ => Tags::new(),
+            };
+            t.extend(shot.tags.clone());
+            t.insert(tags::CONSISTENCY.into(), planned.as_str().into());
+            if shot.volume_ids.len() > 1 {
+                t.insert(tags::SET_ID.into(), set_id.clone());
+            }
+            t.insert(tags::SOURCE_VOLUME.into(), id.clone());
+            let target = mounts
+                .iter()
+                .filter(|m| {
+                    m.volumes.iter().any(|r| match r {
+                        VolumeRef::VolumeId(v) => v == id,
+                        VolumeRef::XenDevice(_) => false,
+                    })
+                })
+                .map(|m| m.mount_point.display().to_string())
+                .next()
+                .unwrap_or_else(|| {
+                    mount_points
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            super::snapshot::PlannedSnapshot {
+                dry_run: true,
+                target,
+                volume_id: id.clone(),
+                device_name: shot
+                    .all_volumes
+                    .iter()
+                    .find(|(_, v)| v == id)
+                    .map(|(d, _)| d.clone()),
+                size_gib: volume.map(|v| v.size_gib),
+                encrypted: volume.is_some_and(|v| v.encrypted),
+                region: shot.ec2.region().to_string(),
+                description: shot.description.clone(),
+                tags: t,
+                freeze: if c.freeze {
+                    mount_points
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect()
+                } else {
+                    vec![]
+                },
+                pre_hooks: c.pre.iter().map(|h| redact(h)).collect(),
+                post_hooks: c.post.iter().map(|h| redact(h)).collect(),
+            }
+        })
+        .collect();
+    super::snapshot::print_snapshot_plan(env, &plan)?;
     Ok(Exit::Success)
 }
 

@@ -130,6 +130,9 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
 
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
+    if args.dry_run {
+        return create_dry_run(env, &ec2, args, &base_tags, copy_volume_tags).await;
+    }
     let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
 
     let mut targets = args.targets.clone();
@@ -214,6 +217,44 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
     Ok(Exit::from_counts(succeeded, failed))
 }
 
+/// `snapshot create --dry-run` for volume and instance targets: the plan,
+/// per-target errors as the real run reports them, the real run's exit code.
+async fn create_dry_run(
+    env: &Env,
+    ec2: &Ec2,
+    args: &SnapshotCreateArgs,
+    base_tags: &Tags,
+    copy_volume_tags: bool,
+) -> anyhow::Result<Exit> {
+    let mut targets = args.targets.clone();
+    targets.dedup();
+    let results: Vec<(SnapshotTarget, anyhow::Result<Vec<PlannedSnapshot>>)> =
+        stream::iter(targets)
+            .map(|target| async move {
+                let r = plan_target(ec2, &target, base_tags, copy_volume_tags, args).await;
+                (target, r)
+            })
+            .buffered(CREATE_CONCURRENCY)
+            .collect()
+            .await;
+    let mut plan = Vec::new();
+    let mut failed = 0;
+    for (target, r) in results {
+        match r {
+            Ok(p) => plan.extend(p),
+            Err(e) => {
+                failed += 1;
+                report_failure(&format!("cannot snapshot {target}"), &e);
+            }
+        }
+    }
+    if !plan.is_empty() || failed == 0 || env.output == crate::cli::OutputFormat::Json {
+        print_snapshot_plan(env, &plan)?;
+    }
+    let succeeded = args.targets.len().saturating_sub(failed);
+    Ok(Exit::from_counts(succeeded, failed))
+}
+
 async fn snapshot_target(
     ec2: &Ec2,
     target: &SnapshotTarget,
@@ -229,23 +270,8 @@ async fn snapshot_target(
                 );
             }
             let volume = ec2.get_volume(vol.as_str()).await?;
-            let mut tags = if copy_volume_tags {
-                tags::copyable_user_tags(&volume.tags)
-            } else {
-                Tags::new()
-            };
-            tags.extend(base_tags.clone());
-            tags.insert(tags::SOURCE_VOLUME.into(), volume.volume_id.clone());
-            if let Some(a) = volume.attachments.first() {
-                tags.insert(tags::SOURCE_INSTANCE.into(), a.instance_id.clone());
-            }
-            let description = args
-                .description
-                .clone()
-                .unwrap_or_else(|| match &volume.name {
-                    Some(n) => format!("autosnap: {} ({n})", volume.volume_id),
-                    None => format!("autosnap: {}", volume.volume_id),
-                });
+            let (description, tags) =
+                volume_snapshot_spec(&volume, base_tags, copy_volume_tags, args);
             Ok(vec![
                 ec2.create_snapshot(&volume.volume_id, &description, &tags)
                     .await?,
@@ -254,33 +280,7 @@ async fn snapshot_target(
         SnapshotTarget::Path(_) => unreachable!("mount paths are handled by consistent.rs"),
         SnapshotTarget::Instance(inst) => {
             let info = ec2.get_instance(inst.as_str()).await?;
-            let data_volumes = info
-                .volumes
-                .iter()
-                .filter(|(dev, _)| {
-                    !(args.exclude_boot && Some(dev) == info.root_device_name.as_ref())
-                })
-                .count();
-            if data_volumes == 0 {
-                return Err(UsageError(format!(
-                    "instance {inst} has no EBS volumes to snapshot{}",
-                    if args.exclude_boot {
-                        " besides its boot volume"
-                    } else {
-                        ""
-                    }
-                ))
-                .into());
-            }
-            let started = Utc::now();
-            let mut tags = base_tags.clone();
-            tags.insert(tags::SOURCE_INSTANCE.into(), inst.to_string());
-            tags.insert(tags::SET_ID.into(), tags::set_id(inst.as_str(), started));
-            let name = info.tags.get("Name");
-            let description = args.description.clone().unwrap_or_else(|| match name {
-                Some(n) => format!("autosnap: {inst} ({n}) multi-volume set"),
-                None => format!("autosnap: {inst} multi-volume set"),
-            });
+            let (description, tags) = instance_set_spec(&info, base_tags, args)?;
             Ok(ec2
                 .create_snapshot_set(
                     inst.as_str(),
@@ -293,6 +293,209 @@ async fn snapshot_target(
                 .await?)
         }
     }
+}
+
+/// The description and tags of a volume's snapshot.
+fn volume_snapshot_spec(
+    volume: &autosnap_core::model::Volume,
+    base_tags: &Tags,
+    copy_volume_tags: bool,
+    args: &SnapshotCreateArgs,
+) -> (String, Tags) {
+    let mut tags = if copy_volume_tags {
+        tags::copyable_user_tags(&volume.tags)
+    } else {
+        Tags::new()
+    };
+    tags.extend(base_tags.clone());
+    tags.insert(tags::SOURCE_VOLUME.into(), volume.volume_id.clone());
+    if let Some(a) = volume.attachments.first() {
+        tags.insert(tags::SOURCE_INSTANCE.into(), a.instance_id.clone());
+    }
+    let description = args
+        .description
+        .clone()
+        .unwrap_or_else(|| match &volume.name {
+            Some(n) => format!("autosnap: {} ({n})", volume.volume_id),
+            None => format!("autosnap: {}", volume.volume_id),
+        });
+    (description, tags)
+}
+
+/// The volumes of an instance set: (device, volume id), the boot volume
+/// left out with --exclude-boot.
+fn set_volumes<'a>(
+    info: &'a autosnap_aws::ec2::InstanceInfo,
+    args: &SnapshotCreateArgs,
+) -> Vec<&'a (String, String)> {
+    info.volumes
+        .iter()
+        .filter(|(dev, _)| !(args.exclude_boot && Some(dev) == info.root_device_name.as_ref()))
+        .collect()
+}
+
+/// The description and set-wide tags of an instance's multi-volume set;
+/// an error if the set would be empty.
+fn instance_set_spec(
+    info: &autosnap_aws::ec2::InstanceInfo,
+    base_tags: &Tags,
+    args: &SnapshotCreateArgs,
+) -> anyhow::Result<(String, Tags)> {
+    let inst = &info.instance_id;
+    if set_volumes(info, args).is_empty() {
+        return Err(UsageError(format!(
+            "instance {inst} has no EBS volumes to snapshot{}",
+            if args.exclude_boot {
+                " besides its boot volume"
+            } else {
+                ""
+            }
+        ))
+        .into());
+    }
+    let started = Utc::now();
+    let mut tags = base_tags.clone();
+    tags.insert(tags::SOURCE_INSTANCE.into(), inst.to_string());
+    tags.insert(tags::SET_ID.into(), tags::set_id(inst.as_str(), started));
+    let name = info.tags.get("Name");
+    let description = args.description.clone().unwrap_or_else(|| match name {
+        Some(n) => format!("autosnap: {inst} ({n}) multi-volume set"),
+        None => format!("autosnap: {inst} multi-volume set"),
+    });
+    Ok((description, tags))
+}
+
+/// `snapshot create --dry-run`: one snapshot that would be made.
+#[derive(Serialize)]
+pub(super) struct PlannedSnapshot {
+    pub dry_run: bool,
+    /// The TARGET as given (volume, instance or mount path).
+    pub target: String,
+    pub volume_id: String,
+    /// The volume's device on an instance set, else null.
+    pub device_name: Option<String>,
+    pub size_gib: Option<i32>,
+    pub encrypted: bool,
+    pub region: String,
+    pub description: String,
+    pub tags: Tags,
+    /// Mount paths: the filesystems that would be frozen around the call.
+    pub freeze: Vec<String>,
+    /// Mount paths: the hooks that would run (secrets redacted).
+    pub pre_hooks: Vec<String>,
+    pub post_hooks: Vec<String>,
+}
+
+/// What snapshotting `target` would make, found with read-only calls: the
+/// same lookups (and so the same errors) as the real run, no CreateSnapshot.
+async fn plan_target(
+    ec2: &Ec2,
+    target: &SnapshotTarget,
+    base_tags: &Tags,
+    copy_volume_tags: bool,
+    args: &SnapshotCreateArgs,
+) -> anyhow::Result<Vec<PlannedSnapshot>> {
+    match target {
+        SnapshotTarget::Volume(vol) => {
+            let volume = ec2.get_volume(vol.as_str()).await?;
+            let (description, tags) =
+                volume_snapshot_spec(&volume, base_tags, copy_volume_tags, args);
+            Ok(vec![PlannedSnapshot {
+                dry_run: true,
+                target: target.to_string(),
+                volume_id: volume.volume_id.clone(),
+                device_name: None,
+                size_gib: Some(volume.size_gib),
+                encrypted: volume.encrypted,
+                region: ec2.region().to_string(),
+                description,
+                tags,
+                freeze: vec![],
+                pre_hooks: vec![],
+                post_hooks: vec![],
+            }])
+        }
+        SnapshotTarget::Path(_) => unreachable!("mount paths are handled by consistent.rs"),
+        SnapshotTarget::Instance(inst) => {
+            let info = ec2.get_instance(inst.as_str()).await?;
+            let (description, set_tags) = instance_set_spec(&info, base_tags, args)?;
+            let members = set_volumes(&info, args);
+            let volumes = ec2
+                .list_volumes(&autosnap_aws::VolumeQuery {
+                    volume_ids: members.iter().map(|(_, v)| v.clone()).collect(),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(members
+                .into_iter()
+                .map(|(device, volume_id)| {
+                    let volume = volumes.iter().find(|v| &v.volume_id == volume_id);
+                    // As the real run tags each member: its volume's tags, the set's, its id.
+                    let mut tags = match volume {
+                        Some(v) if copy_volume_tags => tags::copyable_user_tags(&v.tags),
+                        _ => Tags::new(),
+                    };
+                    tags.extend(set_tags.clone());
+                    tags.insert(tags::SOURCE_VOLUME.into(), volume_id.clone());
+                    PlannedSnapshot {
+                        dry_run: true,
+                        target: target.to_string(),
+                        volume_id: volume_id.clone(),
+                        device_name: Some(device.clone()),
+                        size_gib: volume.map(|v| v.size_gib),
+                        encrypted: volume.is_some_and(|v| v.encrypted),
+                        region: ec2.region().to_string(),
+                        description: description.clone(),
+                        tags,
+                        freeze: vec![],
+                        pre_hooks: vec![],
+                        post_hooks: vec![],
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+/// Prints a `snapshot create --dry-run` plan.
+pub(super) fn print_snapshot_plan(env: &Env, plan: &[PlannedSnapshot]) -> anyhow::Result<()> {
+    super::print_plan(env, plan, || {
+        let mut text = format!("would create {} snapshot(s):", plan.len());
+        for p in plan {
+            text.push_str(&format!(
+                "\n  of {}{} ({}{}) in {}{}: \"{}\"\n    tags: {}",
+                p.volume_id,
+                p.device_name
+                    .as_ref()
+                    .map(|d| format!(" {d}"))
+                    .unwrap_or_default(),
+                p.size_gib
+                    .map(|g| format!("{g} GiB"))
+                    .unwrap_or_else(|| "size unknown".into()),
+                if p.encrypted { ", encrypted" } else { "" },
+                p.region,
+                if p.target == p.volume_id {
+                    String::new()
+                } else {
+                    format!(" (from {})", p.target)
+                },
+                p.description,
+                super::tag_line(&p.tags)
+            ));
+        }
+        // Freeze and hooks are the same for every snapshot of one call.
+        if let Some(p) = plan.first() {
+            if !p.freeze.is_empty() {
+                text.push_str(&format!("\n  would freeze: {}", p.freeze.join(", ")));
+            }
+            for (phase, hooks) in [("pre", &p.pre_hooks), ("post", &p.post_hooks)] {
+                for (i, h) in hooks.iter().enumerate() {
+                    text.push_str(&format!("\n  would run {phase} hook {}: {h}", i + 1));
+                }
+            }
+        }
+        text
+    })
 }
 
 #[derive(Serialize)]
@@ -363,13 +566,14 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
     let bad = results.len() - ok;
     if bad > 0 {
         eprintln!(
-            "{} {ok} of {} snapshot(s); {bad} not deleted (see REASON)",
+            "{} {ok} of {} snapshot(s); {bad} not deleted (see {})",
             if args.dry_run {
                 "would delete"
             } else {
                 "deleted"
             },
-            results.len()
+            results.len(),
+            crate::output::field_hint(&["REASON"])
         );
     }
     Ok(Exit::from_counts(ok, bad))
@@ -385,6 +589,27 @@ struct CopyResult {
     result: &'static str,
     state: Option<String>,
     detail: Option<String>,
+    /// `--dry-run` only: the copy that would be made.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    plan: Option<CopyPlan>,
+}
+
+/// What `snapshot copy --dry-run` would ask EC2 for.
+#[derive(Serialize, Clone)]
+struct CopyPlan {
+    dry_run: bool,
+    description: String,
+    encrypted: bool,
+    kms_key: Option<String>,
+    tags: Tags,
+}
+
+/// How one source fared: the copy's id and `created`/`exists`, or for a dry
+/// run `would_copy` and the plan.
+struct CopyOutcome {
+    snapshot_id: Option<String>,
+    result: &'static str,
+    plan: Option<CopyPlan>,
 }
 
 pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
@@ -403,6 +628,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let source = ctx.ec2().await?;
     let dest = ctx.ec2_in(&args.to_region).await?;
+    let timeout = timeout.filter(|_| !args.dry_run);
     let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
     let encrypt = args.encrypt || args.kms_key.is_some();
 
@@ -412,16 +638,25 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         .map(|id| {
             let (source, dest) = (source.clone(), dest.clone());
             async move {
-                let r = copy_one(&source, &dest, &id, encrypt, args.kms_key.as_deref()).await;
+                let r = copy_one(
+                    &source,
+                    &dest,
+                    &id,
+                    encrypt,
+                    args.kms_key.as_deref(),
+                    args.dry_run,
+                )
+                .await;
                 match r {
-                    Ok((snapshot_id, result)) => CopyResult {
+                    Ok(done) => CopyResult {
                         source_snapshot_id: id,
                         source_region: source.region().to_string(),
                         region: dest.region().to_string(),
-                        snapshot_id: Some(snapshot_id),
-                        result,
+                        snapshot_id: done.snapshot_id,
+                        result: done.result,
                         state: None,
                         detail: None,
+                        plan: done.plan,
                     },
                     Err(e) => CopyResult {
                         source_snapshot_id: id,
@@ -431,6 +666,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
                         result: "failed",
                         state: None,
                         detail: Some(e.to_string()),
+                        plan: None,
                     },
                 }
             }
@@ -443,6 +679,9 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         .iter()
         .filter_map(|r| r.snapshot_id.clone())
         .collect();
+    if args.dry_run {
+        return copy_dry_run(env, &dest, &copies, &mut results).await;
+    }
     if !copies.is_empty() {
         let states = match (timeout, interrupt.as_mut()) {
             (Some(timeout), Some(interrupt)) => {
@@ -504,6 +743,73 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
     Ok(Exit::from_counts(results.len() - failed, failed))
 }
 
+/// Prints `snapshot copy --dry-run`'s plan (existing copies with their
+/// state) and returns the exit code the real run would have.
+async fn copy_dry_run(
+    env: &Env,
+    dest: &Ec2,
+    existing: &[String],
+    results: &mut [CopyResult],
+) -> anyhow::Result<Exit> {
+    if !existing.is_empty() {
+        if let Ok(snaps) = current_states(dest, existing).await {
+            for r in results.iter_mut() {
+                r.state = snaps
+                    .iter()
+                    .find(|s| Some(&s.snapshot_id) == r.snapshot_id.as_ref())
+                    .map(|s| s.state.clone());
+            }
+        }
+    }
+    super::print_plan(env, &*results, || {
+        let mut text = String::new();
+        for r in results.iter() {
+            let line = match (&r.plan, r.result) {
+                (Some(p), _) => format!(
+                    "would copy {} ({}) to {}{}: \"{}\"\n  tags: {}",
+                    r.source_snapshot_id,
+                    r.source_region,
+                    r.region,
+                    match (&p.kms_key, p.encrypted) {
+                        (Some(k), _) => format!(", encrypted with {k}"),
+                        (None, true) => ", encrypted".to_string(),
+                        (None, false) => String::new(),
+                    },
+                    p.description,
+                    super::tag_line(&p.tags)
+                ),
+                (None, "exists") => format!(
+                    "{} ({}) already has a copy in {}: {} ({}); nothing to copy",
+                    r.source_snapshot_id,
+                    r.source_region,
+                    r.region,
+                    output::opt(&r.snapshot_id),
+                    output::opt(&r.state)
+                ),
+                _ => format!(
+                    "cannot copy {}: {}",
+                    r.source_snapshot_id,
+                    r.detail.as_deref().unwrap_or("")
+                ),
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&line);
+        }
+        text
+    })?;
+    let failed = results.iter().filter(|r| r.result == "failed").count();
+    for r in results.iter().filter(|r| r.result == "failed") {
+        eprintln!(
+            "error: cannot copy {}: {}",
+            r.source_snapshot_id,
+            r.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(Exit::from_counts(results.len() - failed, failed))
+}
+
 /// The snapshots' states now, for the report after an interrupted wait;
 /// `None` if EC2 does not answer within a few seconds (the last known
 /// states are printed then).
@@ -547,7 +853,8 @@ async fn copy_one(
     id: &str,
     encrypt: bool,
     kms_key: Option<&str>,
-) -> anyhow::Result<(String, &'static str)> {
+    dry_run: bool,
+) -> anyhow::Result<CopyOutcome> {
     let snap = source.get_snapshot(id).await?;
     let existing = dest
         .list_snapshots(&SnapshotQuery {
@@ -567,7 +874,11 @@ async fn copy_one(
             dest.region(),
             copy.snapshot_id
         );
-        return Ok((copy.snapshot_id.clone(), "exists"));
+        return Ok(CopyOutcome {
+            snapshot_id: Some(copy.snapshot_id.clone()),
+            result: "exists",
+            plan: None,
+        });
     }
     if !snap.is_completed() {
         return Err(UsageError(format!(
@@ -588,6 +899,19 @@ async fn copy_one(
     tags.insert(tags::SOURCE_SNAPSHOT.into(), id.to_string());
     tags.insert(tags::SOURCE_REGION.into(), source.region().to_string());
     let description = format!("autosnap copy of {id} from {}", source.region());
+    if dry_run {
+        return Ok(CopyOutcome {
+            snapshot_id: None,
+            result: "would_copy",
+            plan: Some(CopyPlan {
+                dry_run: true,
+                description,
+                encrypted: encrypt || snap.encrypted,
+                kms_key: kms_key.map(str::to_string),
+                tags,
+            }),
+        });
+    }
     let new_id = dest
         .copy_snapshot_from(
             source.region(),
@@ -599,5 +923,9 @@ async fn copy_one(
         )
         .await?;
     tracing::info!("copying {id} to {} as {new_id}", dest.region());
-    Ok((new_id, "created"))
+    Ok(CopyOutcome {
+        snapshot_id: Some(new_id),
+        result: "created",
+        plan: None,
+    })
 }

@@ -113,7 +113,10 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
     };
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
-    let mut interrupt = timeout.map(|_| Interrupt::listen()).transpose()?;
+    let mut interrupt = timeout
+        .filter(|_| !args.dry_run)
+        .map(|_| Interrupt::listen())
+        .transpose()?;
 
     // Check the snapshot first: a precise "does not exist" beats AWS's error,
     // and the size must not shrink below the snapshot's.
@@ -139,6 +142,44 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
     all_tags.append(&mut user_tags);
     all_tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
     all_tags.insert(tags::SOURCE_SNAPSHOT.into(), snap.snapshot_id.clone());
+
+    if args.dry_run {
+        let plan = VolumePlan {
+            dry_run: true,
+            region: ec2.region().to_string(),
+            snapshot_id: snap.snapshot_id.clone(),
+            availability_zone: args.availability_zone.clone(),
+            volume_type: args.volume_type.clone(),
+            size_gib: args.size.or(snap.size_gib),
+            iops: args.iops,
+            throughput: args.throughput,
+            // EC2 keeps an encrypted snapshot's volume encrypted.
+            encrypted: args.encrypt || args.kms_key.is_some() || snap.encrypted,
+            kms_key: args.kms_key.clone(),
+            tags: all_tags,
+        };
+        super::print_plan(env, &plan, || {
+            format!(
+                "would create a volume from {} in {} ({}): {}, {}, {}\n  tags: {}",
+                plan.snapshot_id,
+                plan.availability_zone,
+                plan.region,
+                plan.size_gib
+                    .map(|g| format!("{g} GiB"))
+                    .unwrap_or_else(|| "the snapshot's size".into()),
+                plan.volume_type
+                    .clone()
+                    .unwrap_or_else(|| "the default type".into()),
+                match (&plan.kms_key, plan.encrypted) {
+                    (Some(k), _) => format!("encrypted with {k}"),
+                    (None, true) => "encrypted".to_string(),
+                    (None, false) => "not encrypted".to_string(),
+                },
+                super::tag_line(&plan.tags)
+            )
+        })?;
+        return Ok(Exit::Success);
+    }
 
     let mut volume = ec2
         .create_volume(&NewVolume {
@@ -191,6 +232,22 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
         return Ok(Exit::Interrupted);
     }
     Ok(Exit::Success)
+}
+
+/// `volume create --dry-run`: the volume that would be created.
+#[derive(Serialize)]
+struct VolumePlan {
+    dry_run: bool,
+    region: String,
+    snapshot_id: String,
+    availability_zone: String,
+    volume_type: Option<String>,
+    size_gib: Option<i32>,
+    iops: Option<i32>,
+    throughput: Option<i32>,
+    encrypted: bool,
+    kms_key: Option<String>,
+    tags: autosnap_core::tags::Tags,
 }
 
 fn print_created(env: &Env, volume: &Volume) -> anyhow::Result<()> {
