@@ -342,6 +342,32 @@ fn restore_to_a_file_in_a_read_only_directory_names_the_target_path() {
 }
 
 #[test]
+fn init_into_a_read_only_directory_names_the_config_path() {
+    let bed = TestBed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ro = ReadOnlyDir::new(dir.path());
+    let target = ro.path.join("autosnap.toml");
+    let out = bed
+        .cmd()
+        .arg("-c")
+        .arg(&target)
+        .arg("init")
+        .output()
+        .unwrap();
+    let err = printed(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot write {}: cannot create a file in {}",
+            target.display(),
+            ro.path.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(".tmp-"), "no temp file in the message: {err}");
+}
+
+#[test]
 fn a_missing_password_file_is_named() {
     let bed = TestBed::offline();
     let dir = tempfile::tempdir().unwrap();
