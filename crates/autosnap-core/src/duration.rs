@@ -333,17 +333,24 @@ pub fn parse_fixed(input: &str) -> Result<TimeDelta, DurationError> {
     })
 }
 
+/// Parses a fixed length, zero included, for a caller that checks its own minimum.
+pub fn parse_length(input: &str) -> Result<std::time::Duration, DurationError> {
+    parse_fixed(input)?
+        .to_std()
+        .map_err(|_| DurationError::TooLarge {
+            input: input.to_owned(),
+        })
+}
+
 /// Parses a timeout, wait or poll interval: a fixed length longer than zero.
 pub fn parse_timeout(input: &str) -> Result<std::time::Duration, DurationError> {
-    let length = parse_fixed(input)?;
+    let length = parse_length(input)?;
     if length.is_zero() {
         return Err(DurationError::Zero {
             input: input.to_owned(),
         });
     }
-    length.to_std().map_err(|_| DurationError::TooLarge {
-        input: input.to_owned(),
-    })
+    Ok(length)
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
         let at = |s: i64| Some(now - chrono::Duration::seconds(s));
         assert_eq!(age(at(30), now), "30s");
-        assert_eq!(age(at(600), now), "10m");
+        assert_eq!(age(at(600), now), "10min");
         assert_eq!(age(at(3 * 3600), now), "3h");
         assert_eq!(age(at(5 * 86400), now), "5d");
         assert_eq!(age(None, now), "-");

@@ -276,6 +276,16 @@ fn config_check(bed: &TestBed, retain: &str, policy_lines: &str) -> std::process
         .unwrap()
 }
 
+/// What `config check` said: its report of the file is on stdout (its table) or, when the
+/// file cannot be read at all, on stderr.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[test]
 fn config_check_refuses_a_bad_duration_naming_the_policy_and_field() {
     let bed = TestBed::offline();
@@ -295,9 +305,9 @@ fn config_check_refuses_a_bad_duration_naming_the_policy_and_field() {
         ),
     ] {
         let out = config_check(&bed, "{ last = 3 }", lines);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{lines}: {stderr}");
-        assert!(stderr.contains(expected), "{lines}:\n{stderr}");
+        let report = said(&out);
+        assert_eq!(out.status.code(), Some(2), "{lines}: {report}");
+        assert!(report.contains(expected), "{lines}:\n{report}");
     }
 }
 
@@ -305,13 +315,13 @@ fn config_check_refuses_a_bad_duration_naming_the_policy_and_field() {
 fn a_retention_window_written_with_restics_m_says_to_write_mo() {
     let bed = TestBed::offline();
     let out = config_check(&bed, "{ last = 3, within = \"6m\" }", "");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let report = said(&out);
+    assert_eq!(out.status.code(), Some(2), "{report}");
     assert!(
-        stderr.contains("\"6m\" is ambiguous: write 6min for minutes or 6mo for months"),
-        "{stderr}"
+        report.contains("\"6m\" is ambiguous: write 6min for minutes or 6mo for months"),
+        "{report}"
     );
-    assert!(stderr.contains("(in policy \"db\")"), "{stderr}");
+    assert!(report.contains("(in policy \"db\")"), "{report}");
 
     // Written with mo (and the timeouts with s and min), the config file is valid; the check
     // goes on to credentials, which this sandbox does not have.
