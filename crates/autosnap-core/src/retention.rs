@@ -199,9 +199,9 @@ impl<'de> Deserialize<'de> for Count {
 ///
 /// In TOML it reads like
 /// `{ last = 3, daily = 7, weekly = 4, monthly = 12, within = "2d", within_daily = "7d", tags = [["keep"]] }`.
-/// Every field is optional; counts accept integers or `"unlimited"`, durations the
-/// `NyNmNdNh` form of [`CalendarDuration`]. A count of 0 and a zero duration turn their rule
-/// off. Unknown fields are rejected.
+/// Every field is optional; counts accept integers or `"unlimited"`, durations the grammar of
+/// [`crate::duration`] (`2d`, `1y2mo3d4h`; months are `mo`, what restic writes `m`). A count
+/// of 0 and a zero duration turn their rule off. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepPolicy {

@@ -1018,15 +1018,21 @@ mod tests {
 
     #[test]
     fn wait_timeout_requires_wait() {
-        assert!(Cli::try_parse_from([
+        let err = Cli::try_parse_from([
             "autosnap",
             "snapshot",
             "create",
             "vol-0123abcd",
             "--wait-timeout",
-            "5m"
+            "5min",
         ])
-        .is_err());
+        .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{err}"
+        );
+        assert!(err.to_string().contains("--wait"), "{err}");
     }
 }
 
