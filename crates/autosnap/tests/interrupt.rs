@@ -383,3 +383,41 @@ fn sigint_during_upload_wait_prints_the_snapshot_and_its_state_and_exits_130() {
     assert_eq!(json["blocks_written"], 2, "{json}");
     assert!(tb.snapshot_exists(REGION, &snap));
 }
+
+#[test]
+fn sigint_during_ami_from_snapshot_wait_prints_the_registered_ami_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(2, &[]);
+    let snap = tb.foreign_snapshot(&vol);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "ami",
+            "from-snapshot",
+            &snap,
+            "--name",
+            "from-backup",
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+        ],
+    );
+    let said = run.until_said("registered AMI ami-");
+    let image = said
+        .last()
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("ami-")))
+        .expect("the log names the AMI")
+        .to_string();
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &image);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], image.as_str(), "{json}");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert_eq!(json["name"], "from-backup", "{json}");
+    assert!(tb.image(&image).is_some(), "the AMI still exists");
+}
