@@ -78,7 +78,7 @@ fn a_region_that_cannot_exist_is_refused_before_any_call_naming_its_source() {
 #[test]
 fn a_region_typo_in_the_config_file_is_a_config_error() {
     let bed = TestBed::offline();
-    let cfg = bed.write_config("autosnap.toml", "[aws]\nregion = \"eu-west-1x\"\n", 0o644);
+    bed.write_config("autosnap.toml", "[aws]\nregion = \"eu-west-1x\"\n", 0o644);
     let out = bed.bare_cmd().args(["config", "check"]).output().unwrap();
     let err = assert_usage_error(&out);
     // Found in the working directory, so named as found.
