@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
+use support::imds::FakeImds;
 use support::{TestBed, REGION};
 
 /// How long a test waits for autosnap to reach its wait before failing.
@@ -30,9 +31,13 @@ struct Finished {
 
 impl Running {
     fn start(tb: &TestBed, args: &[&str]) -> Running {
-        let mut child = tb
-            .std_cmd()
-            .args(args)
+        let mut cmd = tb.std_cmd();
+        cmd.args(args);
+        Running::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Running {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -420,4 +425,34 @@ fn sigint_during_ami_from_snapshot_wait_prints_the_registered_ami_and_exits_130(
     assert_eq!(json["state"], "pending", "{json}");
     assert_eq!(json["name"], "from-backup", "{json}");
     assert!(tb.image(&image).is_some(), "the AMI still exists");
+}
+
+#[test]
+fn sigint_during_snapshot_create_of_a_mount_path_wait_prints_the_snapshot_and_exits_130() {
+    let tb = TestBed::start();
+    let (instance, data_volume) = tb.instance("db");
+    let imds = FakeImds::start(&instance, REGION);
+    // `/` stands for a mount on this instance; --volume names its volume (no freeze, so
+    // nothing on this machine is touched).
+    let mut cmd = tb.std_cmd();
+    cmd.env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+        .args(["-o", "json", "snapshot", "create", "/", "--volume"])
+        .arg(format!("/={data_volume}"))
+        .args(["--tag", "autosnap-testbed:state=pending", "--wait"]);
+    let mut run = Running::spawn(cmd);
+    run.until(|| !snapshots_of(&tb, REGION, &data_volume).is_empty());
+    let snap = snapshots_of(&tb, REGION, &data_volume).remove(0);
+    run.signal("INT");
+    let done = run.finish(vec![]);
+
+    assert_continues_in_aws(&done, &snap);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    let list = json.as_array().expect("a list of snapshots");
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["snapshot_id"], snap.as_str());
+    assert_eq!(list[0]["state"], "pending");
+    assert_eq!(list[0]["tags"]["autosnap:consistency"], "crash");
+    assert!(tb.snapshot_exists(REGION, &snap));
 }

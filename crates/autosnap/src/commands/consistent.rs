@@ -18,7 +18,7 @@ use autosnap_freeze::{
 use chrono::Utc;
 
 use crate::cli::{HookFailure, SnapshotCreateArgs};
-use crate::commands::Env;
+use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
@@ -149,7 +149,11 @@ pub async fn create_for_paths(
         return dry_run(env, args, &shot, &mounts).await;
     }
 
-    // 5. Snapshot, frozen or not.
+    // 5. Snapshot, frozen or not. With --wait, Ctrl-C is listened for from
+    // here: a signal during the freeze still thaws at once (the signal thread
+    // then lets us continue) and ends the wait as soon as it begins, so the
+    // snapshots taken are printed, not lost.
+    let mut interrupt = wait.map(|_| Interrupt::listen()).transpose()?;
     let hooks = !c.pre.is_empty() || !c.post.is_empty();
     let (mut snaps, consistency) = if c.freeze || hooks {
         let mut plan = FreezePlan::new(
@@ -170,8 +174,13 @@ pub async fn create_for_paths(
             options = options.with_own_path(p.clone());
         }
         plan.freeze_options = options;
-        // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit.
-        install_signal_thaw(AfterCleanup::Terminate)?;
+        // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit
+        // (or, with --wait, report what was taken: see `interrupt`).
+        install_signal_thaw(if interrupt.is_some() {
+            AfterCleanup::Continue
+        } else {
+            AfterCleanup::Terminate
+        })?;
 
         let handle = tokio::runtime::Handle::current();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -239,13 +248,30 @@ pub async fn create_for_paths(
     }
     eprintln!("consistency: {}", consistency.as_str());
 
-    if let Some(timeout) = wait {
+    if let (Some(timeout), Some(interrupt)) = (wait, interrupt.as_mut()) {
         let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
         let progress = WaitProgress::new(&format!("{} snapshot(s)", ids.len()), env.progress);
-        snaps = ec2
-            .wait_snapshots_completed(&ids, timeout, &progress)
-            .await?;
+        let waited = interrupt
+            .or(ec2.wait_snapshots_completed(&ids, timeout, &progress))
+            .await;
         progress.finish();
+        match waited {
+            Some(done) => snaps = done?,
+            None => {
+                // The filesystems were thawed before the wait began.
+                if let Some(now) = super::snapshot::states_soon(&ec2, &ids).await {
+                    snaps = now;
+                }
+                output::emit(env.output, &snaps, || {
+                    super::snapshot::snapshot_table(&snaps, Utc::now())
+                })?;
+                report_interrupted(
+                    &format!("snapshot(s) {}", ids.join(", ")),
+                    "autosnap snapshot list",
+                );
+                return Ok(Exit::Interrupted);
+            }
+        }
     }
     let now = Utc::now();
     output::emit(env.output, &snaps, || {
