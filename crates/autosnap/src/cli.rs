@@ -491,6 +491,9 @@ pub struct SnapshotDeleteArgs {
     /// Also delete snapshots autosnap did not create
     #[arg(long)]
     pub force: bool,
+    /// Do not ask before deleting (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -540,6 +543,9 @@ pub struct PruneArgs {
     /// Print what would be deleted and why, delete nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask before deleting (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -874,6 +880,9 @@ pub struct AmiDeleteArgs {
     /// Also deregister AMIs that are in use or that autosnap did not create
     #[arg(long)]
     pub force: bool,
+    /// Do not ask before deleting (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -991,6 +1000,33 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn status_takes_prometheus_and_the_global_output_wherever_it_is_given() {
+        use clap::FromArgMatches;
+        command().debug_assert();
+        let parse = |line: &str| {
+            let m = command()
+                .try_get_matches_from(line.split(' '))
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            Cli::from_arg_matches(&m).unwrap().global.output
+        };
+        assert_eq!(
+            parse("autosnap status -o prometheus"),
+            OutputFormat::Prometheus
+        );
+        assert_eq!(
+            parse("autosnap -o prometheus status"),
+            OutputFormat::Prometheus
+        );
+        assert_eq!(parse("autosnap -o json status"), OutputFormat::Json);
+        assert_eq!(parse("autosnap status --output json"), OutputFormat::Json);
+        assert_eq!(parse("autosnap status"), OutputFormat::Table);
+        assert_eq!(parse("autosnap -o json snapshot list"), OutputFormat::Json);
+        assert!(command()
+            .try_get_matches_from(["autosnap", "status", "-o", "yaml"])
+            .is_err());
     }
 
     #[test]
@@ -1121,6 +1157,9 @@ pub struct RepoForgetArgs {
     /// Show what would be forgotten, and why, without deleting anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask before deleting (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     /// Evaluate as of this time (RFC 3339; default: now)
     #[arg(long, value_name = "TIME")]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
@@ -1133,6 +1172,9 @@ pub struct RepoGcArgs {
     /// Show what would be deleted without deleting anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask before deleting (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1146,6 +1188,9 @@ pub struct RepoUnlockArgs {
     /// Show what would be removed without removing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask before removing live locks (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -270,3 +270,47 @@ fn default_filter(verbose: u8, quiet: bool) -> String {
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn json_is_found_in_every_spelling_of_output() {
+        for line in [
+            "autosnap -o json snapshot list",
+            "autosnap snapshot list -ojson",
+            "autosnap snapshot list -o=json",
+            "autosnap --output json snapshot list",
+            "autosnap snapshot list --output=json",
+            "autosnap -qo json snapshot",
+            "autosnap -vvojson snapshot",
+            "autosnap -o table snapshot list -o json",
+        ] {
+            assert!(json_requested(&args(line)), "{line}");
+        }
+        for line in [
+            "autosnap snapshot list",
+            "autosnap -o json snapshot list -o table",
+            "autosnap --output-file json",
+            "autosnap snapshot create -- -o json",
+            "autosnap --tag json snapshot list",
+        ] {
+            assert!(!json_requested(&args(line)), "{line}");
+        }
+    }
+
+    #[test]
+    fn every_workspace_crate_follows_verbosity() {
+        let f = default_filter(1, false);
+        for c in ["autosnap_freeze", "autosnap_repo", "autosnap_aws"] {
+            assert!(f.contains(&format!("{c}=debug")), "{f}");
+        }
+        assert!(f.starts_with("warn,"), "others stay at warn: {f}");
+        assert_eq!(default_filter(3, true), "error");
+    }
+}
