@@ -22,6 +22,7 @@ use crate::cli::{
     AmiCreateArgs, AmiDeleteArgs, AmiFromSnapshotArgs, AmiListArgs, AmiMetadataArgs,
     AmiRestoreArgs, AmiStoreArgs, MetadataStoreArgs, PollArgs,
 };
+use crate::commands::confirm::{self, Consent};
 use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
@@ -831,6 +832,27 @@ struct DeleteResult {
     snapshots_failed: Vec<FailedOut>,
 }
 
+/// `plan: deregister ami-… (name): reason; delete snap-…; keep snap-… (why)`.
+fn ami_plan_line(d: &autosnap_core::ami::AmiDeleteDecision) -> String {
+    let what = match d.action {
+        AmiDeleteAction::Deregister => "deregister",
+        AmiDeleteAction::Refuse => "refuse",
+        AmiDeleteAction::Missing => "missing",
+    };
+    let mut line = format!("plan: {what} {}", d.image_id);
+    if let Some(n) = &d.name {
+        line.push_str(&format!(" ({n})"));
+    }
+    line.push_str(&format!(": {}", d.reason));
+    if !d.delete_snapshots.is_empty() {
+        line.push_str(&format!("; delete {}", d.delete_snapshots.join(", ")));
+    }
+    for k in &d.keep_snapshots {
+        line.push_str(&format!("; keep {} ({})", k.snapshot_id, k.reason));
+    }
+    line
+}
+
 pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
@@ -864,24 +886,35 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
     );
 
     // The plan first, then the work.
-    for d in &plan {
-        let what = match d.action {
-            AmiDeleteAction::Deregister => "deregister",
-            AmiDeleteAction::Refuse => "refuse",
-            AmiDeleteAction::Missing => "missing",
-        };
-        let mut line = format!("plan: {what} {}", d.image_id);
-        if let Some(n) = &d.name {
-            line.push_str(&format!(" ({n})"));
-        }
-        line.push_str(&format!(": {}", d.reason));
-        if !d.delete_snapshots.is_empty() {
-            line.push_str(&format!("; delete {}", d.delete_snapshots.join(", ")));
-        }
-        for k in &d.keep_snapshots {
-            line.push_str(&format!("; keep {} ({})", k.snapshot_id, k.reason));
-        }
+    let plan_lines: Vec<String> = plan.iter().map(ami_plan_line).collect();
+    for line in &plan_lines {
         tracing::info!("{line}");
+    }
+    // At a terminal the same plan is shown and a question asked.
+    let deregisters: Vec<_> = plan
+        .iter()
+        .filter(|d| d.action == AmiDeleteAction::Deregister)
+        .collect();
+    let snapshots: usize = deregisters.iter().map(|d| d.delete_snapshots.len()).sum();
+    let mut prompt = format!(
+        "Deregister {}",
+        confirm::count(deregisters.len(), "AMI", "AMIs")
+    );
+    if snapshots > 0 {
+        prompt.push_str(&format!(
+            " and delete {}",
+            confirm::count(snapshots, "snapshot", "snapshots")
+        ));
+    }
+    prompt.push('?');
+    let question = confirm::Question {
+        skip: args.yes || args.dry_run,
+        deletes: deregisters.len(),
+        plan: plan_lines.join("\n"),
+        prompt,
+    };
+    if question.ask().await? == Consent::Refused {
+        return Ok(confirm::DECLINED);
     }
 
     // Phase 1: deregister everything planned, so that snapshots shared by

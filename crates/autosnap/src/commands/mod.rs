@@ -4,6 +4,7 @@
 mod ami;
 mod archive;
 mod config;
+mod confirm;
 mod consistent;
 mod docs;
 mod iam;

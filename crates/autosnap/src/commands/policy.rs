@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
+use crate::commands::confirm::{self, Consent};
 use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
 use crate::output;
@@ -320,6 +321,47 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     })
 }
 
+/// `prune`'s question at a terminal: `Delete 3 snapshots and 1 AMI (with its 2 snapshots)?`.
+/// `run` never asks: it is the scheduled command (cron, daemon), applying the retention the
+/// config declares; `plan` and `prune` are where a person looks before deleting.
+fn prune_question(env: &Env, plan: &Plan, yes: bool) -> confirm::Question {
+    let (mut snapshots, mut amis, mut ami_snapshots) = (0, 0, 0);
+    for (p, _, _, b) in plan.deletions() {
+        if p.kind == BackupKind::Ami {
+            amis += 1;
+            ami_snapshots += b.snapshot_ids.len();
+        } else {
+            snapshots += b.snapshot_ids.len();
+        }
+    }
+    let mut parts = Vec::new();
+    if snapshots > 0 {
+        parts.push(confirm::count(snapshots, "snapshot", "snapshots"));
+    }
+    if amis > 0 {
+        let mut a = confirm::count(amis, "AMI", "AMIs");
+        if ami_snapshots > 0 {
+            a.push_str(&format!(
+                " (with {} {})",
+                if amis == 1 { "its" } else { "their" },
+                confirm::count(ami_snapshots, "snapshot", "snapshots")
+            ));
+        }
+        parts.push(a);
+    }
+    confirm::Question {
+        skip: yes,
+        deletes: plan.deletions().count(),
+        // In table mode the plan is on the screen already; with -o json it is not.
+        plan: if env.output == OutputFormat::Json {
+            render_plan(plan, false)
+        } else {
+            String::new()
+        },
+        prompt: format!("Delete {}?", parts.join(" and ")),
+    }
+}
+
 pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
     let ctx = env.connect().await?;
@@ -328,6 +370,9 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
     if args.dry_run {
         print_report(env, &plan, None, true)?;
         return Ok(Exit::Success);
+    }
+    if prune_question(env, &plan, args.yes).ask().await? == Consent::Refused {
+        return Ok(confirm::DECLINED);
     }
     let opts = RunOptions {
         create: false,
@@ -482,7 +527,11 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
         }
     }
     if args.check && !report.ok {
-        eprintln!("status check failed: a target is late or missing, or a resource is unprotected");
+        crate::output::report_error(
+            "check_failed",
+            "status check failed: a target is late or missing, or a resource is unprotected",
+            None,
+        );
         return Ok(Exit::Failure);
     }
     Ok(Exit::Success)

@@ -20,6 +20,7 @@ use crate::cli::{
     OutputFormat, RepoArgs, RepoCommand, RepoForgetArgs, RepoGcArgs, RepoInitArgs, RepoUnlockArgs,
     RepoVerifyArgs,
 };
+use crate::commands::confirm::{self, Consent};
 use crate::commands::Env;
 use crate::exit::{Exit, UsageError};
 use crate::output;
@@ -414,10 +415,34 @@ async fn verify(env: &Env, args: &RepoVerifyArgs) -> anyhow::Result<Exit> {
 
 async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
     let policy = crate::commands::retention::policy_from_args(&args.keep)?;
-    let repo = open(env, &args.repo).await?;
+    let repo = Arc::new(open(env, &args.repo).await?);
     let now = args.now.unwrap_or_else(Utc::now);
     let dry_run = args.dry_run;
-    let plan = blocking(move || Ok(repo.forget(&policy, now, dry_run)?)).await?;
+    if !(args.yes || dry_run) && confirm::interactive() {
+        // The dry run is the plan the question shows.
+        let planned = forget_plan(&repo, &policy, now, true).await?;
+        let forgets = planned.removed().count();
+        let question = confirm::Question {
+            skip: false,
+            deletes: forgets,
+            plan: forget_text(&planned),
+            prompt: format!("Forget {}?", confirm::count(forgets, "archive", "archives")),
+        };
+        if question.ask().await? == Consent::Refused {
+            return Ok(confirm::DECLINED);
+        }
+        // Archives added or removed while the question was open change what the policy
+        // forgets: only what was shown may go.
+        let again = forget_plan(&repo, &policy, now, true).await?;
+        if removed_ids(&again) != removed_ids(&planned) {
+            anyhow::bail!(
+                "nothing forgotten: the repository changed while the question was open \
+                 (archives were added or removed), so the plan shown is out of date; run the \
+                 command again to see the new plan"
+            );
+        }
+    }
+    let plan = forget_plan(&repo, &policy, now, dry_run).await?;
     for bad in &plan.unreadable {
         tracing::warn!(
             "archive {} cannot be read, so it was left alone ({})",
@@ -427,72 +452,123 @@ async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
     }
     match env.output {
         OutputFormat::Json => output::print_json(&plan)?,
-        _ => {
-            output::print(&format!("policy: {}\n", plan.policy));
-            let mut t = output::table(["ID", "LINEAGE", "TIME", "DECISION", "REASONS"]);
-            for g in &plan.groups {
-                for d in &g.decisions {
-                    t.add_row([
-                        d.id.to_string(),
-                        g.lineage.clone(),
-                        output::time(Some(d.time)),
-                        match (d.keep, plan.dry_run) {
-                            (true, _) => "keep",
-                            (false, true) => "would forget",
-                            (false, false) => "forgotten",
-                        }
-                        .to_string(),
-                        d.reasons.join(", "),
-                    ]);
-                }
-            }
-            output::print_table(&t);
-            output::print(&format!(
-                "\n{} kept, {} {}{}",
-                plan.kept().count(),
-                plan.removed().count(),
-                if plan.dry_run {
-                    "would be forgotten (dry run)"
-                } else {
-                    "forgotten"
-                },
-                if plan.dry_run || plan.removed().count() == 0 {
-                    ""
-                } else {
-                    "; run `autosnap repo gc` to free their chunks"
-                }
-            ));
-        }
+        _ => output::print(&forget_text(&plan)),
     }
     Ok(Exit::Success)
 }
 
+async fn forget_plan(
+    repo: &Arc<Repository>,
+    policy: &autosnap_core::retention::KeepPolicy,
+    now: chrono::DateTime<Utc>,
+    dry_run: bool,
+) -> anyhow::Result<autosnap_repo::ForgetPlan> {
+    let (repo, policy) = (Arc::clone(repo), policy.clone());
+    blocking(move || Ok(repo.forget(&policy, now, dry_run)?)).await
+}
+
+fn removed_ids(plan: &autosnap_repo::ForgetPlan) -> Vec<String> {
+    plan.removed().map(|d| d.id.to_string()).collect()
+}
+
+/// `repo forget`'s text: the policy, every archive's decision, the counts.
+fn forget_text(plan: &autosnap_repo::ForgetPlan) -> String {
+    let mut t = output::table(["ID", "LINEAGE", "TIME", "DECISION", "REASONS"]);
+    for g in &plan.groups {
+        for d in &g.decisions {
+            t.add_row([
+                d.id.to_string(),
+                g.lineage.clone(),
+                output::time(Some(d.time)),
+                match (d.keep, plan.dry_run) {
+                    (true, _) => "keep",
+                    (false, true) => "would forget",
+                    (false, false) => "forgotten",
+                }
+                .to_string(),
+                d.reasons.join(", "),
+            ]);
+        }
+    }
+    let table: Vec<String> = t
+        .to_string()
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    format!(
+        "policy: {}\n{}\n\n{} kept, {} {}{}",
+        plan.policy,
+        table.join("\n"),
+        plan.kept().count(),
+        plan.removed().count(),
+        if plan.dry_run {
+            "would be forgotten (dry run)"
+        } else {
+            "forgotten"
+        },
+        if plan.dry_run || plan.removed().count() == 0 {
+            ""
+        } else {
+            "; run `autosnap repo gc` to free their chunks"
+        }
+    )
+}
+
 async fn gc(env: &Env, args: &RepoGcArgs) -> anyhow::Result<Exit> {
-    let repo = open(env, &args.repo).await?;
+    let repo = Arc::new(open(env, &args.repo).await?);
     let dry_run = args.dry_run;
-    let report = blocking(move || Ok(repo.gc(dry_run)?)).await?;
+    if !(args.yes || dry_run) && confirm::interactive() {
+        // The dry run is the plan the question shows. What the real run deletes is what is
+        // unreferenced then: never anything an archive needs.
+        let planned = gc_run(&repo, true).await?;
+        let objects = planned.chunks_unreferenced + planned.blockmaps_unreferenced;
+        let question = confirm::Question {
+            skip: false,
+            deletes: objects,
+            plan: gc_text(&planned),
+            prompt: format!(
+                "Delete {} ({})?",
+                confirm::count(objects, "unreferenced object", "unreferenced objects"),
+                size(planned.bytes_unreferenced)
+            ),
+        };
+        if question.ask().await? == Consent::Refused {
+            return Ok(confirm::DECLINED);
+        }
+    }
+    let report = gc_run(&repo, dry_run).await?;
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
-        _ => output::print(&format!(
-            "{} archives; {} chunks and {} block maps referenced; {} chunks and {} block maps \
-             unreferenced ({}){}",
-            report.archives,
-            report.chunks_referenced,
-            report.blockmaps_referenced,
-            report.chunks_unreferenced,
-            report.blockmaps_unreferenced,
-            size(report.bytes_unreferenced),
-            if report.dry_run {
-                " — dry run, nothing deleted".to_string()
-            } else {
-                format!(
-                    "; {} objects deleted, {} stale locks and {} temp files removed",
-                    report.deleted, report.stale_locks_removed, report.temporaries_removed
-                )
-            }
-        )),
+        _ => output::print(&gc_text(&report)),
     }
     Ok(Exit::Success)
+}
+
+async fn gc_run(repo: &Arc<Repository>, dry_run: bool) -> anyhow::Result<autosnap_repo::GcReport> {
+    let repo = Arc::clone(repo);
+    blocking(move || Ok(repo.gc(dry_run)?)).await
+}
+
+/// `repo gc`'s one line: what is referenced, what is not, what was deleted.
+fn gc_text(report: &autosnap_repo::GcReport) -> String {
+    format!(
+        "{} archives; {} chunks and {} block maps referenced; {} chunks and {} block maps \
+         unreferenced ({}){}",
+        report.archives,
+        report.chunks_referenced,
+        report.blockmaps_referenced,
+        report.chunks_unreferenced,
+        report.blockmaps_unreferenced,
+        size(report.bytes_unreferenced),
+        if report.dry_run {
+            " — dry run, nothing deleted".to_string()
+        } else {
+            format!(
+                "; {} objects deleted, {} stale locks and {} temp files removed",
+                report.deleted, report.stale_locks_removed, report.temporaries_removed
+            )
+        }
+    )
 }
 
 /// One lock in `repo unlock`'s output.
@@ -519,10 +595,47 @@ struct UnlockReport {
 }
 
 async fn unlock(env: &Env, args: &RepoUnlockArgs) -> anyhow::Result<Exit> {
-    use autosnap_repo::lock::{list_locks, remove_locks};
     let backend = backend(env, &args.repo).await?;
     let (remove_all, dry_run) = (args.remove_all, args.dry_run);
-    let location = args.repo.clone();
+    if remove_all && !(args.yes || dry_run) && confirm::interactive() {
+        // Removing a live lock can break the archive or gc that holds it: show which first.
+        let planned = unlock_report(&backend, &args.repo, true, true).await?;
+        let live = planned
+            .locks
+            .iter()
+            .filter(|r| r.removed && !r.stale)
+            .count();
+        let question = confirm::Question {
+            skip: false,
+            deletes: live,
+            plan: unlock_text(&planned),
+            prompt: format!(
+                "Remove {} (their holders may still be running)?",
+                confirm::count(live, "live lock", "live locks")
+            ),
+        };
+        if question.ask().await? == Consent::Refused {
+            return Ok(confirm::DECLINED);
+        }
+    }
+    let report = unlock_report(&backend, &args.repo, remove_all, dry_run).await?;
+    match env.output {
+        OutputFormat::Json => output::print_json(&report)?,
+        _ => output::print(&unlock_text(&report)),
+    }
+    Ok(Exit::Success)
+}
+
+/// Lists the locks and removes the stale ones (all with `remove_all`; none with `dry_run`).
+async fn unlock_report(
+    backend: &Arc<dyn Backend>,
+    location: &str,
+    remove_all: bool,
+    dry_run: bool,
+) -> anyhow::Result<UnlockReport> {
+    use autosnap_repo::lock::{list_locks, remove_locks};
+    let backend = Arc::clone(backend);
+    let location = location.to_string();
     let (entries, removed) = blocking(move || {
         if !backend.exists(autosnap_repo::config::CONFIG_NAME)? {
             return Err(anyhow::anyhow!(
@@ -558,69 +671,72 @@ async fn unlock(env: &Env, args: &RepoUnlockArgs) -> anyhow::Result<Exit> {
             name: e.name,
         })
         .collect();
-    let report = UnlockReport {
+    Ok(UnlockReport {
         locks,
         removed,
         dry_run,
-    };
-    match env.output {
-        OutputFormat::Json => output::print_json(&report)?,
-        _ => {
-            if !report.locks.is_empty() {
-                let mut t = output::table([
-                    "LOCK",
-                    "KIND",
-                    "PURPOSE",
-                    "HOST",
-                    "PID",
-                    "REFRESHED",
-                    "EXPIRES",
-                    "STATE",
-                ]);
-                for r in &report.locks {
-                    let state = match (r.stale, r.removed) {
-                        (true, _) if r.kind.is_none() => "unreadable",
-                        (true, _) => "stale",
-                        (false, _) => "live",
-                    };
-                    let action = match (r.removed, dry_run) {
-                        (true, true) => ", would remove",
-                        (true, false) => ", removed",
-                        (false, _) => "",
-                    };
-                    t.add_row([
-                        r.name.clone(),
-                        output::opt(&r.kind),
-                        output::opt(&r.purpose),
-                        output::opt(&r.host),
-                        output::opt(&r.pid),
-                        output::time(r.refreshed),
-                        output::time(r.expires),
-                        format!("{state}{action}"),
-                    ]);
-                }
-                output::print_table(&t);
-            }
-            let live = report.locks.iter().filter(|r| !r.removed).count();
-            output::print(&format!(
-                "{} locks; {} {}{}",
-                report.locks.len(),
-                report.removed,
-                if dry_run {
-                    "would be removed"
-                } else {
-                    "removed"
-                },
-                if live > 0 {
-                    format!(
-                        "; {live} live kept (their holders may still be running; --remove-all \
-                         removes them too)"
-                    )
-                } else {
-                    String::new()
-                }
-            ));
+    })
+}
+
+/// `repo unlock`'s text: the locks with their state, then the counts.
+fn unlock_text(report: &UnlockReport) -> String {
+    let mut text = String::new();
+    if !report.locks.is_empty() {
+        let mut t = output::table([
+            "LOCK",
+            "KIND",
+            "PURPOSE",
+            "HOST",
+            "PID",
+            "REFRESHED",
+            "EXPIRES",
+            "STATE",
+        ]);
+        for r in &report.locks {
+            let state = match (r.stale, r.removed) {
+                (true, _) if r.kind.is_none() => "unreadable",
+                (true, _) => "stale",
+                (false, _) => "live",
+            };
+            let action = match (r.removed, report.dry_run) {
+                (true, true) => ", would remove",
+                (true, false) => ", removed",
+                (false, _) => "",
+            };
+            t.add_row([
+                r.name.clone(),
+                output::opt(&r.kind),
+                output::opt(&r.purpose),
+                output::opt(&r.host),
+                output::opt(&r.pid),
+                output::time(r.refreshed),
+                output::time(r.expires),
+                format!("{state}{action}"),
+            ]);
+        }
+        for line in t.to_string().lines() {
+            text.push_str(line.trim_end());
+            text.push('\n');
         }
     }
-    Ok(Exit::Success)
+    let live = report.locks.iter().filter(|r| !r.removed).count();
+    text.push_str(&format!(
+        "{} locks; {} {}{}",
+        report.locks.len(),
+        report.removed,
+        if report.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        },
+        if live > 0 {
+            format!(
+                "; {live} live kept (their holders may still be running; --remove-all \
+                 removes them too)"
+            )
+        } else {
+            String::new()
+        }
+    ));
+    text
 }

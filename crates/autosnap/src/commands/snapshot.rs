@@ -10,6 +10,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::cli::{SnapshotCopyArgs, SnapshotCreateArgs, SnapshotDeleteArgs, SnapshotListArgs};
+use crate::commands::confirm::{self, Consent};
 use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
@@ -88,7 +89,12 @@ pub(super) fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> 
 
 /// A per-item failure, printed to stderr and counted for the exit code.
 fn report_failure(what: &str, err: &anyhow::Error) {
-    eprintln!("error: {what}: {err:#}");
+    let class = crate::exit::classify_error(err);
+    crate::output::report_error(
+        class.kind,
+        &format!("{what}: {err:#}"),
+        class.resource.as_deref(),
+    );
 }
 
 pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit> {
@@ -506,6 +512,33 @@ struct DeleteResult {
     reason: String,
 }
 
+/// What `--dry-run` reports for each snapshot of the plan.
+fn planned_deletes(plan: &[autosnap_core::deletion::DeleteDecision]) -> Vec<DeleteResult> {
+    plan.iter()
+        .map(|d| DeleteResult {
+            snapshot_id: d.snapshot_id.clone(),
+            result: match d.action {
+                DeleteAction::Missing => "missing",
+                DeleteAction::Refuse => "refused",
+                DeleteAction::Delete => "would_delete",
+            },
+            reason: d.reason.clone(),
+        })
+        .collect()
+}
+
+fn delete_table(results: &[DeleteResult]) -> comfy_table::Table {
+    let mut t = output::table(["SNAPSHOT ID", "RESULT", "REASON"]);
+    for r in results {
+        t.add_row([
+            r.snapshot_id.clone(),
+            r.result.replace('_', " "),
+            r.reason.clone(),
+        ]);
+    }
+    t
+}
+
 pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
@@ -519,6 +552,24 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
     let found_ids: Vec<String> = found.iter().map(|s| s.snapshot_id.clone()).collect();
     let images = ec2.images_using_snapshots(&found_ids).await?;
     let plan = plan_deletes(&requested, &found, &images, args.force, ec2.region());
+
+    // At a terminal, the dry run's table first, then the question.
+    let deletes = plan
+        .iter()
+        .filter(|d| d.action == DeleteAction::Delete)
+        .count();
+    let question = confirm::Question {
+        skip: args.yes || args.dry_run,
+        deletes,
+        plan: delete_table(&planned_deletes(&plan)).to_string(),
+        prompt: format!(
+            "Delete {}?",
+            confirm::count(deletes, "snapshot", "snapshots")
+        ),
+    };
+    if question.ask().await? == Consent::Refused {
+        return Ok(confirm::DECLINED);
+    }
 
     let results: Vec<DeleteResult> = stream::iter(plan)
         .map(|d| {
@@ -548,17 +599,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
         .collect()
         .await;
 
-    output::emit(env.output, &results, || {
-        let mut t = output::table(["SNAPSHOT ID", "RESULT", "REASON"]);
-        for r in &results {
-            t.add_row([
-                r.snapshot_id.clone(),
-                r.result.replace('_', " "),
-                r.reason.clone(),
-            ]);
-        }
-        t
-    })?;
+    output::emit(env.output, &results, || delete_table(&results))?;
     let ok = results
         .iter()
         .filter(|r| matches!(r.result, "deleted" | "would_delete"))
@@ -734,10 +775,14 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
     print_copy_results(env, &results)?;
     let failed = results.iter().filter(|r| r.result == "failed").count();
     for r in results.iter().filter(|r| r.result == "failed") {
-        eprintln!(
-            "error: cannot copy {}: {}",
-            r.source_snapshot_id,
-            r.detail.as_deref().unwrap_or("")
+        crate::output::report_error(
+            "failed",
+            &format!(
+                "cannot copy {}: {}",
+                r.source_snapshot_id,
+                r.detail.as_deref().unwrap_or("")
+            ),
+            Some(&r.source_snapshot_id),
         );
     }
     Ok(Exit::from_counts(results.len() - failed, failed))
@@ -801,10 +846,14 @@ async fn copy_dry_run(
     })?;
     let failed = results.iter().filter(|r| r.result == "failed").count();
     for r in results.iter().filter(|r| r.result == "failed") {
-        eprintln!(
-            "error: cannot copy {}: {}",
-            r.source_snapshot_id,
-            r.detail.as_deref().unwrap_or("")
+        crate::output::report_error(
+            "failed",
+            &format!(
+                "cannot copy {}: {}",
+                r.source_snapshot_id,
+                r.detail.as_deref().unwrap_or("")
+            ),
+            Some(&r.source_snapshot_id),
         );
     }
     Ok(Exit::from_counts(results.len() - failed, failed))
