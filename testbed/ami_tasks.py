@@ -9,6 +9,13 @@ Test-bed-only controls (not AWS behaviour) are tags, like ec2_corrections' test 
   autosnap-testbed:fail=StoreImageTask    on an image: its store task ends `Failed`
   autosnap-testbed:fail=RestoreImageTask  on an image when it is stored: the AMI restored from
                                           the object goes to state `failed`
+  autosnap-testbed:copy-state=<state>     on an image: the AMIs CopyImage makes of it are held
+                                          in that state (e.g. pending)
+  autosnap-testbed:store-state=<state>    on an image: its store task is held in that state
+                                          (e.g. InProgress)
+  autosnap-testbed:restore-state=<state>  on an image when it is stored: the AMI restored from
+                                          the object is held in that state (e.g. pending)
+(With ec2_corrections' autosnap-testbed:state, these let tests interrupt each kind of wait.)
 """
 
 from __future__ import annotations
@@ -68,12 +75,17 @@ CORRECTIONS = {
     ),
     "ami-test-controls": (
         "TEST-BED ONLY, not AWS behaviour: the tag autosnap-testbed:fail=CreateImage on an "
-        "instance, =StoreImageTask or =RestoreImageTask on an image, makes that step fail "
-        "(see the module docstring)"
+        "instance, =StoreImageTask or =RestoreImageTask on an image, makes that step fail; "
+        "autosnap-testbed:copy-state, store-state and restore-state on an image hold its "
+        "copies, its store task or the AMIs restored from it in a state (see the module docstring)"
     ),
 }
 
 FAIL_TAG = "autosnap-testbed:fail"
+STATE_TAG = "autosnap-testbed:state"
+COPY_STATE_TAG = "autosnap-testbed:copy-state"
+STORE_STATE_TAG = "autosnap-testbed:store-state"
+RESTORE_STATE_TAG = "autosnap-testbed:restore-state"
 OBJECT_FORMAT = "autosnap-testbed-stored-image/1"
 # How many DescribeStoreImageTasks polls report InProgress before the task ends.
 STORE_POLLS_IN_PROGRESS = 2
@@ -347,6 +359,9 @@ def apply() -> None:
         image.source_image_region = source_region
         if image_tags:
             backend.create_tags([image.id], image_tags)
+        held = _tags_of(source_backend, source.id).get(COPY_STATE_TAG)
+        if held:
+            backend.create_tags([image.id], {STATE_TAG: held})
         if key_ok:
             _set_pending(image)
         else:
@@ -388,6 +403,7 @@ def apply() -> None:
             "ProgressPercentage": 0,
             "polls": 0,
             "fail": _fail_control(backend, image_id, "StoreImageTask"),
+            "hold": _tags_of(backend, image_id).get(STORE_STATE_TAG),
             "document": _image_document(backend, image),
             "object_tags": {t.get("Key"): t.get("Value", "") for t in object_tags},
             "written": False,
@@ -397,6 +413,9 @@ def apply() -> None:
     # --- describe-store-image-tasks ---------------------------------------------
     def _advance(account: str, task: dict) -> None:
         if task["StoreTaskState"] != "InProgress":
+            return
+        if task["hold"]:
+            task["StoreTaskState"] = task["hold"]
             return
         task["polls"] += 1
         if task["polls"] <= STORE_POLLS_IN_PROGRESS:
@@ -498,6 +517,9 @@ def apply() -> None:
             })
         else:
             _set_pending(image)
+        held = (doc.get("Tags") or {}).get(RESTORE_STATE_TAG)
+        if held:
+            backend.create_tags([image.id], {STATE_TAG: held})
         return ActionResult({"ImageId": image.id})
 
     AmisResponse.create_store_image_task = create_store_image_task

@@ -266,3 +266,29 @@ def test_restore_errors_and_fail_control(ec2, s3):
     image(ec2, new)
     img = image(ec2, new)
     assert img["State"] == "failed" and "set to fail" in img["StateReason"]["Message"]
+
+
+def test_hold_controls_keep_copies_store_tasks_and_restores_in_a_state(ec2, s3):
+    iid = instance(ec2)
+    ami = ec2.create_image(InstanceId=iid, Name="img-held", TagSpecifications=[spec("image", {
+        "autosnap-testbed:copy-state": "pending",
+        "autosnap-testbed:restore-state": "pending",
+    })])["ImageId"]
+    copy = ec2.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name="img-held-copy",
+                          Encrypted=True)["ImageId"]
+    s3.create_bucket(Bucket="amis-held")
+    key = ec2.create_store_image_task(ImageId=ami, Bucket="amis-held")["ObjectKey"]
+    task, _ = poll_store(ec2, ami)
+    new = ec2.create_restore_image_task(Bucket="amis-held", ObjectKey=key,
+                                        Name="img-held-restored")["ImageId"]
+    for _ in range(5):  # more describes than any pending phase lasts
+        assert image(ec2, copy)["State"] == "pending"
+        assert image(ec2, new)["State"] == "pending"
+    assert image(ec2, ami)["State"] == "available"  # the image itself is not held
+
+    other = ec2.create_image(InstanceId=iid, Name="img-store-held", TagSpecifications=[
+        spec("image", {"autosnap-testbed:store-state": "InProgress"})])["ImageId"]
+    ec2.create_store_image_task(ImageId=other, Bucket="amis-held")
+    for _ in range(5):
+        t = ec2.describe_store_image_tasks(ImageIds=[other])["StoreImageTaskResults"][0]
+        assert t["StoreTaskState"] == "InProgress"
