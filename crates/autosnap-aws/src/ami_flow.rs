@@ -218,6 +218,25 @@ pub async fn encrypt_image(
     poll: PollSchedule,
     observer: &dyn ImageWaitObserver,
 ) -> Result<EncryptOutcome, AwsError> {
+    let copy_id =
+        start_encrypted_copy(ec2, source, name, kms_key, image_tags, snapshot_tags).await?;
+    let waited = ec2
+        .wait_image_available(&copy_id, timeout, poll, observer)
+        .await;
+    finish_encrypted_copy(ec2, source, &copy_id, waited).await
+}
+
+/// The first step of [`encrypt_image`]: CopyImage with encryption. If EC2
+/// refuses, the unencrypted source is removed and the error says so.
+/// Returns the copy's id; wait for it, then call [`finish_encrypted_copy`].
+pub async fn start_encrypted_copy(
+    ec2: &Ec2,
+    source: &ImageDetails,
+    name: &str,
+    kms_key: Option<&str>,
+    image_tags: &Tags,
+    snapshot_tags: &Tags,
+) -> Result<String, AwsError> {
     let copy = ImageCopy {
         source_image_id: source.image_id.clone(),
         source_region: ec2.region().to_string(),
@@ -245,13 +264,22 @@ pub async fn encrypt_image(
             .map(|k| format!(" with KMS key {k}"))
             .unwrap_or_default()
     );
-    let image = match ec2
-        .wait_image_available(&copy_id, timeout, poll, observer)
-        .await
-    {
+    Ok(copy_id)
+}
+
+/// The last step of [`encrypt_image`], given how the wait for the copy
+/// ended: a good copy means the unencrypted source goes; a copy that failed
+/// or is still unencrypted is removed with the source.
+pub async fn finish_encrypted_copy(
+    ec2: &Ec2,
+    source: &ImageDetails,
+    copy_id: &str,
+    waited: Result<ImageDetails, AwsError>,
+) -> Result<EncryptOutcome, AwsError> {
+    let image = match waited {
         Ok(i) => i,
         Err(e) => {
-            let mut c = remove_image(ec2, &copy_id).await;
+            let mut c = remove_image(ec2, copy_id).await;
             c.merge(remove_image(ec2, &source.image_id).await);
             return Err(AwsError::Failed {
                 what: format!("the encrypted copy {copy_id} of {}", source.image_id),
@@ -260,7 +288,7 @@ pub async fn encrypt_image(
         }
     };
     if !image.unencrypted_snapshots().is_empty() {
-        let mut c = remove_image(ec2, &copy_id).await;
+        let mut c = remove_image(ec2, copy_id).await;
         c.merge(remove_image(ec2, &source.image_id).await);
         return Err(AwsError::Failed {
             what: format!("the encrypted copy {copy_id} of {}", source.image_id),

@@ -456,3 +456,100 @@ fn sigint_during_snapshot_create_of_a_mount_path_wait_prints_the_snapshot_and_ex
     assert_eq!(list[0]["tags"]["autosnap:consistency"], "crash");
     assert!(tb.snapshot_exists(REGION, &snap));
 }
+
+/// The ids in a log line, in order (`ami-…`).
+fn image_ids(line: &str) -> Vec<String> {
+    line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("ami-"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn sigint_during_ami_create_encrypt_first_wait_says_what_was_not_done() {
+    let tb = TestBed::start();
+    tb.bucket("meta");
+    let (instance, _) = tb.instance("web");
+    let mut run = Running::start(
+        &tb,
+        &[
+            "ami",
+            "create",
+            &instance,
+            "--encrypt",
+            "--metadata-bucket",
+            "meta",
+            "--tag",
+            "autosnap-testbed:state=pending",
+            "--wait",
+            "--poll-interval",
+            "100ms",
+        ],
+    );
+    let said = run.until_said("creating AMI ami-");
+    let image = image_ids(said.last().expect("a line"))[0].clone();
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &image);
+    let row = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("STATE"))
+        .unwrap_or_else(|| panic!("the table shows the state: {}", done.stdout));
+    assert!(row.contains("pending"), "{row}");
+    assert!(done.stdout.contains(&image), "{}", done.stdout);
+    assert!(
+        done.stderr.contains("not done: no encrypted copy was made")
+            && done
+                .stderr
+                .contains("not done: the metadata document was not written")
+            && done.stderr.contains("--bucket meta"),
+        "stderr names each step not done: {}",
+        done.stderr
+    );
+    assert!(tb.image(&image).is_some(), "the AMI still exists");
+}
+
+#[test]
+fn sigint_during_ami_create_encrypted_copy_wait_prints_the_copy_and_the_source_left() {
+    let tb = TestBed::start();
+    let (instance, _) = tb.instance("web");
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "ami",
+            "create",
+            &instance,
+            "--encrypt",
+            "--tag",
+            "autosnap-testbed:copy-state=pending",
+            "--wait",
+            "--poll-interval",
+            "100ms",
+        ],
+    );
+    let said = run.until_said("encrypting: copying ami-");
+    let ids = image_ids(said.last().expect("a line"));
+    let (source, copy) = (ids[0].clone(), ids[1].clone());
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &copy);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], copy.as_str(), "{json}");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert_eq!(json["intermediate_image_id"], source.as_str(), "{json}");
+    assert!(
+        done.stderr
+            .contains(&format!("the unencrypted AMI {source} was not removed")),
+        "{}",
+        done.stderr
+    );
+    // Nothing was cleaned up behind the user's back: both AMIs are there.
+    assert!(tb.image(&source).is_some(), "the unencrypted AMI is left");
+    assert!(tb.image(&copy).is_some(), "the copy still exists");
+}

@@ -363,12 +363,26 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
         })?;
         return Ok(Exit::Success);
     }
-    // Only a plain --wait stops on Ctrl-C with a report: once listened for,
-    // SIGINT no longer ends the process, and the later steps of --encrypt and
-    // --metadata-bucket are not written to stop midway.
-    let mut interrupt = (args.wait.wait && !args.encrypt && args.metadata_bucket.is_none())
-        .then(Interrupt::listen)
-        .transpose()?;
+    // Whenever this command waits, Ctrl-C stops a wait with a report of what
+    // exists and which steps were not done. Only waits are cut short: a
+    // signal during a call (CopyImage, a cleanup, the metadata upload) is
+    // kept and ends the next wait, if one follows (else the last steps
+    // finish), so no step is left half done.
+    let mut interrupt = must_wait.then(Interrupt::listen).transpose()?;
+    // What a stop before each step leaves undone, for the report.
+    let metadata_todo = args.metadata_bucket.as_ref().map(|b| {
+        let prefix = if args.metadata_prefix.is_empty() {
+            String::new()
+        } else {
+            format!(" --prefix {}", args.metadata_prefix)
+        };
+        move |image: &str| {
+            format!(
+                "the metadata document was not written: once {image} is available, \
+                 `autosnap ami metadata {image} --bucket {b}{prefix}`"
+            )
+        }
+    });
     let image_id = ec2
         .create_image(&NewImage {
             instance_id: instance_id.clone(),
@@ -400,7 +414,16 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
             None => Some(wait_available(env, &ec2, &image_id, timeout, poll).await),
         };
         let Some(waited) = waited else {
-            return interrupted_create(env, &ec2, &image_id, &instance_id).await;
+            let mut not_done = Vec::new();
+            if args.encrypt {
+                not_done.push(format!(
+                    "no encrypted copy was made (--encrypt): {image_id} keeps the volumes' \
+                     encryption; to start over, `autosnap ami delete {image_id}` and run this \
+                     command again"
+                ));
+            }
+            not_done.extend(metadata_todo.as_ref().map(|m| m(&image_id)));
+            return interrupted_create(env, &ec2, &image_id, &instance_id, None, &not_done).await;
         };
         match waited {
             Ok(i) => i,
@@ -434,18 +457,42 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
                 unencrypted.len(),
                 image.snapshot_ids().len()
             );
-            let out = encrypt_image(
-                env,
+            let copy_id = ami_flow::start_encrypted_copy(
                 &ec2,
                 &image,
                 &target,
                 args.kms_key.as_deref(),
                 &image_tags,
                 &snapshot_tags,
-                timeout,
-                poll,
             )
             .await?;
+            let progress = WaitProgress::new(
+                &format!("encrypted copy of {}", image.image_id),
+                env.progress,
+            );
+            let wait = ec2.wait_image_available(&copy_id, timeout, poll, &progress);
+            let waited = match interrupt.as_mut() {
+                Some(interrupt) => interrupt.or(wait).await,
+                None => Some(wait.await),
+            };
+            progress.finish();
+            let Some(waited) = waited else {
+                let mut not_done = vec![format!(
+                    "the unencrypted AMI {image_id} was not removed: once {copy_id} is \
+                     available, `autosnap ami delete {image_id}`"
+                )];
+                not_done.extend(metadata_todo.as_ref().map(|m| m(&copy_id)));
+                return interrupted_create(
+                    env,
+                    &ec2,
+                    &copy_id,
+                    &instance_id,
+                    Some(&image_id),
+                    &not_done,
+                )
+                .await;
+            };
+            let out = ami_flow::finish_encrypted_copy(&ec2, &image, &copy_id, waited).await?;
             intermediate = Some(image_id.clone());
             if !out.cleanup.left.is_empty() {
                 partial.push(format!(
@@ -497,7 +544,7 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
         Ok(Exit::Success)
     } else {
         for p in &partial {
-            eprintln!("error: {p}");
+            crate::output::report_error("failed", &p.to_string(), Some(&result.image_id));
         }
         Ok(Exit::Partial)
     }
@@ -561,13 +608,17 @@ fn create_rows(result: &CreateResult) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// After Ctrl-C during `ami create --wait`: the AMI as EC2 has it now,
-/// printed like a finished create, and exit 130.
+/// After Ctrl-C during a wait of `ami create`: the AMI waited for as EC2
+/// has it now, printed like a finished create (with the unencrypted AMI it
+/// is being copied from, when that still exists), the steps not done, and
+/// exit 130.
 async fn interrupted_create(
     env: &Env,
     ec2: &Ec2,
     image_id: &str,
     instance_id: &str,
+    copied_from: Option<&str>,
+    not_done: &[String],
 ) -> anyhow::Result<Exit> {
     let now = tokio::time::timeout(Duration::from_secs(5), ec2.get_image(image_id)).await;
     let (name, state, snapshot_ids, encrypted, tags) = match now {
@@ -587,12 +638,16 @@ async fn interrupted_create(
         instance_id: instance_id.to_string(),
         snapshot_ids,
         encrypted,
-        intermediate_image_id: None,
+        intermediate_image_id: copied_from.map(str::to_string),
         metadata: None,
         tags,
     };
-    print_kv(env, &result, create_rows(&result))?;
-    report_interrupted(&format!("AMI {image_id}"), "autosnap ami list");
+    let mut rows = create_rows(&result);
+    if let Some(from) = copied_from {
+        rows.push(("COPIED FROM", format!("{from} (unencrypted, not removed)")));
+    }
+    print_kv(env, &result, rows)?;
+    super::report_interrupted_with(&format!("AMI {image_id}"), "autosnap ami list", not_done);
     Ok(Exit::Interrupted)
 }
 
@@ -1379,9 +1434,13 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
         ],
     )?;
     if let Some(note) = cleanup_note {
-        eprintln!(
-            "error: AMI {} is ready, but removing the unencrypted restored AMI was incomplete: {note}",
-            result.image_id
+        crate::output::report_error(
+            "failed",
+            &format!(
+                "AMI {} is ready, but removing the unencrypted restored AMI was incomplete: {note}",
+                result.image_id
+            ),
+            Some(&result.image_id),
         );
         return Ok(Exit::Partial);
     }

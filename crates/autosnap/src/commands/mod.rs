@@ -158,20 +158,32 @@ impl Interrupt {
 
 /// Says on stderr that the wait stopped and the work goes on without us.
 pub fn report_interrupted(what: &str, check: &str) {
+    report_interrupted_with(what, check, &[]);
+}
+
+/// [`report_interrupted`], naming the steps the command did not get to
+/// (each with what to do instead), so nothing is silently left undone.
+pub fn report_interrupted_with(what: &str, check: &str, not_done: &[String]) {
     let message = format!(
         "stopped waiting for {what}; it continues in AWS (nothing was cancelled): check with `{check}`"
     );
     if crate::output::json_mode() {
+        let mut message = message;
+        for step in not_done {
+            message.push_str("; not done: ");
+            message.push_str(step);
+        }
         eprintln!(
             "{}",
             crate::output::error_object("interrupted", &message, None)
         );
     } else {
         eprintln!("interrupted: {message}");
+        for step in not_done {
+            eprintln!("  not done: {step}");
+        }
     }
 }
-
-
 
 /// Prints a dry run's plan: the JSON document, or the text followed by a
 /// line saying nothing was changed (so a reader never mistakes it for a run).
