@@ -425,7 +425,7 @@ async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
         let question = confirm::Question {
             skip: false,
             deletes: forgets,
-            plan: forget_text(&planned),
+            plan: forget_text(&planned, true),
             prompt: format!("Forget {}?", confirm::count(forgets, "archive", "archives")),
         };
         if question.ask().await? == Consent::Refused {
@@ -452,7 +452,7 @@ async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
     }
     match env.output {
         OutputFormat::Json => output::print_json(&plan)?,
-        _ => output::print(&forget_text(&plan)),
+        _ => output::print(&forget_text(&plan, false)),
     }
     Ok(Exit::Success)
 }
@@ -471,8 +471,9 @@ fn removed_ids(plan: &autosnap_repo::ForgetPlan) -> Vec<String> {
     plan.removed().map(|d| d.id.to_string()).collect()
 }
 
-/// `repo forget`'s text: the policy, every archive's decision, the counts.
-fn forget_text(plan: &autosnap_repo::ForgetPlan) -> String {
+/// `repo forget`'s text: the policy, every archive's decision, the counts. As the plan
+/// before the question (`asking`) it does not call itself a dry run.
+fn forget_text(plan: &autosnap_repo::ForgetPlan, asking: bool) -> String {
     let mut t = output::table(["ID", "LINEAGE", "TIME", "DECISION", "REASONS"]);
     for g in &plan.groups {
         for d in &g.decisions {
@@ -502,7 +503,11 @@ fn forget_text(plan: &autosnap_repo::ForgetPlan) -> String {
         plan.kept().count(),
         plan.removed().count(),
         if plan.dry_run {
-            "would be forgotten (dry run)"
+            if asking {
+                "would be forgotten"
+            } else {
+                "would be forgotten (dry run)"
+            }
         } else {
             "forgotten"
         },
@@ -525,7 +530,7 @@ async fn gc(env: &Env, args: &RepoGcArgs) -> anyhow::Result<Exit> {
         let question = confirm::Question {
             skip: false,
             deletes: objects,
-            plan: gc_text(&planned),
+            plan: gc_text(&planned, true),
             prompt: format!(
                 "Delete {} ({})?",
                 confirm::count(objects, "unreferenced object", "unreferenced objects"),
@@ -539,7 +544,7 @@ async fn gc(env: &Env, args: &RepoGcArgs) -> anyhow::Result<Exit> {
     let report = gc_run(&repo, dry_run).await?;
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
-        _ => output::print(&gc_text(&report)),
+        _ => output::print(&gc_text(&report, false)),
     }
     Ok(Exit::Success)
 }
@@ -549,8 +554,9 @@ async fn gc_run(repo: &Arc<Repository>, dry_run: bool) -> anyhow::Result<autosna
     blocking(move || Ok(repo.gc(dry_run)?)).await
 }
 
-/// `repo gc`'s one line: what is referenced, what is not, what was deleted.
-fn gc_text(report: &autosnap_repo::GcReport) -> String {
+/// `repo gc`'s one line: what is referenced, what is not, what was deleted (as the plan
+/// before the question, `asking`, only the first two).
+fn gc_text(report: &autosnap_repo::GcReport, asking: bool) -> String {
     format!(
         "{} archives; {} chunks and {} block maps referenced; {} chunks and {} block maps \
          unreferenced ({}){}",
@@ -560,7 +566,9 @@ fn gc_text(report: &autosnap_repo::GcReport) -> String {
         report.chunks_unreferenced,
         report.blockmaps_unreferenced,
         size(report.bytes_unreferenced),
-        if report.dry_run {
+        if asking {
+            String::new()
+        } else if report.dry_run {
             " — dry run, nothing deleted".to_string()
         } else {
             format!(
