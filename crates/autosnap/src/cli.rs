@@ -171,10 +171,10 @@ print refuses with a usage error.";
 
 const VERBOSE_LONG_HELP: &str = "\
 More log output on standard error. Default: autosnap's own messages at info, everything else \
-(the AWS SDK included) at warn. -v: autosnap at debug (e.g. hook output, each AWS wait). \
--vv: autosnap at trace, with each line's target, and other crates (the AWS SDK included) at \
-info. -vvv: everything at trace, the AWS SDK's requests included. AUTOSNAP_LOG (a tracing \
-filter such as autosnap_aws=debug) replaces -v and -q.";
+(the AWS SDK included) at warn. -v: autosnap at debug (e.g. hook commands and their output, \
+archive concurrency changes). -vv: autosnap at trace, with each line's target, and other \
+crates (the AWS SDK included) at info. -vvv: everything at trace, the AWS SDK's requests \
+included. AUTOSNAP_LOG (a tracing filter such as autosnap_aws=debug) replaces -v and -q.";
 
 /// The clap command, with what derive cannot say: `status` lists the
 /// formats it prints, prometheus included. `--help`, the man page, the
