@@ -920,6 +920,9 @@ pub struct AmiStoreArgs {
     /// Tag for the stored S3 object (KEY=VALUE); repeatable
     #[arg(long = "object-tag", value_name = "KEY=VALUE")]
     pub object_tags: Vec<TagArg>,
+    /// Print what would be stored where (checks the AMI and the bucket), store nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Give up waiting after this long (e.g. 30min, 6h)
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_timeout)]
     pub wait_timeout: std::time::Duration,
@@ -954,6 +957,9 @@ pub struct AmiRestoreArgs {
     /// Accepted for symmetry with `ami create`: restore always waits
     #[arg(long)]
     pub wait: bool,
+    /// Print what would be restored (checks the metadata, the object and the name), restore nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Give up waiting after this long (e.g. 30min, 6h)
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = parse_timeout)]
     pub wait_timeout: std::time::Duration,

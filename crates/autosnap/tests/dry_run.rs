@@ -465,3 +465,92 @@ fn snapshot_create_dry_run_of_a_mount_path_runs_no_hook_and_freezes_nothing() {
     assert!(!marker.exists());
     assert_eq!(inventory(&tb, REGION), before);
 }
+
+fn objects(tb: &TestBed, bucket: &str) -> Vec<String> {
+    let s3 = tb.s3();
+    tb.block(async {
+        s3.list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects")
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(String::from))
+            .collect()
+    })
+}
+
+#[test]
+fn ami_store_and_restore_dry_runs_print_the_plan_and_change_nothing() {
+    let tb = TestBed::start();
+    tb.bucket("amis");
+    let (instance, _) = tb.instance("web");
+    let created = tb.json(&[
+        "ami",
+        "create",
+        &instance,
+        "--name",
+        "golden",
+        "--tag",
+        "Team=web",
+        "--wait",
+        "--poll-interval",
+        "100ms",
+    ]);
+    let ami = created["image_id"].as_str().expect("image_id").to_string();
+
+    let p = plan(&tb, &["ami", "store", &ami, "--bucket", "amis"]);
+    assert_eq!(p["dry_run"], true);
+    assert_eq!(p["image_id"], ami.as_str());
+    assert_eq!(p["object_key"], format!("{ami}.bin").as_str());
+    assert_eq!(
+        p["metadata_key"],
+        format!("ami-metadata/{ami}.json").as_str()
+    );
+    assert!(objects(&tb, "amis").is_empty(), "nothing stored");
+    fails_like_the_real_run(
+        &tb,
+        &["ami", "store", &ami, "--bucket", "no-such-bucket"],
+        REGION,
+    );
+
+    tb.json(&[
+        "ami",
+        "store",
+        &ami,
+        "--bucket",
+        "amis",
+        "--poll-interval",
+        "100ms",
+    ]);
+    let before = inventory(&tb, REGION);
+    let p = plan(
+        &tb,
+        &[
+            "ami",
+            "restore",
+            "--bucket",
+            "amis",
+            "--ami",
+            &ami,
+            "--name",
+            "golden-copy",
+        ],
+    );
+    assert_eq!(p["dry_run"], true);
+    assert_eq!(p["source_image_id"], ami.as_str());
+    assert_eq!(p["name"], "golden-copy");
+    assert_eq!(p["object"], format!("s3://amis/{ami}.bin").as_str());
+    assert_eq!(tag(&p, "Team"), Some("web"));
+    assert_eq!(tag(&p, "autosnap:restored-from"), Some(ami.as_str()));
+    assert_eq!(inventory(&tb, REGION), before);
+    // The original still holds its name: asked for by name, both runs refuse.
+    fails_like_the_real_run(
+        &tb,
+        &[
+            "ami", "restore", "--bucket", "amis", "--ami", &ami, "--name", "golden",
+        ],
+        REGION,
+    );
+}

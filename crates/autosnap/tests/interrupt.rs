@@ -553,3 +553,136 @@ fn sigint_during_ami_create_encrypted_copy_wait_prints_the_copy_and_the_source_l
     assert!(tb.image(&source).is_some(), "the unencrypted AMI is left");
     assert!(tb.image(&copy).is_some(), "the copy still exists");
 }
+
+fn objects(tb: &TestBed, bucket: &str) -> Vec<String> {
+    let s3 = tb.s3();
+    tb.block(async {
+        s3.list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects")
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(String::from))
+            .collect()
+    })
+}
+
+/// An available AMI of a new instance, with `tags`.
+fn available_ami(tb: &TestBed, tags: &[&str]) -> String {
+    let (instance, _) = tb.instance("web");
+    let mut args = vec![
+        "ami",
+        "create",
+        &instance,
+        "--wait",
+        "--poll-interval",
+        "100ms",
+    ];
+    for t in tags {
+        args.extend(["--tag", t]);
+    }
+    let json = tb.json(&args);
+    json["image_id"].as_str().expect("image_id").to_string()
+}
+
+#[test]
+fn sigint_during_ami_store_wait_prints_the_task_and_says_no_metadata_was_written() {
+    let tb = TestBed::start();
+    tb.bucket("amis");
+    let ami = available_ami(&tb, &["autosnap-testbed:store-state=InProgress"]);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "ami",
+            "store",
+            &ami,
+            "--bucket",
+            "amis",
+            "--poll-interval",
+            "100ms",
+        ],
+    );
+    let said = run.until_said(&format!("storing {ami} as s3://amis/"));
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &ami);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], ami.as_str(), "{json}");
+    assert_eq!(json["object_key"], format!("{ami}.bin").as_str(), "{json}");
+    assert_eq!(json["state"], "InProgress", "{json}");
+    assert_eq!(json["metadata_key"], serde_json::Value::Null, "{json}");
+    assert!(
+        done.stderr.contains("metadata document was not written"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        !objects(&tb, "amis")
+            .iter()
+            .any(|k| k.contains("ami-metadata")),
+        "no metadata document: {:?}",
+        objects(&tb, "amis")
+    );
+}
+
+#[test]
+fn sigint_during_ami_restore_wait_prints_the_restored_ami_and_exits_130() {
+    let tb = TestBed::start();
+    tb.bucket("amis");
+    let ami = available_ami(&tb, &["autosnap-testbed:restore-state=pending"]);
+    tb.json(&[
+        "ami",
+        "store",
+        &ami,
+        "--bucket",
+        "amis",
+        "--poll-interval",
+        "100ms",
+    ]);
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "ami",
+            "restore",
+            "--bucket",
+            "amis",
+            "--ami",
+            &ami,
+            "--name",
+            "restored",
+            "--poll-interval",
+            "100ms",
+        ],
+    );
+    let said = run.until_said(&format!("restoring {ami} from"));
+    let restored = image_ids(said.last().expect("a line"))
+        .into_iter()
+        .find(|id| id != &ami)
+        .expect("the log names the new AMI");
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_continues_in_aws(&done, &restored);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], restored.as_str(), "{json}");
+    assert_eq!(json["source_image_id"], ami.as_str(), "{json}");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert!(
+        done.stderr.contains("original tags were not re-applied")
+            && done
+                .stderr
+                .contains(&format!("ami delete {restored} --force")),
+        "{}",
+        done.stderr
+    );
+    assert!(tb.image(&restored).is_some(), "the restored AMI exists");
+}

@@ -101,39 +101,6 @@ async fn wait_available(
         .await
 }
 
-// ---- encryption (create --encrypt, restore --encrypt) ------------------------------
-
-/// [`ami_flow::encrypt_image`] with a progress bar.
-#[allow(clippy::too_many_arguments)]
-async fn encrypt_image(
-    env: &Env,
-    ec2: &Ec2,
-    source: &ImageDetails,
-    name: &str,
-    kms_key: Option<&str>,
-    image_tags: &Tags,
-    snapshot_tags: &Tags,
-    timeout: Duration,
-    poll: PollSchedule,
-) -> anyhow::Result<ami_flow::EncryptOutcome> {
-    let progress = WaitProgress::new(
-        &format!("encrypted copy of {}", source.image_id),
-        env.progress,
-    );
-    Ok(ami_flow::encrypt_image(
-        ec2,
-        source,
-        name,
-        kms_key,
-        image_tags,
-        snapshot_tags,
-        timeout,
-        poll,
-        &progress,
-    )
-    .await?)
-}
-
 // ---- metadata -------------------------------------------------------------------------
 
 /// Collects the metadata document of an AMI.
@@ -1112,7 +1079,7 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
         .count();
     let bad = results.len() - ok;
     if bad > 0 {
-        eprintln!(
+        crate::output::report_failed_items(&format!(
             "{} {ok} of {} AMI(s); {bad} not (see {})",
             if args.dry_run {
                 "would deregister"
@@ -1121,7 +1088,7 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
             },
             results.len(),
             crate::output::field_hint(&["RESULT", "REASON"])
-        );
+        ));
     }
     Ok(Exit::from_counts(ok, bad))
 }
@@ -1183,8 +1150,23 @@ struct StoreResult {
     image_id: String,
     bucket: String,
     object_key: String,
-    metadata_key: String,
+    /// Null when the command stopped before writing the document.
+    metadata_key: Option<String>,
     state: String,
+}
+
+/// `ami store --dry-run`: what would be stored where.
+#[derive(Serialize)]
+struct StorePlan {
+    dry_run: bool,
+    region: String,
+    image_id: String,
+    name: Option<String>,
+    bucket: String,
+    object_key: String,
+    metadata_key: String,
+    object_tags: Tags,
+    snapshot_ids: Vec<String>,
 }
 
 pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
@@ -1204,16 +1186,74 @@ pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
     }
     let s3 = S3::connect(&ctx, ec2.region()).await?;
     check_bucket(&s3, &args.bucket).await?;
+    if args.dry_run {
+        let plan = StorePlan {
+            dry_run: true,
+            region: ec2.region().to_string(),
+            image_id: image_id.clone(),
+            name: image.name.clone(),
+            bucket: args.bucket.clone(),
+            // CreateStoreImageTask names the object after the AMI.
+            object_key: format!("{image_id}.bin"),
+            metadata_key: metadata_key(&args.store.prefix, &image_id),
+            object_tags,
+            snapshot_ids: image.snapshot_ids(),
+        };
+        super::print_plan(env, &plan, || {
+            format!(
+                "would store AMI {} ({}) with its snapshots {} as s3://{}/{}, then its metadata \
+                 document as s3://{}/{} ({})\n  object tags: {}",
+                plan.image_id,
+                output::opt(&plan.name),
+                plan.snapshot_ids.join(", "),
+                plan.bucket,
+                plan.object_key,
+                plan.bucket,
+                plan.metadata_key,
+                sse_label(&sse_mode(&args.store.sse_kms_key)),
+                super::tag_line(&plan.object_tags)
+            )
+        })?;
+        return Ok(Exit::Success);
+    }
+    let mut interrupt = Interrupt::listen()?;
     let object_key = ec2
         .create_store_image_task(&image_id, &args.bucket, &object_tags)
         .await
         .with_context(|| format!("cannot start storing {image_id} in s3://{}", args.bucket))?;
     tracing::info!("storing {image_id} as s3://{}/{object_key}", args.bucket);
     let progress = WaitProgress::new(&format!("storing {image_id}"), env.progress);
-    let task = ec2
-        .wait_store_image_task(&image_id, interval, timeout, &progress)
+    let task = interrupt
+        .or(ec2.wait_store_image_task(&image_id, interval, timeout, &progress))
         .await;
     drop(progress);
+    let Some(task) = task else {
+        let state = tokio::time::timeout(Duration::from_secs(5), ec2.store_image_task(&image_id))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map_or_else(|| "InProgress".to_string(), |t| t.state);
+        let result = StoreResult {
+            image_id: image_id.clone(),
+            bucket: args.bucket.clone(),
+            object_key: object_key.clone(),
+            metadata_key: None,
+            state,
+        };
+        print_store_result(env, &result, "not written".into())?;
+        super::report_interrupted_with(
+            &format!("the store task of {image_id}"),
+            &format!("aws ec2 describe-store-image-tasks --image-ids {image_id}"),
+            &[format!(
+                "the metadata document was not written, so a restore from the object gets no \
+                 original tags: once the task has completed, run `autosnap ami store {image_id} \
+                 --bucket {}` again",
+                args.bucket
+            )],
+        );
+        return Ok(Exit::Interrupted);
+    };
     let task = task.with_context(|| {
         format!(
             "storing {image_id} in s3://{} did not complete; no metadata was written",
@@ -1234,23 +1274,27 @@ pub async fn store(env: &Env, args: &AmiStoreArgs) -> anyhow::Result<Exit> {
         image_id: image_id.clone(),
         bucket: args.bucket.clone(),
         object_key: doc.stored()?.object_key.clone(),
-        metadata_key: metadata_key(&args.store.prefix, &image_id),
+        metadata_key: Some(metadata_key(&args.store.prefix, &image_id)),
         state: task.state.clone(),
     };
+    print_store_result(env, &result, url)?;
+    Ok(Exit::Success)
+}
+
+fn print_store_result(env: &Env, result: &StoreResult, metadata: String) -> anyhow::Result<()> {
     print_kv(
         env,
-        &result,
+        result,
         vec![
             ("AMI", result.image_id.clone()),
             (
                 "OBJECT",
                 format!("s3://{}/{}", result.bucket, result.object_key),
             ),
-            ("METADATA", url),
+            ("METADATA", metadata),
             ("STATE", result.state.clone()),
         ],
-    )?;
-    Ok(Exit::Success)
+    )
 }
 
 // ---- restore ---------------------------------------------------------------------------------------
@@ -1347,6 +1391,42 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
     } else {
         name.clone()
     };
+    if args.dry_run {
+        let plan = RestorePlan {
+            dry_run: true,
+            region: ec2.region().to_string(),
+            source_image_id: doc.image_id.clone(),
+            object: object_url.clone(),
+            name: name.clone(),
+            intermediate_name: args.encrypt.then(|| first_name.clone()),
+            encrypt: args.encrypt,
+            kms_key: args.kms_key.clone(),
+            tags: doc.restore_image_tags(),
+        };
+        super::print_plan(env, &plan, || {
+            let mut text = format!(
+                "would restore AMI {} from {} in {} as '{}'",
+                plan.source_image_id, plan.object, plan.region, plan.name
+            );
+            if let Some(first) = &plan.intermediate_name {
+                text.push_str(&format!(
+                    "\n  --encrypt: restored first as '{first}', then copied encrypted ({}); the unencrypted AMI is removed",
+                    plan.kms_key.as_deref().unwrap_or("the account's EBS key")
+                ));
+            }
+            text.push_str(&format!("\n  tags: {}", super::tag_line(&plan.tags)));
+            text
+        })?;
+        return Ok(Exit::Success);
+    }
+    let mut interrupt = Interrupt::listen()?;
+    // Where to start over after a stop: the restored AMI has no tags yet.
+    let start_over = |id: &str| {
+        format!(
+            "the original tags were not re-applied (nor autosnap:managed): to start over, \
+             `autosnap ami delete {id} --force` and run this restore again"
+        )
+    };
 
     let new_id = ec2
         .create_restore_image_task(&args.bucket, &object_key, &first_name)
@@ -1364,7 +1444,17 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
         "restoring {} from {object_url} as {new_id} ({first_name})",
         doc.image_id
     );
-    let mut image = match wait_available(env, &ec2, &new_id, timeout, poll).await {
+    let waited = interrupt
+        .or(wait_available(env, &ec2, &new_id, timeout, poll))
+        .await;
+    let Some(waited) = waited else {
+        let mut not_done = vec![start_over(&new_id)];
+        if args.encrypt {
+            not_done.push("no encrypted copy was made (--encrypt)".to_string());
+        }
+        return interrupted_restore(env, &ec2, &doc, &new_id, None, &not_done).await;
+    };
+    let mut image = match waited {
         Ok(i) => i,
         Err(e) => {
             let c = remove_image(&ec2, &new_id).await;
@@ -1385,18 +1475,36 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
         retag(&ec2, &image, &doc).await?;
         let mut snap_tags = image_tags.clone();
         snap_tags.retain(|k, _| k.starts_with(tags::OWN_PREFIX));
-        let out = encrypt_image(
-            env,
+        let copy_id = ami_flow::start_encrypted_copy(
             &ec2,
             &image,
             &name,
             args.kms_key.as_deref(),
             &image_tags,
             &snap_tags,
-            timeout,
-            poll,
         )
         .await?;
+        let progress = WaitProgress::new(
+            &format!("encrypted copy of {}", image.image_id),
+            env.progress,
+        );
+        let waited = interrupt
+            .or(ec2.wait_image_available(&copy_id, timeout, poll, &progress))
+            .await;
+        progress.finish();
+        let Some(waited) = waited else {
+            let not_done = [
+                format!(
+                    "the unencrypted restored AMI {new_id} was not removed: once {copy_id} is \
+                     available, `autosnap ami delete {new_id}`"
+                ),
+                format!(
+                    "the original snapshots' tags were not re-applied to the snapshots of {copy_id}"
+                ),
+            ];
+            return interrupted_restore(env, &ec2, &doc, &copy_id, Some(&new_id), &not_done).await;
+        };
+        let out = ami_flow::finish_encrypted_copy(&ec2, &image, &copy_id, waited).await?;
         intermediate = Some(new_id.clone());
         if !out.cleanup.left.is_empty() {
             cleanup_note = Some(out.cleanup.summary());
@@ -1445,6 +1553,70 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Partial);
     }
     Ok(Exit::Success)
+}
+
+/// `ami restore --dry-run`: the AMI that would be restored.
+#[derive(Serialize)]
+struct RestorePlan {
+    dry_run: bool,
+    region: String,
+    source_image_id: String,
+    /// The stored object (`s3://…`).
+    object: String,
+    name: String,
+    /// With --encrypt: the restored AMI's name before its encrypted copy takes `name`.
+    intermediate_name: Option<String>,
+    encrypt: bool,
+    kms_key: Option<String>,
+    tags: Tags,
+}
+
+/// After Ctrl-C during a wait of `ami restore`: the AMI waited for as EC2
+/// has it now, the steps not done, exit 130.
+async fn interrupted_restore(
+    env: &Env,
+    ec2: &Ec2,
+    doc: &AmiMetadata,
+    image_id: &str,
+    copied_from: Option<&str>,
+    not_done: &[String],
+) -> anyhow::Result<Exit> {
+    let now = tokio::time::timeout(Duration::from_secs(5), ec2.get_image(image_id)).await;
+    let result = match now {
+        Ok(Ok(i)) => RestoreResult {
+            source_image_id: doc.image_id.clone(),
+            image_id: image_id.to_string(),
+            name: i.name.clone(),
+            state: i.state.clone(),
+            snapshot_ids: i.snapshot_ids(),
+            encrypted: i.is_encrypted(),
+            intermediate_image_id: copied_from.map(str::to_string),
+            tags: i.tags.clone(),
+        },
+        _ => RestoreResult {
+            source_image_id: doc.image_id.clone(),
+            image_id: image_id.to_string(),
+            name: None,
+            state: "pending".into(),
+            snapshot_ids: vec![],
+            encrypted: false,
+            intermediate_image_id: copied_from.map(str::to_string),
+            tags: Tags::new(),
+        },
+    };
+    let mut rows = vec![
+        ("RESTORED FROM", result.source_image_id.clone()),
+        ("AMI", result.image_id.clone()),
+        ("NAME", output::opt(&result.name)),
+        ("STATE", result.state.clone()),
+        ("SNAPSHOTS", result.snapshot_ids.join(", ")),
+    ];
+    if let Some(from) = copied_from {
+        rows.push(("COPIED FROM", format!("{from} (unencrypted, not removed)")));
+    }
+    print_kv(env, &result, rows)?;
+    super::report_interrupted_with(&format!("AMI {image_id}"), "autosnap ami list", not_done);
+    Ok(Exit::Interrupted)
 }
 
 /// Re-applies the original AMI's tags to a restored AMI, and each original
