@@ -145,6 +145,17 @@ pub fn report_error(kind: &str, message: &str, resource: Option<&str>) {
     }
 }
 
+/// A summary saying that some items failed (their reasons are in the
+/// output): as is for people, an error object of kind `failed` with
+/// `-o json`, so a script finds it where it finds every error.
+pub fn report_failed_items(message: &str) {
+    if json_mode() {
+        eprintln!("{}", error_object("failed", message, None));
+    } else {
+        eprintln!("{message}");
+    }
+}
+
 /// Names fields of the output in a hint such as "see REASON": the table's
 /// columns in table mode, the JSON fields with `-o json` (where there are no
 /// columns to see).

@@ -295,8 +295,106 @@ fn hints_name_json_fields_not_table_columns() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.json()[0]["result"], "refused");
-    assert!(run.stderr.contains("`reason`"), "{}", run.stderr);
+    let e = run.error();
+    assert_eq!(e["kind"], "failed", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("see `reason` in the output"), "{e}");
     assert!(!run.stderr.contains("REASON"), "{}", run.stderr);
     let run = Run::of(bed.cmd().args(["snapshot", "delete", &foreign]));
     assert!(run.stderr.contains("see REASON"), "{}", run.stderr);
+}
+
+/// The audit of every command group, as one run through the test bed: with
+/// `-o json`, whatever succeeds prints exactly one JSON document on stdout.
+#[test]
+fn every_command_prints_one_json_document() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let (instance, _) = bed.instance("app");
+    let home = bed.home.path();
+    let cfg = bed.write_config(
+        "policies.toml",
+        r#"
+[[policy]]
+name = "daily"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "0 3 * * *"
+retain = { last = 3 }
+"#,
+        0o600,
+    );
+    let cfg = cfg.to_str().unwrap();
+    let repo = home.join("repo");
+    let repo = repo.to_str().unwrap();
+    let image = home.join("disk.img");
+    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    let input = home.join("backups.json");
+    std::fs::write(
+        &input,
+        r#"[{"id": "a", "time": "2026-01-01T00:00:00Z", "tags": []}]"#,
+    )
+    .unwrap();
+
+    let json = |args: &[&str]| -> Value {
+        let run = Run::of(bed.cmd().args(["-o", "json"]).args(args));
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run.json()
+    };
+    json(&["volume", "list"]);
+    json(&["volume", "list", "--instance", &instance]);
+    let snap = json(&["snapshot", "create", &vol]);
+    let snap = snap[0]["snapshot_id"].as_str().unwrap().to_string();
+    json(&["snapshot", "create", &instance]);
+    json(&["snapshot", "list"]);
+    json(&["snapshot", "copy", &snap, "--to-region", "us-west-2"]);
+    json(&[
+        "volume",
+        "create",
+        "--snapshot",
+        &snap,
+        "--availability-zone",
+        "us-east-1a",
+    ]);
+    let ami = json(&["ami", "create", &instance, "--no-reboot"]);
+    let ami = ami["image_id"].as_str().unwrap().to_string();
+    json(&["ami", "list"]);
+    json(&["ami", "metadata", &ami]);
+    json(&["ami", "delete", &ami, "--dry-run"]);
+    json(&["-c", cfg, "plan"]);
+    json(&["-c", cfg, "run", "--dry-run"]);
+    json(&["-c", cfg, "prune", "--dry-run"]);
+    json(&["-c", cfg, "status"]);
+    json(&["iam-policy"]);
+    json(&[
+        "retention",
+        "simulate",
+        "--input",
+        input.to_str().unwrap(),
+        "--keep-last",
+        "1",
+    ]);
+    json(&["repo", "init", repo]);
+    let uploaded = json(&["upload", image.to_str().unwrap()]);
+    let uploaded = uploaded["snapshot_id"].as_str().unwrap().to_string();
+    json(&["archive", &uploaded, "--repo", repo]);
+    json(&["repo", "list", repo]);
+    json(&["repo", "verify", repo]);
+    json(&["repo", "forget", repo, "--keep-last", "1"]);
+    json(&["repo", "gc", repo]);
+    json(&["repo", "unlock", repo]);
+    let restored = home.join("restored.img");
+    json(&[
+        "restore",
+        &uploaded,
+        "--repo",
+        repo,
+        "--to-file",
+        restored.to_str().unwrap(),
+    ]);
+    let downloaded = home.join("downloaded.img");
+    json(&["download", &uploaded, downloaded.to_str().unwrap()]);
+    json(&["init", "-c", home.join("new.toml").to_str().unwrap()]);
+    json(&["config", "show"]);
+    json(&["config", "check"]);
 }

@@ -606,7 +606,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
         .count();
     let bad = results.len() - ok;
     if bad > 0 {
-        eprintln!(
+        crate::output::report_failed_items(&format!(
             "{} {ok} of {} snapshot(s); {bad} not deleted (see {})",
             if args.dry_run {
                 "would delete"
@@ -615,7 +615,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
             },
             results.len(),
             crate::output::field_hint(&["REASON"])
-        );
+        ));
     }
     Ok(Exit::from_counts(ok, bad))
 }
