@@ -176,28 +176,39 @@ archive concurrency changes). -vv: autosnap at trace, with each line's target, a
 crates (the AWS SDK included) at info. -vvv: everything at trace, the AWS SDK's requests \
 included. AUTOSNAP_LOG (a tracing filter such as autosnap_aws=debug) replaces -v and -q.";
 
-/// The clap command, with what derive cannot say: `status` lists the
-/// formats it prints, prometheus included. `--help`, the man page, the
-/// completions and parsing all use it.
+/// The clap command, with what derive cannot say: the commands whose formats
+/// differ from table and json (`status`, `completions`, `man`) list their own
+/// under -o. `--help`, the man page, the completions and parsing all use it.
 pub fn command() -> clap::Command {
     use clap::builder::TypedValueParser;
     use clap::CommandFactory;
-    let cmd = Cli::command();
-    // The global -o, as defined above (heading, place, long help), with all three formats.
-    let output = cmd
+    let mut cmd = Cli::command();
+    // The global -o, as defined above (heading, place, long help).
+    let global = cmd
         .get_arguments()
         .find(|a| a.get_id() == "output")
         .expect("GlobalArgs defines --output")
-        .clone()
-        .help("Output format: table, json or prometheus")
-        .value_parser(
-            clap::builder::PossibleValuesParser::new(["table", "json", "prometheus"]).map(
-                |s: String| {
-                    <OutputFormat as ValueEnum>::from_str(&s, false).expect("a listed format")
-                },
-            ),
+        .clone();
+    for (name, help) in [
+        ("status", "Output format: table, json or prometheus"),
+        (
+            "completions",
+            "Output format: table only (prints a shell script)",
+        ),
+        ("man", "Output format: table only (prints a man page)"),
+    ] {
+        let names: Vec<&'static str> = OutputFormat::supported_by(name)
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        let output = global.clone().help(help).value_parser(
+            clap::builder::PossibleValuesParser::new(names).map(|s: String| {
+                <OutputFormat as ValueEnum>::from_str(&s, false).expect("a listed format")
+            }),
         );
-    cmd.mut_subcommand("status", |status| status.arg(output))
+        cmd = cmd.mut_subcommand(name, |sub| sub.arg(output));
+    }
+    cmd
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

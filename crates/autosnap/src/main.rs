@@ -161,7 +161,11 @@ fn report_clap_error(e: clap::Error) -> ExitCode {
         rendered
             .split("\n\n")
             .filter(|p| !p.starts_with("Usage:") && !p.starts_with("For more information"))
-            .map(|p| p.trim().trim_start_matches("error: ").to_string())
+            // One line: clap wraps long lists (of possible values) onto the next.
+            .map(|p| {
+                let p = p.trim().trim_start_matches("error: ");
+                p.split_whitespace().collect::<Vec<_>>().join(" ")
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };

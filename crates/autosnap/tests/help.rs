@@ -185,6 +185,8 @@ fn output_lists_only_the_formats_the_command_prints() {
     assert!(!stderr.contains("not -o prometheus"), "{stderr}");
     assert!(!stderr.contains("invalid value"), "{stderr}");
 
+    let entry = output_entry(&help(&bed, &["completions"], "-h"));
+    assert!(entry.contains("[possible values: table]"), "{entry}");
     // A shell script and a man page have no JSON form.
     for words in [&["completions", "bash"][..], &["man"]] {
         let out = bed

@@ -243,6 +243,7 @@ fn usage_errors_from_the_command_line_are_error_objects() {
         let message = e["message"].as_str().unwrap();
         assert!(!message.starts_with("error:"), "{message}");
         assert!(!message.contains("For more information"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
         let resource = e["resource"].as_str().unwrap_or("");
         assert!(
             resource.contains(named) || message.contains(named),
