@@ -66,8 +66,12 @@ impl Question {
             write!(err, "{} [y/N] ", self.prompt)?;
             err.flush()?;
         }
-        let consent = match read_answer().await? {
-            Answer::Line(line) if is_yes(&line) => return Ok(Consent::Given),
+        let mut interrupt = crate::commands::Interrupt::listen()?;
+        let consent = match read_answer(&mut interrupt).await? {
+            Answer::Line(line) if is_yes(&line) => {
+                stop_on_interrupt(interrupt);
+                return Ok(Consent::Given);
+            }
             Answer::Line(_) => "the answer was not y or yes",
             Answer::End => {
                 eprintln!();
@@ -97,9 +101,29 @@ enum Answer {
     Interrupted,
 }
 
+/// Listening for Ctrl-C replaced the default action (end the process) for
+/// the rest of the run: after a yes, a signal still ends it, and says that
+/// what was deleted by then stays deleted.
+fn stop_on_interrupt(mut interrupt: crate::commands::Interrupt) {
+    tokio::spawn(async move {
+        if interrupt.or(std::future::pending::<()>()).await.is_none() {
+            let message = "stopped while deleting: what was deleted so far stays deleted; run \
+                           the command again with --dry-run to see what is left";
+            if crate::output::json_mode() {
+                eprintln!(
+                    "{}",
+                    crate::output::error_object("interrupted", message, None)
+                );
+            } else {
+                eprintln!("\ninterrupted: {message}");
+            }
+            std::process::exit(Exit::Interrupted.code().into());
+        }
+    });
+}
+
 /// One line from stdin, or Ctrl-C / SIGTERM while waiting for it.
-async fn read_answer() -> anyhow::Result<Answer> {
-    let mut interrupt = crate::commands::Interrupt::listen()?;
+async fn read_answer(interrupt: &mut crate::commands::Interrupt) -> anyhow::Result<Answer> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A plain thread, not spawn_blocking: after Ctrl-C the read is still
     // blocked, and the runtime would wait for a blocking task at exit.
