@@ -204,6 +204,11 @@ fn sigint_during_snapshot_create_wait_prints_the_pending_snapshot_and_exits_130(
     assert_eq!(list.len(), 1, "{json}");
     assert_eq!(list[0]["snapshot_id"], snap.as_str());
     assert_eq!(list[0]["state"], "pending");
+    // With -o json the notice on stderr is the error object (docs/json-output.md).
+    let notice: serde_json::Value =
+        serde_json::from_str(done.stderr.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("stderr ends with an error object ({e}): {}", done.stderr));
+    assert_eq!(notice["error"]["kind"], "interrupted", "{notice}");
     // Interrupting the wait did not cancel anything.
     assert!(tb.snapshot_exists(REGION, &snap));
 }
@@ -685,4 +690,56 @@ fn sigint_during_ami_restore_wait_prints_the_restored_ami_and_exits_130() {
         done.stderr
     );
     assert!(tb.image(&restored).is_some(), "the restored AMI exists");
+}
+
+#[test]
+fn sigint_while_run_waits_to_copy_prints_the_report_so_far_and_exits_130() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[("Backup", "daily")]);
+    // The new backup stays pending, so the run waits to copy it.
+    tb.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "dr"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "1d"
+retain = { last = 3 }
+tags = { "autosnap-testbed:state" = "pending" }
+copy = [{ region = "us-west-2", retain = { last = 1 } }]
+"#,
+        0o644,
+    );
+    let mut run = Running::start(&tb, &["-o", "json", "run"]);
+    run.until(|| !snapshots_of(&tb, REGION, &vol).is_empty());
+    let snap = snapshots_of(&tb, REGION, &vol).remove(0);
+    // Recorded in the report once the create call has returned (logged).
+    let said = run.until_said(&format!("created {snap}"));
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("continues in AWS") && done.stderr.contains("1 copie(s) not made"),
+        "stderr says what continues and what was not done: {}",
+        done.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["interrupted"], true, "{json}");
+    let created = json["report"]["created"].as_array().expect("created");
+    assert_eq!(created.len(), 1, "{json}");
+    assert_eq!(created[0]["snapshot_ids"][0], snap.as_str(), "{json}");
+    assert_eq!(json["report"]["copied"], serde_json::json!([]), "{json}");
+    let west = tb.ec2("us-west-2");
+    let copies = tb.block(async {
+        west.describe_snapshots()
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .len()
+    });
+    assert_eq!(copies, 0, "no copy was started");
 }
