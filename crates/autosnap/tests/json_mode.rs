@@ -203,6 +203,22 @@ fn aws_errors_are_error_objects_with_kind_and_resource() {
 }
 
 #[test]
+fn each_failed_item_is_an_error_object_beside_the_document() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[]);
+    let missing = "vol-0123456789abcdef0";
+    let run = Run::of(
+        bed.cmd()
+            .args(["-o", "json", "snapshot", "create", &vol, missing]),
+    );
+    assert_eq!(run.code, 3, "partial: {}", run.stderr);
+    assert_eq!(run.json().as_array().unwrap().len(), 1);
+    let e = run.error();
+    assert_eq!(e["kind"], "not_found", "{e}");
+    assert_eq!(e["resource"], missing, "{e}");
+}
+
+#[test]
 fn usage_errors_from_the_command_line_are_error_objects() {
     let bed = TestBed::offline();
     // Each spelling of -o json, and errors clap finds before autosnap runs:
