@@ -121,6 +121,11 @@ impl RunReport {
 /// Told as actions finish, so the CLI can show progress.
 pub trait RunObserver: Send + Sync {
     fn done(&self, _what: &str) {}
+    /// Each action as it is recorded in the report, so a run stopped midway
+    /// can still say what it did.
+    fn created(&self, _created: &Created) {}
+    fn copied(&self, _copied: &Copied) {}
+    fn deleted(&self, _deleted: &Deleted) {}
 }
 
 /// Takes an instance's set itself, on the instance autosnap runs on (with a
@@ -292,6 +297,7 @@ async fn run_target(
                     set_id,
                     image_id: None,
                 });
+                observer.created(report.created.last().expect("just recorded"));
                 created = snaps;
             }
             Err(e) => {
@@ -359,6 +365,7 @@ async fn run_target(
                             source_snapshot_id: source.snapshot_id.clone(),
                             snapshot_id: id,
                         });
+                        observer.copied(report.copied.last().expect("just recorded"));
                     }
                     Err(e) => {
                         fail(&mut report, &copy.to_region, "copy", e.to_string());
@@ -413,6 +420,7 @@ async fn run_target(
                         snapshot_ids: backup.snapshot_ids.iter().map(|s| s.to_string()).collect(),
                         kept_snapshots: Vec::new(),
                     });
+                    observer.deleted(report.deleted.last().expect("just recorded"));
                 }
             }
         }
@@ -537,6 +545,7 @@ async fn run_ami_target(
                     set_id: None,
                     image_id: Some(image.image_id.clone()),
                 });
+                observer.created(report.created.last().expect("just recorded"));
                 created = Some(image);
             }
             Err(e) => {
@@ -578,6 +587,7 @@ async fn run_ami_target(
                         source_snapshot_id: source.image_id.clone(),
                         snapshot_id: id,
                     });
+                    observer.copied(report.copied.last().expect("just recorded"));
                 }
                 Err(e) => {
                     fail(&mut report, &copy.to_region, "copy", e.to_string());
@@ -630,6 +640,7 @@ async fn run_ami_target(
                     snapshot_ids: cleanup.deleted_snapshots,
                     kept_snapshots: cleanup.kept_snapshots,
                 });
+                observer.deleted(report.deleted.last().expect("just recorded"));
             }
         }
     }

@@ -225,12 +225,74 @@ pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
 struct LogProgress;
 impl RunObserver for LogProgress {}
 
+/// Keeps what a run has done so far, for the report when it is stopped
+/// midway (Ctrl-C in `run`, a shutdown timeout in `daemon`).
+#[derive(Default)]
+struct RecordingProgress {
+    so_far: std::sync::Mutex<RunReport>,
+}
+
+impl RecordingProgress {
+    fn so_far(&self) -> RunReport {
+        self.so_far.lock().expect("not poisoned").clone()
+    }
+}
+
+impl RunObserver for RecordingProgress {
+    fn created(&self, c: &execute::Created) {
+        self.so_far
+            .lock()
+            .expect("not poisoned")
+            .created
+            .push(c.clone());
+    }
+    fn copied(&self, c: &execute::Copied) {
+        self.so_far
+            .lock()
+            .expect("not poisoned")
+            .copied
+            .push(c.clone());
+    }
+    fn deleted(&self, d: &execute::Deleted) {
+        self.so_far
+            .lock()
+            .expect("not poisoned")
+            .deleted
+            .push(d.clone());
+    }
+}
+
+/// The planned actions a stopped run did not record, one line per kind.
+fn not_done(plan: &Plan, so_far: &RunReport) -> Vec<String> {
+    let sum = summarize(plan);
+    let mut left = Vec::new();
+    for (planned, done, what) in [
+        (sum.creates, so_far.created.len(), "backup(s) not created"),
+        (sum.copies, so_far.copied.len(), "copie(s) not made"),
+        (sum.deletions, so_far.deleted.len(), "deletion(s) not made"),
+    ] {
+        if planned > done {
+            left.push(format!("{} {what}", planned - done));
+        }
+    }
+    if !left.is_empty() {
+        left.push(
+            "`autosnap run` again does the rest (it finds what exists, including anything \
+             in flight when the run stopped); `autosnap plan` shows what is left"
+                .into(),
+        );
+    }
+    left
+}
+
 #[derive(Serialize)]
 struct RunOutput<'a> {
     dry_run: bool,
     plan: &'a Plan,
     summary: PlanSummary,
     report: Option<&'a RunReport>,
+    /// True when Ctrl-C or SIGTERM stopped the run: `report` is what it did until then.
+    interrupted: bool,
 }
 
 /// Table mode prints the plan before acting (so the log lines of the run
@@ -253,6 +315,7 @@ fn print_report(
             plan,
             summary: summarize(plan),
             report,
+            interrupted: false,
         }),
         _ => {
             if let Some(r) = report {
@@ -312,7 +375,31 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let local = freezer
         .as_ref()
         .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
-    let report = execute::execute(&ctx, &plan, &opts, &LogProgress, local).await?;
+    // Ctrl-C stops the run (mostly waiting for new snapshots to complete
+    // before copying them) and reports what it did; nothing is cancelled.
+    let mut interrupt = super::Interrupt::listen()?;
+    let progress = RecordingProgress::default();
+    let run = execute::execute(&ctx, &plan, &opts, &progress, local);
+    let Some(report) = interrupt.or(run).await else {
+        let so_far = progress.so_far();
+        match env.output {
+            OutputFormat::Json => output::print_json(&RunOutput {
+                dry_run: false,
+                plan: &plan,
+                summary: summarize(&plan),
+                report: Some(&so_far),
+                interrupted: true,
+            })?,
+            _ => print_report(env, &plan, Some(&so_far), false)?,
+        }
+        super::report_interrupted_with(
+            "the run's new snapshots and copies",
+            "autosnap plan",
+            &not_done(&plan, &so_far),
+        );
+        return Ok(Exit::Interrupted);
+    };
+    let report = report?;
     print_report(env, &plan, Some(&report), false)?;
     Ok(if report.failures.is_empty() {
         Exit::Success
@@ -662,7 +749,8 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                 prune: true,
                 wait_timeout: timeout,
             };
-            let work = execute::execute(&ctx, &plan, &opts, &LogProgress, local);
+            let progress = RecordingProgress::default();
+            let work = execute::execute(&ctx, &plan, &opts, &progress, local);
             tokio::pin!(work);
             let report = tokio::select! {
                 r = &mut work => r,
@@ -670,7 +758,30 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                     tracing::info!("signal received: letting in-flight work finish (at most {}s)", shutdown_timeout.as_secs());
                     match tokio::time::timeout(shutdown_timeout, &mut work).await {
                         Ok(r) => { log_report(r); }
-                        Err(_) => tracing::warn!("in-flight work did not finish within {}s; stopping anyway", shutdown_timeout.as_secs()),
+                        Err(_) => {
+                            // Say what the stopped run did and left, as `run` does on Ctrl-C.
+                            let so_far = progress.so_far();
+                            tracing::warn!(
+                                "in-flight work did not finish within {}s; stopping anyway",
+                                shutdown_timeout.as_secs()
+                            );
+                            tracing::warn!(
+                                "stopped run: {} created ({}), {} copied, {} deleted so far",
+                                so_far.created.len(),
+                                so_far
+                                    .created
+                                    .iter()
+                                    .flat_map(|c| c.image_id.iter().chain(&c.snapshot_ids))
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                so_far.copied.len(),
+                                so_far.deleted.len()
+                            );
+                            for left in not_done(&plan, &so_far) {
+                                tracing::warn!("not done: {left}");
+                            }
+                        }
                     }
                     break;
                 }
