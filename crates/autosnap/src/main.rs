@@ -9,10 +9,9 @@ mod output;
 mod progress;
 mod settings;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-
-use std::ffi::OsString;
 
 use clap::FromArgMatches;
 use tracing_subscriber::EnvFilter;
