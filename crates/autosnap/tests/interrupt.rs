@@ -743,3 +743,41 @@ copy = [{ region = "us-west-2", retain = { last = 1 } }]
     });
     assert_eq!(copies, 0, "no copy was started");
 }
+
+#[test]
+fn sigterm_to_daemon_with_work_in_flight_logs_what_it_did_and_left() {
+    let tb = TestBed::start();
+    let vol = tb.volume(1, &[("Backup", "daily")]);
+    tb.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "dr"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "1d"
+retain = { last = 3 }
+tags = { "autosnap-testbed:state" = "pending" }
+copy = [{ region = "us-west-2", retain = { last = 1 } }]
+"#,
+        0o644,
+    );
+    // The copy can never start (the backup stays pending): the shutdown
+    // timeout always runs out, however short.
+    let mut run = Running::start(&tb, &["daemon", "--shutdown-timeout", "100ms"]);
+    run.until(|| !snapshots_of(&tb, REGION, &vol).is_empty());
+    let snap = snapshots_of(&tb, REGION, &vol).remove(0);
+    let said = run.until_said(&format!("created {snap}"));
+    run.signal("TERM");
+    let done = run.finish(said);
+
+    assert!(
+        done.stderr.contains("did not finish within")
+            && done
+                .stderr
+                .contains(&format!("stopped run: 1 created ({snap})"))
+            && done.stderr.contains("not done: 1 copie(s) not made"),
+        "the log says what the stopped run did and left: {}",
+        done.stderr
+    );
+}
