@@ -185,3 +185,49 @@ fn classify_backend(e: &autosnap_repo::BackendError) -> ErrorClass {
         _ => ErrorClass::new("repository", None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    fn class(err: anyhow::Error) -> (&'static str, Option<String>) {
+        let c = classify_error(&err);
+        (c.kind, c.resource)
+    }
+
+    #[test]
+    fn the_first_typed_error_under_the_context_decides_the_kind() {
+        let missing = AwsError::NotFound {
+            kind: "snapshot",
+            id: "snap-0123456789abcdef0".into(),
+            region: "us-east-1".into(),
+            account: String::new(),
+        };
+        let err = Err::<(), _>(missing).context("cannot copy").unwrap_err();
+        assert_eq!(
+            class(err),
+            ("not_found", Some("snap-0123456789abcdef0".into()))
+        );
+        let archive = autosnap_repo::Error::ArchiveNotFound { id: "x".into() };
+        assert_eq!(class(archive.into()), ("not_found", Some("x".into())));
+        assert_eq!(class(UsageError("bad".into()).into()).0, "usage");
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no");
+        assert_eq!(class(io.into()).0, "io");
+        assert_eq!(class(anyhow::anyhow!("something")).0, "failed");
+    }
+
+    #[test]
+    fn a_config_problem_names_the_file_and_keeps_the_exit_code() {
+        let inner: anyhow::Error = UsageError("config file /x.toml does not exist".into()).into();
+        let err: anyhow::Error = ConfigProblem {
+            path: Some("/x.toml".into()),
+            error: inner,
+        }
+        .into();
+        let c = classify_error(&err);
+        assert_eq!((c.kind, c.resource.as_deref()), ("config", Some("/x.toml")));
+        assert_eq!(exit_for_error(&err), Exit::Usage);
+        assert_eq!(err.to_string(), "config file /x.toml does not exist");
+    }
+}
