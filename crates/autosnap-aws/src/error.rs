@@ -252,7 +252,8 @@ pub fn classify_code(
         c if c.ends_with(".NotFound") || c == "ResourceNotFoundException" || c == "NoSuchKey" => {
             not_found()
         }
-        "InvalidSnapshot.InUse" | "VolumeInUse" | "InvalidVolume.InUse" => {
+        // SnapshotLocked: a snapshot under an EBS snapshot lock (see lock.rs).
+        "InvalidSnapshot.InUse" | "VolumeInUse" | "InvalidVolume.InUse" | "SnapshotLocked" => {
             let (kind, id) = subject.unwrap_or(("resource", ""));
             AwsError::InUse {
                 kind,

@@ -17,6 +17,7 @@ pub mod execute;
 pub mod imds;
 pub mod inventory;
 pub mod kms;
+pub mod lock;
 pub mod rate;
 pub mod s3;
 pub mod s3_backend;

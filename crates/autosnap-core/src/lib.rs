@@ -18,6 +18,7 @@ pub mod iam;
 pub mod config;
 pub mod deletion;
 pub mod ids;
+pub mod lock;
 pub mod region;
 pub mod model;
 pub mod tags;
