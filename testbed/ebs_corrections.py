@@ -336,6 +336,12 @@ def apply() -> None:
                            checksum: str | None, checksum_algorithm: str | None,
                            data_length: Any) -> tuple:
         view = self.get_view(snapshot_id)
+        # TEST-BED ONLY: autosnap-testbed:hold-writes=<seconds> (a StartSnapshot tag) holds each
+        # PutSnapshotBlock of the snapshot that long, so a test can interrupt a transfer.
+        hold = {t["key"]: t["value"] for t in view.ec2.get_tags()}.get(
+            "autosnap-testbed:hold-writes")
+        if hold:
+            threading.Event().wait(float(hold))
         # [C3 put-validation] moto stored whatever came. AWS rejects with ValidationException:
         if view.status != "pending":
             raise ValidationException(

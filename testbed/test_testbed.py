@@ -567,3 +567,13 @@ def test_ec2_basics(ec2):
                                           {"Name": "tag:autosnap", "Values": ["1"]}])
     assert [x["SnapshotId"] for x in got["Snapshots"]] == [s["SnapshotId"]]
     assert ec2.describe_images(Owners=["amazon"])["Images"] == []  # default AMIs not loaded
+
+
+def test_hold_writes_tag_holds_each_block_write(ebs):
+    sid = ebs.start_snapshot(VolumeSize=1, Tags=[
+        {"Key": "autosnap-testbed:hold-writes", "Value": "0.5"}])["SnapshotId"]
+    data = block(b"h")
+    began = time.monotonic()
+    ebs.put_snapshot_block(SnapshotId=sid, BlockIndex=0, BlockData=data, DataLength=BS,
+                           Checksum=b64sha(data), ChecksumAlgorithm="SHA256")
+    assert time.monotonic() - began >= 0.5

@@ -28,6 +28,8 @@ pub trait TransferProgress: Send + Sync {
     fn start(&self, _total: u64) {}
     /// `bytes` more were transferred (or skipped as zeros).
     fn advance(&self, _bytes: u64) {}
+    /// An upload started this snapshot: it exists from now on, finished or not.
+    fn snapshot_started(&self, _snapshot_id: &str) {}
 }
 
 /// A progress sink that ignores everything.
@@ -107,6 +109,7 @@ pub async fn upload_file(
         "started snapshot {snapshot} ({volume_size_gib} GiB) for {}",
         path.display()
     );
+    progress.snapshot_started(&snapshot);
     progress.start(len);
 
     // Blocks in index order; `buffered` keeps that order in the results, so the linear

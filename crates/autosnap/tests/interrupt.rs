@@ -781,3 +781,48 @@ copy = [{ region = "us-west-2", retain = { last = 1 } }]
         done.stderr
     );
 }
+
+#[test]
+fn sigint_during_upload_transfer_names_the_unfinished_snapshot_and_exits_130() {
+    let tb = TestBed::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, vec![7u8; 600_000]).expect("write image");
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "upload",
+            file.to_str().expect("utf-8 path"),
+            // The test bed holds each block write, so the transfer is under way when
+            // the signal comes (the test bed is stopped long before the hold ends).
+            "--tag",
+            "autosnap-testbed:hold-writes=300",
+        ],
+    );
+    let said = run.until_said("started snapshot snap-");
+    let snap = said
+        .last()
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("snap-")))
+        .expect("the log names the snapshot")
+        .to_string();
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["snapshot_id"], snap.as_str(), "{json}");
+    assert_eq!(json["completed"], false, "{json}");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert!(
+        done.stderr.contains("not completed")
+            && done
+                .stderr
+                .contains(&format!("snapshot delete {snap} --force")),
+        "stderr says what became of it and what to do: {}",
+        done.stderr
+    );
+    assert!(tb.snapshot_exists(REGION, &snap));
+}

@@ -28,6 +28,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Bytes, rate and ETA: a bar on a terminal, a log line every [`LOG_EVERY`] otherwise.
 struct TransferBar {
     what: String,
+    /// The snapshot an upload started (so a stopped upload can name it).
+    snapshot: Mutex<Option<String>>,
     bar: Option<ProgressBar>,
     total: AtomicU64,
     done: AtomicU64,
@@ -51,6 +53,7 @@ impl TransferBar {
         });
         TransferBar {
             what,
+            snapshot: Mutex::new(None),
             bar,
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -67,6 +70,10 @@ impl TransferBar {
 }
 
 impl TransferProgress for TransferBar {
+    fn snapshot_started(&self, snapshot_id: &str) {
+        *self.snapshot.lock().expect("not poisoned") = Some(snapshot_id.to_string());
+    }
+
     fn start(&self, total: u64) {
         self.total.store(total, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
@@ -130,22 +137,22 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
     }
     let ebs = Ebs::new(&ctx);
     let bar = TransferBar::new(format!("upload {}", args.file.display()), env.progress);
-    let report = engine::upload_file(
-        &ebs,
-        &args.file,
-        &UploadOptions {
-            description: args.description.clone(),
-            tags,
-            concurrency: args.concurrency,
-        },
-        &bar,
-    )
-    .await?;
+    // Ctrl-C during the transfer stops it and names the unfinished snapshot
+    // (it exists from StartSnapshot on); during --wait, it stops the wait.
+    let mut interrupt = crate::commands::Interrupt::listen()?;
+    let options = UploadOptions {
+        description: args.description.clone(),
+        tags,
+        concurrency: args.concurrency,
+    };
+    let transfer = engine::upload_file(&ebs, &args.file, &options, &bar);
+    let Some(report) = interrupt.or(transfer).await else {
+        bar.finish();
+        return upload_stopped(env, &ctx, &bar, args).await;
+    };
+    let report = report?;
     bar.finish();
     if args.wait {
-        // Listened for only now: Ctrl-C during the transfer itself still ends
-        // the process (the unfinished snapshot errors out in AWS on its own).
-        let mut interrupt = crate::commands::Interrupt::listen()?;
         let ec2 = ctx.ec2().await?;
         let ids = std::slice::from_ref(&report.snapshot_id);
         let waiter = crate::progress::WaitProgress::new("waiting for the snapshot", env.progress);
@@ -278,6 +285,79 @@ async fn upload_dry_run(
         )
     })?;
     Ok(Exit::Success)
+}
+
+/// `upload -o json` after Ctrl-C during the transfer.
+#[derive(serde::Serialize)]
+struct UploadStopped {
+    snapshot_id: Option<String>,
+    /// EC2's view of the unfinished snapshot (`pending`; `error` once EBS cancels it).
+    state: Option<String>,
+    file: String,
+    file_bytes: u64,
+    /// Bytes read and sent (or skipped as zeros) before the stop.
+    bytes_done: u64,
+    completed: bool,
+}
+
+/// After Ctrl-C during an upload's transfer: the snapshot it started, which
+/// can neither be used nor resumed, what happens to it, and exit 130.
+async fn upload_stopped(
+    env: &Env,
+    ctx: &autosnap_aws::AwsContext,
+    bar: &TransferBar,
+    args: &UploadArgs,
+) -> anyhow::Result<Exit> {
+    let started = bar.snapshot.lock().expect("not poisoned").clone();
+    let Some(id) = started else {
+        let message =
+            "interrupted: the upload stopped before its snapshot was started; nothing was created";
+        if output::json_mode() {
+            eprintln!("{}", output::error_object("interrupted", message, None));
+        } else {
+            eprintln!("{message}");
+        }
+        return Ok(Exit::Interrupted);
+    };
+    let state = match ctx.ec2().await {
+        Ok(ec2) => super::snapshot::states_soon(&ec2, std::slice::from_ref(&id))
+            .await
+            .and_then(|s| s.into_iter().next())
+            .map(|s| s.state),
+        Err(_) => None,
+    };
+    let stopped = UploadStopped {
+        snapshot_id: Some(id.clone()),
+        state,
+        file: args.file.display().to_string(),
+        file_bytes: bar.total.load(Ordering::Relaxed),
+        bytes_done: bar.done.load(Ordering::Relaxed),
+        completed: false,
+    };
+    match env.output {
+        OutputFormat::Json => output::print_json(&stopped)?,
+        _ => output::print(&format!(
+            "{id} {} (not completed: {} of {} sent)",
+            stopped.state.as_deref().unwrap_or("pending"),
+            size(stopped.bytes_done),
+            size(stopped.file_bytes)
+        )),
+    }
+    let message = format!(
+        "the upload stopped; snapshot {id} was started but not completed, so it can be neither \
+         used nor resumed: EBS cancels it (state error) about 60 minutes after the last block \
+         was written. Delete it now with `autosnap snapshot delete {id} --force` (uploads are \
+         not tagged as autosnap's), and run the upload again"
+    );
+    if output::json_mode() {
+        eprintln!(
+            "{}",
+            output::error_object("interrupted", &message, Some(&id))
+        );
+    } else {
+        eprintln!("interrupted: {message}");
+    }
+    Ok(Exit::Interrupted)
 }
 
 /// `upload -o json` after Ctrl-C during `--wait`: the report plus the
