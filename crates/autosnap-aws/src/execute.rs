@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::ami::{ImageCopy, ImageWaitObserver, NewImage, PollSchedule};
 use crate::ami_flow::{encrypt_image, free_name, remove_image, remove_owned_image};
 use crate::ec2::{Ec2, SnapshotQuery, VolumeQuery, WaitObserver};
-use crate::rate::Ec2RateLimits;
+use crate::rate::{Ec2RateLimits, Pacing};
 use crate::{AwsContext, AwsError};
 
 /// Targets worked on at once.
@@ -44,6 +44,8 @@ pub struct RunOptions {
     /// How long to wait for a new backup to complete before copying it, and
     /// for a copy to complete.
     pub wait_timeout: Duration,
+    /// How much of EC2's request budget to use (see [`crate::rate`]).
+    pub pacing: Pacing,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,7 +188,9 @@ pub async fn execute(
     };
     for r in names {
         regions.clients.insert(r.clone(), ctx.ec2_in(&r).await?);
-        regions.limits.insert(r.clone(), Ec2RateLimits::default());
+        regions
+            .limits
+            .insert(r.clone(), Ec2RateLimits::new(opts.pacing));
         regions
             .copy_slots
             .insert(r.clone(), Semaphore::new(COPIES_PER_REGION));

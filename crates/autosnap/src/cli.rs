@@ -545,6 +545,10 @@ pub struct RunArgs {
     /// Longest wait for a new backup to complete before copying it (e.g. 2h)
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_timeout)]
     pub wait_timeout: std::time::Duration,
+    /// Use at most this share of EC2's request budget (0 < FRACTION <= 1; default 1: as fast as
+    /// EC2 allows; 0.5 leaves half of every bucket to other tools in the account)
+    #[arg(long, value_name = "FRACTION", default_value = "1", value_parser = parse_ec2_share)]
+    pub ec2_share: autosnap_aws::rate::Pacing,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +561,10 @@ pub struct PruneArgs {
     /// Do not ask before deleting (asked only when stdin and stderr are terminals)
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Use at most this share of EC2's request budget (0 < FRACTION <= 1; default 1: as fast as
+    /// EC2 allows; 0.5 leaves half of every bucket to other tools in the account)
+    #[arg(long, value_name = "FRACTION", default_value = "1", value_parser = parse_ec2_share)]
+    pub ec2_share: autosnap_aws::rate::Pacing,
 }
 
 #[derive(Debug, Args)]
@@ -584,6 +592,10 @@ pub struct DaemonArgs {
     /// Longest wait for a new backup to complete before copying it
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_timeout)]
     pub wait_timeout: std::time::Duration,
+    /// Use at most this share of EC2's request budget (0 < FRACTION <= 1; default 1: as fast as
+    /// EC2 allows; 0.5 leaves half of every bucket to other tools in the account)
+    #[arg(long, value_name = "FRACTION", default_value = "1", value_parser = parse_ec2_share)]
+    pub ec2_share: autosnap_aws::rate::Pacing,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1009,6 +1021,14 @@ pub struct IamPolicyArgs {
     pub kms_key_arns: Vec<String>,
 }
 
+/// `--ec2-share`: a fraction in (0, 1].
+fn parse_ec2_share(s: &str) -> Result<autosnap_aws::rate::Pacing, String> {
+    let share: f64 = s
+        .parse()
+        .map_err(|_| format!("expected a fraction such as 0.5, got {s:?}"))?;
+    autosnap_aws::rate::Pacing::share(share).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1086,6 +1106,32 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("--wait"), "{err}");
+    }
+
+    #[test]
+    fn ec2_share_defaults_to_the_whole_budget_and_takes_a_fraction() {
+        use autosnap_aws::rate::Pacing;
+        let share = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(a)) => Ok(a.ec2_share),
+            Ok(Command::Prune(a)) => Ok(a.ec2_share),
+            Ok(Command::Daemon(a)) => Ok(a.ec2_share),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(share(&["autosnap", "run"]), Ok(Pacing::FULL));
+        assert_eq!(
+            share(&["autosnap", "prune", "--ec2-share", "0.5"]),
+            Ok(Pacing::share(0.5).unwrap())
+        );
+        assert_eq!(
+            share(&["autosnap", "daemon", "--ec2-share", "0.25"]),
+            Ok(Pacing::share(0.25).unwrap())
+        );
+        for bad in ["0", "1.5", "-1", "half"] {
+            let flag = format!("--ec2-share={bad}");
+            let err = share(&["autosnap", "run", &flag]).unwrap_err();
+            assert!(err.contains("--ec2-share"), "{err}");
+        }
     }
 }
 

@@ -364,6 +364,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         copy: true,
         prune: true,
         wait_timeout: timeout,
+        pacing: args.ec2_share,
     };
     let freezer = super::consistent::PolicyFreezer::detect(
         &ctx,
@@ -466,6 +467,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         copy: false,
         prune: true,
         wait_timeout: Duration::from_secs(0),
+        pacing: args.ec2_share,
     };
     let report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
     print_report(env, &plan, Some(&report), false)?;
@@ -748,6 +750,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                 copy: true,
                 prune: true,
                 wait_timeout: timeout,
+                pacing: args.ec2_share,
             };
             let progress = RecordingProgress::default();
             let work = execute::execute(&ctx, &plan, &opts, &progress, local);
