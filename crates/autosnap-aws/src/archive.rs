@@ -105,11 +105,11 @@ pub async fn upload_file(
         })
         .await?;
     let started = Instant::now();
+    progress.snapshot_started(&snapshot);
     tracing::info!(
         "started snapshot {snapshot} ({volume_size_gib} GiB) for {}",
         path.display()
     );
-    progress.snapshot_started(&snapshot);
     progress.start(len);
 
     // Blocks in index order; `buffered` keeps that order in the results, so the linear
@@ -1078,6 +1078,12 @@ pub async fn restore_to_snapshot(
             ..NewSnapshot::default()
         })
         .await?;
+    progress.snapshot_started(&snapshot);
+    tracing::info!(
+        "started snapshot {snapshot} for archive {} volume {}",
+        manifest.id,
+        target.volume
+    );
     let started = Instant::now();
     progress.start(volume.stats.size_bytes);
     let number = target.volume;

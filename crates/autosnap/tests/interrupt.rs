@@ -826,3 +826,80 @@ fn sigint_during_upload_transfer_names_the_unfinished_snapshot_and_exits_130() {
     );
     assert!(tb.snapshot_exists(REGION, &snap));
 }
+
+#[test]
+fn sigint_during_restore_to_snapshot_names_the_unfinished_snapshot_and_exits_130() {
+    let tb = TestBed::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().expect("utf-8");
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, vec![5u8; 600_000]).expect("write image");
+    tb.cmd().args(["repo", "init", repo_s]).assert().success();
+    let uploaded = tb.json(&["upload", file.to_str().expect("utf-8")]);
+    let source = uploaded["snapshot_id"].as_str().expect("id").to_string();
+    // The original's tags come back on the restored snapshot: this one holds its writes.
+    let ec2 = tb.ec2(REGION);
+    tb.block(async {
+        ec2.create_tags()
+            .resources(&source)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("autosnap-testbed:hold-writes")
+                    .value("300")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("tag snapshot")
+    });
+    tb.json(&["archive", &source, "--repo", repo_s]);
+
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o",
+            "json",
+            "restore",
+            &source,
+            "--repo",
+            repo_s,
+            "--to-snapshot",
+        ],
+    );
+    // Logged once StartSnapshot has answered and autosnap holds the id.
+    let restored = || -> Vec<String> {
+        let ec2 = tb.ec2(REGION);
+        tb.block(async {
+            ec2.describe_snapshots()
+                .filters(
+                    Filter::builder()
+                        .name("tag:autosnap:restored-from")
+                        .values(&source)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("describe snapshots")
+                .snapshots()
+                .iter()
+                .filter_map(|s| s.snapshot_id().map(String::from))
+                .collect()
+        })
+    };
+    let said = run.until_said("started snapshot snap-");
+    let snap = restored().remove(0);
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["snapshot_id"], snap.as_str(), "{json}");
+    assert_eq!(json["completed"], false, "{json}");
+    assert!(
+        done.stderr.contains("not completed") && done.stderr.contains(&snap),
+        "{}",
+        done.stderr
+    );
+}

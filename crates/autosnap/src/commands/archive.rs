@@ -148,7 +148,8 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
     let transfer = engine::upload_file(&ebs, &args.file, &options, &bar);
     let Some(report) = interrupt.or(transfer).await else {
         bar.finish();
-        return upload_stopped(env, &ctx, &bar, args).await;
+        let file = args.file.display().to_string();
+        return transfer_stopped(env, &ctx, &bar, "upload", &file).await;
     };
     let report = report?;
     bar.finish();
@@ -287,33 +288,38 @@ async fn upload_dry_run(
     Ok(Exit::Success)
 }
 
-/// `upload -o json` after Ctrl-C during the transfer.
+/// `upload` or `restore --to-snapshot` with `-o json` after Ctrl-C during the transfer.
 #[derive(serde::Serialize)]
-struct UploadStopped {
-    snapshot_id: Option<String>,
+struct TransferStopped {
+    snapshot_id: String,
     /// EC2's view of the unfinished snapshot (`pending`; `error` once EBS cancels it).
     state: Option<String>,
-    file: String,
-    file_bytes: u64,
+    /// The file uploaded, or the archive restored.
+    source: String,
+    size_bytes: u64,
     /// Bytes read and sent (or skipped as zeros) before the stop.
     bytes_done: u64,
     completed: bool,
 }
 
-/// After Ctrl-C during an upload's transfer: the snapshot it started, which
-/// can neither be used nor resumed, what happens to it, and exit 130.
-async fn upload_stopped(
+/// After Ctrl-C during a transfer into a new snapshot (`upload`, `restore
+/// --to-snapshot`): the snapshot it started, which can neither be used nor
+/// resumed, what happens to it, and exit 130.
+async fn transfer_stopped(
     env: &Env,
     ctx: &autosnap_aws::AwsContext,
     bar: &TransferBar,
-    args: &UploadArgs,
+    what: &str,
+    source: &str,
 ) -> anyhow::Result<Exit> {
     let started = bar.snapshot.lock().expect("not poisoned").clone();
     let Some(id) = started else {
-        let message =
-            "interrupted: the upload stopped before its snapshot was started; nothing was created";
+        let message = format!(
+            "interrupted: the {what} stopped before EBS answered StartSnapshot: if it made a \
+             snapshot (one in flight), `autosnap snapshot list` shows it, never completed"
+        );
         if output::json_mode() {
-            eprintln!("{}", output::error_object("interrupted", message, None));
+            eprintln!("{}", output::error_object("interrupted", &message, None));
         } else {
             eprintln!("{message}");
         }
@@ -326,11 +332,11 @@ async fn upload_stopped(
             .map(|s| s.state),
         Err(_) => None,
     };
-    let stopped = UploadStopped {
-        snapshot_id: Some(id.clone()),
+    let stopped = TransferStopped {
+        snapshot_id: id.clone(),
         state,
-        file: args.file.display().to_string(),
-        file_bytes: bar.total.load(Ordering::Relaxed),
+        source: source.to_string(),
+        size_bytes: bar.total.load(Ordering::Relaxed),
         bytes_done: bar.done.load(Ordering::Relaxed),
         completed: false,
     };
@@ -340,20 +346,16 @@ async fn upload_stopped(
             "{id} {} (not completed: {} of {} sent)",
             stopped.state.as_deref().unwrap_or("pending"),
             size(stopped.bytes_done),
-            size(stopped.file_bytes)
+            size(stopped.size_bytes)
         )),
     }
     let message = format!(
-        "the upload stopped; snapshot {id} was started but not completed, so it can be neither \
+        "the {what} stopped; snapshot {id} was started but not completed, so it can be neither \
          used nor resumed: EBS cancels it (state error) about 60 minutes after the last block \
-         was written. Delete it now with `autosnap snapshot delete {id} --force` (uploads are \
-         not tagged as autosnap's), and run the upload again"
+         was written. Delete it now with `autosnap snapshot delete {id} --force`"
     );
     if output::json_mode() {
-        eprintln!(
-            "{}",
-            output::error_object("interrupted", &message, Some(&id))
-        );
+        eprintln!("{}", output::error_object("interrupted", &message, Some(&id)));
     } else {
         eprintln!("interrupted: {message}");
     }
@@ -690,9 +692,15 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
         }
         let ebs = Ebs::new(&ctx);
         let bar = TransferBar::new(format!("restore {id}"), env.progress);
-        let r =
-            engine::restore_to_snapshot(&ebs, &repo, &manifest, &target, args.concurrency, &bar)
-                .await?;
+        // Ctrl-C during the transfer names the snapshot it started.
+        let mut interrupt = crate::commands::Interrupt::listen()?;
+        let transfer =
+            engine::restore_to_snapshot(&ebs, &repo, &manifest, &target, args.concurrency, &bar);
+        let Some(r) = interrupt.or(transfer).await else {
+            bar.finish();
+            return transfer_stopped(env, &ctx, &bar, "restore", &format!("archive {id}")).await;
+        };
+        let r = r?;
         Restored {
             archive_id: id,
             target: r.snapshot_id.clone(),
