@@ -174,6 +174,25 @@ async fn remove_image_with(ec2: &Ec2, image_id: &str, only_made_for_it: bool) ->
             });
         }
     }
+    // Never a locked snapshot: it stays, and the cleanup says until when. If the locks
+    // cannot be read, no snapshot is deleted (the AMI still goes; its snapshots are listed).
+    if !snapshots.is_empty() {
+        match ec2.locked_snapshots(&snapshots).await {
+            Ok(locks) => snapshots.retain(|s| {
+                let lock = autosnap_core::lock::blocking(&locks, std::slice::from_ref(s));
+                if let Some(lock) = lock.first() {
+                    c.kept_snapshots.push(format!("{s} ({})", lock.reason()));
+                }
+                lock.is_empty()
+            }),
+            Err(e) => {
+                for s in snapshots.drain(..) {
+                    c.left
+                        .push(format!("snapshot {s} (its lock state cannot be read: {e})"));
+                }
+            }
+        }
+    }
     match ec2.deregister_image(image_id).await {
         Ok(()) => c.deregistered.push(image_id.to_string()),
         Err(e) if e.is_not_found() => {}

@@ -85,6 +85,18 @@ pub struct Deleted {
     pub kept_snapshots: Vec<String>,
 }
 
+/// A backup retention would remove, kept because an EBS snapshot lock protects it. Not a
+/// failure: the lock is doing its job, and the next prune after it expires deletes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockedBackup {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    pub backup_id: String,
+    /// `locked (governance) until …` for each locked snapshot of the backup.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub policy: String,
@@ -101,6 +113,8 @@ pub struct RunReport {
     pub created: Vec<Created>,
     pub copied: Vec<Copied>,
     pub deleted: Vec<Deleted>,
+    /// Backups retention would remove that a snapshot lock keeps.
+    pub locked: Vec<LockedBackup>,
     /// Groups whose deletions were skipped because an earlier step failed.
     pub skipped_prunes: Vec<String>,
     pub failures: Vec<Failure>,
@@ -115,6 +129,7 @@ impl RunReport {
         self.created.extend(other.created);
         self.copied.extend(other.copied);
         self.deleted.extend(other.deleted);
+        self.locked.extend(other.locked);
         self.skipped_prunes.extend(other.skipped_prunes);
         self.failures.extend(other.failures);
     }
@@ -394,7 +409,49 @@ async fn run_target(
                 continue;
             }
             let ec2 = regions.ec2(&group.region);
+            // One DescribeLockedSnapshots for the group's candidates. If the locks cannot be
+            // read, nothing is deleted: a lock must never be found out by a refused delete.
+            let candidates: Vec<String> = doomed
+                .iter()
+                .flat_map(|b| b.snapshot_ids.iter().map(|s| s.to_string()))
+                .collect();
+            let locks = match ec2.locked_snapshots(&candidates).await {
+                Ok(l) => l,
+                Err(e) => {
+                    fail(
+                        &mut report,
+                        &group.region,
+                        "delete",
+                        format!("cannot read snapshot locks, so nothing was deleted: {e}"),
+                    );
+                    continue;
+                }
+            };
             for backup in doomed {
+                let ids: Vec<String> = backup.snapshot_ids.iter().map(|s| s.to_string()).collect();
+                let blocking = autosnap_core::lock::blocking(&locks, &ids);
+                if !blocking.is_empty() {
+                    let reason = blocking
+                        .iter()
+                        .map(|l| format!("{} {}", l.snapshot_id, l.reason()))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    tracing::info!(
+                        "policy {}: kept {} of {} in {}: {reason}",
+                        policy.policy,
+                        backup.backup_id,
+                        target.target_id,
+                        group.region
+                    );
+                    report.locked.push(LockedBackup {
+                        policy: policy.policy.clone(),
+                        target_id: target.target_id.clone(),
+                        region: group.region.clone(),
+                        backup_id: backup.backup_id.to_string(),
+                        reason,
+                    });
+                    continue;
+                }
                 let mut ok = true;
                 for id in &backup.snapshot_ids {
                     regions

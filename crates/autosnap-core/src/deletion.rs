@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::lock::SnapshotLock;
 use crate::model::{Image, Snapshot};
 
 /// What will happen to one requested snapshot.
@@ -16,6 +17,8 @@ pub enum DeleteAction {
     Refuse,
     /// The snapshot does not exist (or is not ours).
     Missing,
+    /// An EBS snapshot lock keeps it; the reason says until when and what to do.
+    Locked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,12 +30,14 @@ pub struct DeleteDecision {
 
 /// Safety rules, in order: it must exist in our account; it must not back a
 /// registered AMI (AWS would refuse anyway, and the AMI is named so the user
-/// knows what to deregister); it must carry autosnap's ownership tag unless
-/// `force`.
+/// knows what to deregister); it must not be locked (`locks`: what
+/// DescribeLockedSnapshots says about the candidates; `--force` does not
+/// override a lock); it must carry autosnap's ownership tag unless `force`.
 pub fn plan_deletes(
     requested: &[String],
     found: &[Snapshot],
     images: &[Image],
+    locks: &[SnapshotLock],
     force: bool,
     region: &str,
 ) -> Vec<DeleteDecision> {
@@ -67,6 +72,15 @@ pub fn plan_deletes(
                         "used by AMI {}: deregister the AMI first",
                         users.join(", ")
                     ),
+                );
+            }
+            if let Some(lock) = locks
+                .iter()
+                .find(|l| &l.snapshot_id == id && l.prevents_deletion())
+            {
+                return decide(
+                    DeleteAction::Locked,
+                    format!("{}: {}", lock.reason(), lock.remedy()),
                 );
             }
             if !snap.managed && !force {
@@ -135,6 +149,7 @@ mod tests {
             ]),
             &found,
             &images,
+            &[],
             false,
             "us-east-1",
         );
@@ -168,11 +183,51 @@ mod tests {
             &ids(&["snap-00000002", "snap-00000003"]),
             &found,
             &images,
+            &[],
             true,
             "us-east-1",
         );
         assert_eq!(plan[0].action, DeleteAction::Delete);
         assert!(plan[0].reason.contains("--force"));
         assert_eq!(plan[1].action, DeleteAction::Refuse);
+    }
+
+    #[test]
+    fn a_lock_keeps_a_snapshot_even_with_force_until_it_expires() {
+        use crate::lock::{LockState, SnapshotLock};
+        let lock = |id: &str, state: &str| SnapshotLock {
+            snapshot_id: id.into(),
+            state: LockState::parse(state),
+            expires_on: Some("2027-01-02T03:04:00Z".parse().unwrap()),
+            cool_off_ends: None,
+            duration_days: Some(30),
+            created_on: None,
+        };
+        let found = vec![snap("snap-00000001", true), snap("snap-00000002", false)];
+        let locks = vec![
+            lock("snap-00000001", "compliance"),
+            lock("snap-00000002", "expired"),
+        ];
+        let plan = plan_deletes(
+            &ids(&["snap-00000001", "snap-00000002"]),
+            &found,
+            &[],
+            &locks,
+            true,
+            "us-east-1",
+        );
+        assert_eq!(plan[0].action, DeleteAction::Locked);
+        assert!(
+            plan[0]
+                .reason
+                .starts_with("locked (compliance) until 2027-01-02 03:04 UTC"),
+            "{}",
+            plan[0].reason
+        );
+        assert_eq!(
+            plan[1].action,
+            DeleteAction::Delete,
+            "an expired lock protects nothing"
+        );
     }
 }

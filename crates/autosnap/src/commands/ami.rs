@@ -897,7 +897,7 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
         .collect();
     // Who owns each snapshot and what it was made for decide whether it goes with its AMI.
     let snapshots = ec2.mapped_snapshots(&all_snaps).await?;
-    let plan = plan_ami_deletes(
+    let mut plan = plan_ami_deletes(
         &requested,
         &found,
         &users,
@@ -906,6 +906,27 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
         args.force,
         args.keep_snapshots,
     );
+    // A locked snapshot stays when its AMI goes, and the plan says until when; one
+    // DescribeLockedSnapshots for all of them, before anything is asked or done.
+    let doomed: Vec<String> = plan
+        .iter()
+        .flat_map(|d| d.delete_snapshots.iter().cloned())
+        .collect();
+    let locks = ec2.locked_snapshots(&doomed).await?;
+    for d in &mut plan {
+        d.delete_snapshots.retain(|s| {
+            match autosnap_core::lock::blocking(&locks, std::slice::from_ref(s)).first() {
+                Some(lock) => {
+                    d.keep_snapshots.push(autosnap_core::ami::KeptSnapshot {
+                        snapshot_id: s.clone(),
+                        reason: format!("{}: {}", lock.reason(), lock.remedy()),
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+    }
 
     // The plan first, then the work.
     let plan_lines: Vec<String> = plan.iter().map(ami_plan_line).collect();

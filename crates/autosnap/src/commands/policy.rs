@@ -336,6 +336,14 @@ fn print_report(
                 for skipped in &r.skipped_prunes {
                     let _ = write!(s, "\n  skipped: {skipped}");
                 }
+                // Retention wanted these gone; a snapshot lock keeps them (not a failure).
+                for l in &r.locked {
+                    let _ = write!(
+                        s,
+                        "\n  kept {} of {} in {} (policy {}): {}",
+                        l.backup_id, l.target_id, l.region, l.policy, l.reason
+                    );
+                }
                 output::print(&s);
             } else if dry_run {
                 output::print("\ndry run: nothing was changed");

@@ -507,7 +507,7 @@ pub(super) fn print_snapshot_plan(env: &Env, plan: &[PlannedSnapshot]) -> anyhow
 #[derive(Serialize)]
 struct DeleteResult {
     snapshot_id: String,
-    /// `deleted`, `would_delete`, `refused`, `missing` or `failed`.
+    /// `deleted`, `would_delete`, `refused`, `locked`, `missing` or `failed`.
     result: &'static str,
     reason: String,
 }
@@ -520,6 +520,7 @@ fn planned_deletes(plan: &[autosnap_core::deletion::DeleteDecision]) -> Vec<Dele
             result: match d.action {
                 DeleteAction::Missing => "missing",
                 DeleteAction::Refuse => "refused",
+                DeleteAction::Locked => "locked",
                 DeleteAction::Delete => "would_delete",
             },
             reason: d.reason.clone(),
@@ -551,7 +552,10 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
         .await?;
     let found_ids: Vec<String> = found.iter().map(|s| s.snapshot_id.clone()).collect();
     let images = ec2.images_using_snapshots(&found_ids).await?;
-    let plan = plan_deletes(&requested, &found, &images, args.force, ec2.region());
+    // One DescribeLockedSnapshots for all of them: a locked snapshot is never sent to
+    // DeleteSnapshot, and the user learns until when it is locked.
+    let locks = ec2.locked_snapshots(&found_ids).await?;
+    let plan = plan_deletes(&requested, &found, &images, &locks, args.force, ec2.region());
 
     // At a terminal, the dry run's table first, then the question.
     let deletes = plan
@@ -579,6 +583,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
                 let (result, reason) = match d.action {
                     DeleteAction::Missing => ("missing", d.reason),
                     DeleteAction::Refuse => ("refused", d.reason),
+                    DeleteAction::Locked => ("locked", d.reason),
                     DeleteAction::Delete if dry_run => ("would_delete", d.reason),
                     DeleteAction::Delete => match ec2.delete_snapshot(&d.snapshot_id).await {
                         Ok(()) => {
