@@ -150,9 +150,12 @@ pub async fn create_for_paths(
     }
 
     // 5. Snapshot, frozen or not. With --wait, Ctrl-C is listened for from
-    // here: a signal during the freeze still thaws at once (the signal thread
-    // then lets us continue) and ends the wait as soon as it begins, so the
-    // snapshots taken are printed, not lost.
+    // here, so a signal while the snapshot is taken ends the wait as soon as
+    // it begins and the snapshots are printed, not lost. With a freeze or
+    // hooks the signal thread below still ends the process on any signal
+    // (after thawing and running post hooks): letting the command go on
+    // after a signal that came before the freeze would freeze after the
+    // post hooks had run.
     let mut interrupt = wait.map(|_| Interrupt::listen()).transpose()?;
     let hooks = !c.pre.is_empty() || !c.post.is_empty();
     let (mut snaps, consistency) = if c.freeze || hooks {
@@ -174,13 +177,8 @@ pub async fn create_for_paths(
             options = options.with_own_path(p.clone());
         }
         plan.freeze_options = options;
-        // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit
-        // (or, with --wait, report what was taken: see `interrupt`).
-        install_signal_thaw(if interrupt.is_some() {
-            AfterCleanup::Continue
-        } else {
-            AfterCleanup::Terminate
-        })?;
+        // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit.
+        install_signal_thaw(AfterCleanup::Terminate)?;
 
         let handle = tokio::runtime::Handle::current();
         let outcome = tokio::task::spawn_blocking(move || {
