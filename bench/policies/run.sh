@@ -3,9 +3,11 @@
 # EC2 rate limit (testbed/throttle_proxy.py: EC2's documented token bucket per action; an empty
 # bucket answers RequestLimitExceeded). Reports wall time, EC2 requests per volume, throttles
 # received, and the floor the budgets allow, computed from the budgets the proxy enforced:
-# for each action, max(0, requests - bucket) / refill seconds; the floor is the largest.
+# for each action, max(0, accepted requests - bucket) / refill seconds; the floor is the largest.
 #
 #   bench/policies/run.sh [N]     (default N=500; PROFILE=debug to skip the release build;
+#                                  EC2_SHARE=0.5 to run with `--ec2-share 0.5`;
+#                                  PROXY_ARGS="--budget CreateSnapshot=50/5" for other budgets;
 #                                  CLI_LOOP=1 to also time an `aws ec2 create-snapshot` loop)
 #
 # Needs: the test bed (testbed/setup.sh) and a build of autosnap; the aws CLI only with
@@ -47,8 +49,9 @@ PY
 echo "== autosnap run over $n volumes, through EC2's documented request budgets"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 start_bed autosnap
+# shellcheck disable=SC2086  # PROXY_ARGS is a list of flags
 "$py" testbed/throttle_proxy.py --upstream "$bed" --port 0 --port-file "$work/proxy.port" \
-    >/dev/null 2>"$work/proxy.log" &
+    ${PROXY_ARGS:-} >/dev/null 2>"$work/proxy.log" &
 wait_port "$work/proxy.port"
 proxy="http://127.0.0.1:$(cat "$work/proxy.port")"
 export AWS_ENDPOINT_URL="$proxy"
@@ -65,11 +68,12 @@ reset() { "$py" -c "import urllib.request; urllib.request.urlopen(urllib.request
 
 reset
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/rss" "$autosnap" -q -c "$work/autosnap.toml" run -o json >"$work/run.json"
+share=(); [[ -n "${EC2_SHARE:-}" ]] && share=(--ec2-share "$EC2_SHARE") && echo "with --ec2-share $EC2_SHARE"
+/usr/bin/time -f "%M" -o "$work/rss" "$autosnap" -q -c "$work/autosnap.toml" run "${share[@]}" -o json >"$work/run.json" || echo "autosnap run exited with $?"
 end=$(date +%s.%N)
 stats >"$work/run.stats"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$py" - "$work/run.json" "$work/run.stats" "$start" "$end" "$(cat "$work/rss")" "$n" <<'PY'
+"$py" - "$work/run.json" "$work/run.stats" "$start" "$end" "$(tail -n1 "$work/rss")" "$n" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))["report"]
 stats = json.load(open(sys.argv[2]))
@@ -84,7 +88,8 @@ for action, c in stats["actions"].items():
     if b is None:
         print(f"{action:<32} {c['requests']:>8} {'-':>9} (not EC2: not limited)")
         continue
-    floors[action] = max(0, c["requests"] - b["capacity"]) / b["refill_per_sec"]
+    # The floor counts the requests EC2 accepted: a throttled one did nothing.
+    floors[action] = max(0, c["forwarded"] - b["capacity"]) / b["refill_per_sec"]
     print(f"{action:<32} {c['requests']:>8} {c['throttled']:>9} {b['capacity']:>6} "
           f"{b['refill_per_sec']:>8g} {floors[action]:>8.1f}")
 floor = max(floors.values(), default=0.0)

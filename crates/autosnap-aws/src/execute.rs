@@ -32,6 +32,10 @@ use crate::{AwsContext, AwsError};
 pub const TARGET_CONCURRENCY: usize = 16;
 /// EC2 allows 20 concurrent snapshot copies into one region.
 pub const COPIES_PER_REGION: usize = 20;
+/// Tries again after a throttle that survived the SDK's own retries, each after the action's
+/// bucket was emptied ([`crate::rate::TokenBucket::throttled`]): the account's budget was
+/// emptier than autosnap's pacing assumed (another tool, a lower limit).
+pub const THROTTLED_RETRIES: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -255,47 +259,60 @@ async fn run_target(
     let mut created: Vec<Snapshot> = Vec::new();
     if let (true, Some(create)) = (opts.create, &target.create) {
         let ec2 = regions.ec2(&create.region);
-        regions
-            .limits(&create.region)
-            .create_snapshot
-            .acquire()
-            .await;
+        let bucket = &regions.limits(&create.region).create_snapshot;
         // Plain snapshots are crash-consistent; a local snapshotter (freeze,
         // hooks) sets its own consistency tag.
         let mut crash_tags = create.tags.clone();
         crash_tags.insert(tags::CONSISTENCY.into(), "crash".into());
-        let result = match create.kind {
-            ResourceKind::Volume => ec2
-                .create_snapshot(&create.target_id, &create.description, &crash_tags)
-                .await
-                .map(|s| (vec![s], None)),
-            ResourceKind::Instance => {
-                let set = tags::set_id(&create.target_id, now);
-                let mut t = crash_tags.clone();
-                t.insert(tags::SET_ID.into(), set.clone());
-                let mut local_tags = create.tags.clone();
-                local_tags.insert(tags::SET_ID.into(), set.clone());
-                let local_fut = local.and_then(|l| l.take(&policy.policy, create, &local_tags));
-                let taken = if let Some(fut) = local_fut {
-                    fut.await
-                        .map(|s| (s, Some(set)))
-                        .map_err(|detail| AwsError::Failed {
-                            what: format!("a consistent snapshot of {}", create.target_id),
-                            detail,
-                        })
-                } else {
-                    ec2.create_snapshot_set(
-                        &create.target_id,
-                        create.exclude_boot,
-                        &create.exclude_volumes,
-                        create.copy_tags_from_volumes,
-                        &create.description,
-                        &t,
-                    )
+        let mut throttles = 0;
+        let result = loop {
+            bucket.acquire().await;
+            let result = match create.kind {
+                ResourceKind::Volume => ec2
+                    .create_snapshot(&create.target_id, &create.description, &crash_tags)
                     .await
-                    .map(|s| (s, Some(set)))
-                };
-                taken
+                    .map(|s| (vec![s], None)),
+                ResourceKind::Instance => {
+                    let set = tags::set_id(&create.target_id, now);
+                    let mut t = crash_tags.clone();
+                    t.insert(tags::SET_ID.into(), set.clone());
+                    let mut local_tags = create.tags.clone();
+                    local_tags.insert(tags::SET_ID.into(), set.clone());
+                    let local_fut = local.and_then(|l| l.take(&policy.policy, create, &local_tags));
+                    let taken = if let Some(fut) = local_fut {
+                        fut.await
+                            .map(|s| (s, Some(set)))
+                            .map_err(|detail| AwsError::Failed {
+                                what: format!("a consistent snapshot of {}", create.target_id),
+                                detail,
+                            })
+                    } else {
+                        ec2.create_snapshot_set(
+                            &create.target_id,
+                            create.exclude_boot,
+                            &create.exclude_volumes,
+                            create.copy_tags_from_volumes,
+                            &create.description,
+                            &t,
+                        )
+                        .await
+                        .map(|s| (s, Some(set)))
+                    };
+                    taken
+                }
+            };
+            // A throttled call did nothing at EC2: slow every task down, then try again.
+            match result {
+                Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
+                    throttles += 1;
+                    tracing::info!(
+                    "policy {}: EC2 is throttling snapshots of {}: slowing down (retry {throttles})",
+                    policy.policy,
+                    create.target_id
+                );
+                    bucket.throttled().await;
+                }
+                result => break result,
             }
         };
         match result {
@@ -454,12 +471,22 @@ async fn run_target(
                 }
                 let mut ok = true;
                 for id in &backup.snapshot_ids {
-                    regions
-                        .limits(&group.region)
-                        .delete_snapshot
-                        .acquire()
-                        .await;
-                    if let Err(e) = ec2.delete_snapshot(id).await {
+                    let bucket = &regions.limits(&group.region).delete_snapshot;
+                    let mut throttles = 0;
+                    let result = loop {
+                        bucket.acquire().await;
+                        match ec2.delete_snapshot(id).await {
+                            Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
+                                throttles += 1;
+                                tracing::info!(
+                                    "EC2 is throttling DeleteSnapshot: slowing down (retry {throttles} for {id})"
+                                );
+                                bucket.throttled().await;
+                            }
+                            result => break result,
+                        }
+                    };
+                    if let Err(e) = result {
                         fail(&mut report, &group.region, "delete", e.to_string());
                         ok = false;
                     }

@@ -41,6 +41,16 @@ impl TokenBucket {
         self.refill_per_sec
     }
 
+    /// EC2 throttled a request paced by this bucket even after the SDK's retries: the
+    /// account's bucket is emptier than this one thinks (another tool used it, or the account's
+    /// limit is lower). Empties this bucket and owes one more second of refill, so every task
+    /// waits until EC2's bucket has had time to refill before the next request.
+    pub async fn throttled(&self) {
+        let mut s = self.state.lock().await;
+        s.0 = -self.refill_per_sec;
+        s.1 = Instant::now();
+    }
+
     /// Waits (asynchronously) until a token is available and takes it.
     pub async fn acquire(&self) {
         loop {
@@ -282,6 +292,21 @@ mod tests {
         let naive = TokenBucket::new(b.capacity, b.refill_per_sec);
         let (throttled, _) = run(naive, b, 0.999, 500).await;
         assert!(throttled > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_empties_the_bucket_and_costs_a_second_of_refill() {
+        let bucket = TokenBucket::new(10, 2.0);
+        bucket.acquire().await;
+        let start = Instant::now();
+        bucket.throttled().await;
+        bucket.acquire().await;
+        // Nine tokens were left; now one second of debt plus one token at 2 per second.
+        let waited = Instant::now() - start;
+        assert!(
+            waited >= Duration::from_millis(1490) && waited <= Duration::from_millis(1510),
+            "{waited:?}"
+        );
     }
 
     #[test]
