@@ -1413,6 +1413,9 @@ pub async fn restore_image(
         fn advance(&self, bytes: u64) {
             self.0.advance(bytes)
         }
+        fn snapshot_started(&self, snapshot_id: &str) {
+            self.0.snapshot_started(snapshot_id)
+        }
     }
     progress.start(
         plan.volumes

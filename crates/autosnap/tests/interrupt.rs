@@ -903,3 +903,113 @@ fn sigint_during_restore_to_snapshot_names_the_unfinished_snapshot_and_exits_130
         done.stderr
     );
 }
+
+#[test]
+fn sigint_during_restore_to_ami_names_the_snapshots_made_and_exits_130() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, ResourceType};
+    let tb = TestBed::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let repo_s = repo.to_str().expect("utf-8");
+    tb.cmd().args(["repo", "init", repo_s]).assert().success();
+    let ec2 = tb.ec2(REGION);
+    // Two volumes with data; the data volume's snapshot holds its restored copy's writes.
+    let snapshot = |seed: u8, tags: &[(&str, &str)]| -> String {
+        let file = dir.path().join(format!("{seed}.img"));
+        std::fs::write(&file, vec![seed; 600_000]).expect("write image");
+        let uploaded = tb.json(&["upload", file.to_str().expect("utf-8")]);
+        let up = uploaded["snapshot_id"].as_str().expect("id").to_string();
+        tb.block(async {
+            let vol = ec2
+                .create_volume()
+                .availability_zone("us-east-1a")
+                .snapshot_id(&up)
+                .send()
+                .await
+                .expect("volume")
+                .volume_id()
+                .expect("id")
+                .to_string();
+            let mut req = ec2.create_snapshot().volume_id(vol);
+            if !tags.is_empty() {
+                req = req.tag_specifications(support::tag_spec(ResourceType::Snapshot, tags));
+            }
+            req.send()
+                .await
+                .expect("snapshot")
+                .snapshot_id()
+                .expect("id")
+                .to_string()
+        })
+    };
+    let root = snapshot(1, &[]);
+    let data = snapshot(2, &[("autosnap-testbed:hold-writes", "300")]);
+    let mapping = |device: &str, snap: &str| {
+        BlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .snapshot_id(snap)
+                    .volume_size(1)
+                    .build(),
+            )
+            .build()
+    };
+    let ami = tb.block(async {
+        ec2.register_image()
+            .name("web")
+            .root_device_name("/dev/xvda")
+            .block_device_mappings(mapping("/dev/xvda", &root))
+            .block_device_mappings(mapping("/dev/xvdb", &data))
+            .send()
+            .await
+            .expect("register")
+            .image_id()
+            .expect("id")
+            .to_string()
+    });
+    tb.json(&["archive", &ami, "--repo", repo_s]);
+
+    let mut run = Running::start(
+        &tb,
+        &[
+            "-o", "json", "restore", &ami, "--repo", repo_s, "--to-ami", "--name", "web-r",
+        ],
+    );
+    // The second volume's snapshot is started (its writes are held).
+    let said = run.until_said("volume 1");
+    run.signal("INT");
+    let done = run.finish(said);
+
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json["image_id"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["completed"], false, "{json}");
+    let snaps = json["snapshots"].as_array().expect("snapshots");
+    assert_eq!(snaps.len(), 2, "{json}");
+    for s in snaps {
+        let id = s["snapshot_id"].as_str().expect("id");
+        assert!(tb.snapshot_exists(REGION, id), "{id} exists");
+        assert!(
+            done.stderr.contains(id),
+            "stderr names {id}: {}",
+            done.stderr
+        );
+    }
+    assert!(
+        done.stderr.contains("no AMI was registered"),
+        "{}",
+        done.stderr
+    );
+    let named = tb.block(async {
+        ec2.describe_images()
+            .filters(Filter::builder().name("name").values("web-r").build())
+            .send()
+            .await
+            .expect("describe images")
+            .images()
+            .len()
+    });
+    assert_eq!(named, 0, "no AMI web-r");
+}

@@ -28,8 +28,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Bytes, rate and ETA: a bar on a terminal, a log line every [`LOG_EVERY`] otherwise.
 struct TransferBar {
     what: String,
-    /// The snapshot an upload started (so a stopped upload can name it).
-    snapshot: Mutex<Option<String>>,
+    /// The snapshots a transfer started (so a stopped one can name them).
+    snapshots: Mutex<Vec<String>>,
     bar: Option<ProgressBar>,
     total: AtomicU64,
     done: AtomicU64,
@@ -53,7 +53,7 @@ impl TransferBar {
         });
         TransferBar {
             what,
-            snapshot: Mutex::new(None),
+            snapshots: Mutex::new(Vec::new()),
             bar,
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -71,7 +71,10 @@ impl TransferBar {
 
 impl TransferProgress for TransferBar {
     fn snapshot_started(&self, snapshot_id: &str) {
-        *self.snapshot.lock().expect("not poisoned") = Some(snapshot_id.to_string());
+        self.snapshots
+            .lock()
+            .expect("not poisoned")
+            .push(snapshot_id.to_string());
     }
 
     fn start(&self, total: u64) {
@@ -302,6 +305,86 @@ struct TransferStopped {
     completed: bool,
 }
 
+/// `restore --to-ami -o json` after Ctrl-C.
+#[derive(serde::Serialize)]
+struct AmiRestoreStopped {
+    archive_id: String,
+    /// No AMI was registered.
+    image_id: Option<String>,
+    snapshots: Vec<StoppedSnapshot>,
+    completed: bool,
+}
+
+#[derive(serde::Serialize)]
+struct StoppedSnapshot {
+    snapshot_id: String,
+    state: Option<String>,
+}
+
+/// After Ctrl-C during `restore --to-ami`: the snapshots it made (finished
+/// or not), that no AMI was registered, and how to remove them; exit 130.
+async fn ami_restore_stopped(
+    env: &Env,
+    ec2: &autosnap_aws::Ec2,
+    bar: &TransferBar,
+    archive_id: &str,
+) -> anyhow::Result<Exit> {
+    let ids = bar.snapshots.lock().expect("not poisoned").clone();
+    let states = super::snapshot::states_soon(ec2, &ids)
+        .await
+        .unwrap_or_default();
+    let stopped = AmiRestoreStopped {
+        archive_id: archive_id.to_string(),
+        image_id: None,
+        snapshots: ids
+            .iter()
+            .map(|id| StoppedSnapshot {
+                snapshot_id: id.clone(),
+                state: states
+                    .iter()
+                    .find(|s| &s.snapshot_id == id)
+                    .map(|s| s.state.clone()),
+            })
+            .collect(),
+        completed: false,
+    };
+    match env.output {
+        OutputFormat::Json => output::print_json(&stopped)?,
+        _ => {
+            let lines: Vec<String> = stopped
+                .snapshots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.snapshot_id,
+                        s.state.as_deref().unwrap_or("pending")
+                    )
+                })
+                .collect();
+            output::print(&lines.join("\n"));
+        }
+    }
+    let message = if ids.is_empty() {
+        format!("the restore of archive {archive_id} stopped before any snapshot was started")
+    } else {
+        format!(
+            "the restore of archive {archive_id} stopped: no AMI was registered (unless the \
+             signal came during RegisterImage: check `autosnap ami list`), and the snapshots it \
+             made were not cleaned up; an unfinished one can be neither used nor resumed (EBS \
+             cancels it about 60 minutes after its last block). Delete them with `autosnap \
+             snapshot delete {} --force` and run the restore again",
+            ids.join(" ")
+        )
+    };
+    if output::json_mode() {
+        eprintln!("{}", output::error_object("interrupted", &message, None));
+    } else {
+        eprintln!("interrupted: {message}");
+    }
+    Ok(Exit::Interrupted)
+}
+
 /// After Ctrl-C during a transfer into a new snapshot (`upload`, `restore
 /// --to-snapshot`): the snapshot it started, which can neither be used nor
 /// resumed, what happens to it, and exit 130.
@@ -312,7 +395,7 @@ async fn transfer_stopped(
     what: &str,
     source: &str,
 ) -> anyhow::Result<Exit> {
-    let started = bar.snapshot.lock().expect("not poisoned").clone();
+    let started = bar.snapshots.lock().expect("not poisoned").last().cloned();
     let Some(id) = started else {
         let message = format!(
             "interrupted: the {what} stopped before EBS answered StartSnapshot: if it made a \
@@ -355,7 +438,10 @@ async fn transfer_stopped(
          was written. Delete it now with `autosnap snapshot delete {id} --force`"
     );
     if output::json_mode() {
-        eprintln!("{}", output::error_object("interrupted", &message, Some(&id)));
+        eprintln!(
+            "{}",
+            output::error_object("interrupted", &message, Some(&id))
+        );
     } else {
         eprintln!("interrupted: {message}");
     }
@@ -851,8 +937,16 @@ async fn restore_to_ami(
         format!("restore {} as an AMI", plan.archive_id),
         env.progress,
     );
-    let report =
-        engine::restore_image(&ebs, &ec2, &repo, &manifest, &plan, args.concurrency, &bar).await?;
+    // Ctrl-C stops the restore and names the snapshots made so far (no AMI
+    // yet: the engine's cleanup runs only when a step fails).
+    let mut interrupt = crate::commands::Interrupt::listen()?;
+    let restore =
+        engine::restore_image(&ebs, &ec2, &repo, &manifest, &plan, args.concurrency, &bar);
+    let Some(report) = interrupt.or(restore).await else {
+        bar.finish();
+        return ami_restore_stopped(env, &ec2, &bar, &plan.archive_id.to_string()).await;
+    };
+    let report = report?;
     bar.finish();
     #[derive(serde::Serialize)]
     struct Restored<'a> {
