@@ -61,6 +61,29 @@ impl Ec2 {
         Ok(out)
     }
 
+    /// Every lock in this account and region (locks are few next to snapshots, so this is
+    /// cheaper than asking by id for a whole listing), paged through.
+    pub async fn all_locked_snapshots(&self) -> Result<Vec<SnapshotLock>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .raw()
+                .describe_locked_snapshots()
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(e, "DescribeLockedSnapshots", None, self.site()))?;
+            out.extend(page.snapshots().iter().map(from_sdk));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Locks (or changes the lock of) one snapshot; returns the lock as EC2 now has it.
     pub async fn lock_snapshot(
         &self,

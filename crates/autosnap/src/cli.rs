@@ -384,6 +384,10 @@ pub enum SnapshotCommand {
     /// Copy snapshots to another region, optionally re-encrypting them
     #[command(visible_alias = "cp")]
     Copy(SnapshotCopyArgs),
+    /// Lock snapshots against deletion (EBS snapshot lock, governance or compliance mode)
+    Lock(SnapshotLockArgs),
+    /// Remove the lock of snapshots (governance, or compliance during its cooling-off)
+    Unlock(SnapshotUnlockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -505,6 +509,60 @@ pub struct SnapshotDeleteArgs {
     /// Do not ask before deleting (asked only when stdin and stderr are terminals)
     #[arg(short = 'y', long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("length").required(true).args(["lock_for", "until"])))]
+pub struct SnapshotLockArgs {
+    /// Snapshot ids to lock (or whose lock to change)
+    #[arg(required = true, value_name = "SNAPSHOT_ID")]
+    pub ids: Vec<SnapshotId>,
+    /// governance: removable with `snapshot unlock`; compliance: removable only during the
+    /// cooling-off period, then by nobody until it expires
+    #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"])]
+    pub mode: String,
+    /// How long to lock, in whole days (e.g. 30d, 2w; at most 36500d)
+    #[arg(long = "for", value_name = "DURATION")]
+    pub lock_for: Option<CalendarDuration>,
+    /// Lock until this time (RFC 3339, e.g. 2027-01-31T00:00:00Z, or a date in UTC)
+    #[arg(long, value_name = "TIME", value_parser = parse_lock_until)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Compliance only: how long the lock can still be removed, in whole hours (1h to 72h)
+    #[arg(long, value_name = "DURATION")]
+    pub cool_off: Option<CalendarDuration>,
+    /// Required for compliance mode: after the cooling-off period nobody can unlock or delete
+    /// the snapshots until the lock expires
+    #[arg(long)]
+    pub i_understand_compliance_is_irreversible: bool,
+    /// Show what would be locked, lock nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before a compliance lock (asked only when stdin and stderr are terminals)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// `--until`: an RFC 3339 time, or a date (midnight UTC).
+fn parse_lock_until(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "{s:?} is not a time: write 2027-01-31T00:00:00Z (RFC 3339) or 2027-01-31 (midnight UTC)"
+    ))
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotUnlockArgs {
+    /// Snapshot ids to unlock
+    #[arg(required = true, value_name = "SNAPSHOT_ID")]
+    pub ids: Vec<SnapshotId>,
+    /// Show what would be unlocked, unlock nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

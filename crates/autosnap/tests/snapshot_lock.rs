@@ -287,3 +287,206 @@ fn ami_delete_keeps_a_locked_snapshot_of_the_ami() {
     assert!(bed.snapshot_exists(REGION, &snap));
     assert_eq!(delete_attempts(&bed, &snap), 0);
 }
+
+/// The lock EC2 has for a snapshot, as the test bed reports it.
+fn lock_state(bed: &TestBed, snapshot_id: &str) -> Option<String> {
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.describe_locked_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+            .expect("describe locks")
+            .snapshots()
+            .first()
+            .and_then(|s| s.lock_state())
+            .map(|s| s.as_str().to_string())
+    })
+}
+
+fn run(bed: &TestBed, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bed.cmd().args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn snapshot_lock_unlock_and_list_show_the_lock() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[]);
+    let a = managed(&bed, &vol, &[]);
+    let b = managed(&bed, &vol, &[]);
+
+    // A dry run says what it would do and locks nothing.
+    let dry = bed.json(&[
+        "snapshot",
+        "lock",
+        &a,
+        "--mode",
+        "governance",
+        "--for",
+        "30d",
+        "--dry-run",
+    ]);
+    assert_eq!(dry[0]["result"], "would_lock", "{dry}");
+    assert_eq!(dry[0]["reason"], "governance for 30 days");
+    assert_eq!(lock_state(&bed, &a), None);
+
+    let out = bed.json(&[
+        "snapshot",
+        "lock",
+        &a,
+        "--mode",
+        "governance",
+        "--for",
+        "30d",
+    ]);
+    assert_eq!(out[0]["result"], "locked", "{out}");
+    assert_eq!(out[0]["lock"]["state"], "governance");
+    let until: chrono::DateTime<Utc> = out[0]["lock"]["until"].as_str().unwrap().parse().unwrap();
+    let expected = Utc::now() + Duration::days(30);
+    assert!(
+        (until - expected).num_seconds().abs() < 120,
+        "{until} vs {expected}"
+    );
+    assert_eq!(lock_state(&bed, &a).as_deref(), Some("governance"));
+
+    // The listing: a LOCK column for people, a lock object (null when none) for scripts.
+    let list = bed.json(&["snapshot", "list"]);
+    let row = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(&a)["lock"]["state"], "governance", "{list}");
+    assert_eq!(row(&a)["lock"]["until"], out[0]["lock"]["until"]);
+    assert!(row(&b)["lock"].is_null(), "{list}");
+    let (code, table, _) = run(&bed, &["snapshot", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains("LOCK"), "{table}");
+    let line = table.lines().find(|l| l.contains(&a)).unwrap();
+    assert!(line.contains("governance until "), "{line}");
+    let line = table.lines().find(|l| l.contains(&b)).unwrap();
+    assert!(!line.contains("governance"), "{line}");
+
+    // Unlock: dry run first, then for real; a second unlock has nothing to do.
+    let dry = bed.json(&["snapshot", "unlock", &a, "--dry-run"]);
+    assert_eq!(dry[0]["result"], "would_unlock", "{dry}");
+    assert_eq!(lock_state(&bed, &a).as_deref(), Some("governance"));
+    let out = bed.json(&["snapshot", "unlock", &a]);
+    assert_eq!(out[0]["result"], "unlocked", "{out}");
+    assert_eq!(lock_state(&bed, &a), None);
+    let out = bed.json(&["snapshot", "unlock", &a, &b]);
+    assert_eq!(out[0]["result"], "not_locked", "{out}");
+    assert_eq!(out[1]["result"], "not_locked", "{out}");
+
+    // --until: a date in UTC.
+    let out = bed.json(&[
+        "snapshot",
+        "lock",
+        &b,
+        "--mode",
+        "governance",
+        "--until",
+        "2099-01-31",
+    ]);
+    assert_eq!(out[0]["lock"]["until"], "2099-01-31T00:00:00Z", "{out}");
+}
+
+#[test]
+fn compliance_needs_the_acknowledgement_and_cannot_be_unlocked_after_cool_off() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[]);
+    let s = managed(&bed, &vol, &[]);
+
+    // Without the acknowledgement: a usage error that names the flag; nothing is locked.
+    let (code, _, err) = run(
+        &bed,
+        &[
+            "snapshot",
+            "lock",
+            &s,
+            "--mode",
+            "compliance",
+            "--for",
+            "7d",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--i-understand-compliance-is-irreversible"),
+        "{err}"
+    );
+    assert!(err.contains("irreversible"), "{err}");
+    assert_eq!(lock_state(&bed, &s), None);
+    // Other invalid locks are refused before any call too.
+    for bad in [
+        vec!["--mode", "governance", "--for", "7d", "--cool-off", "24h"],
+        vec!["--mode", "governance", "--for", "36h"],
+        vec!["--mode", "governance", "--until", "2001-01-01"],
+        vec!["--mode", "governance"],
+    ] {
+        let mut args = vec!["snapshot", "lock", s.as_str()];
+        args.extend(bad.iter().copied());
+        let (code, _, err) = run(&bed, &args);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert_eq!(lock_state(&bed, &s), None, "{bad:?}");
+    }
+
+    let ack = "--i-understand-compliance-is-irreversible";
+    let out = bed.json(&[
+        "snapshot",
+        "lock",
+        &s,
+        "--mode",
+        "compliance",
+        "--for",
+        "7d",
+        "--cool-off",
+        "24h",
+        ack,
+    ]);
+    assert_eq!(out[0]["lock"]["state"], "compliance-cooloff", "{out}");
+    assert!(out[0]["lock"]["cool_off_until"].is_string(), "{out}");
+    assert!(
+        out[0]["reason"].as_str().unwrap().contains("irreversible"),
+        "{out}"
+    );
+    // Inside the cooling-off period it can still be taken back.
+    assert_eq!(
+        bed.json(&["snapshot", "unlock", &s])[0]["result"],
+        "unlocked"
+    );
+
+    bed.json(&[
+        "snapshot",
+        "lock",
+        &s,
+        "--mode",
+        "compliance",
+        "--for",
+        "7d",
+        "--cool-off",
+        "1h",
+        ack,
+    ]);
+    age_lock(&bed, &s, 1); // a day later: the cooling-off is over
+    let (code, stdout, err) = run(&bed, &["snapshot", "unlock", &s, "-o", "json"]);
+    assert_eq!(code, Some(1), "{stdout}\n{err}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out[0]["result"], "refused", "{out}");
+    assert!(
+        out[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("locked (compliance) until"),
+        "{out}"
+    );
+    assert_eq!(lock_state(&bed, &s).as_deref(), Some("compliance"));
+}

@@ -9,6 +9,7 @@ mod consistent;
 mod docs;
 mod iam;
 mod init;
+mod lock;
 mod policy;
 mod repo;
 mod retention;
@@ -97,6 +98,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::Create(args)) => snapshot::create(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Delete(args)) => snapshot::delete(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Lock(args)) => lock::lock(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Unlock(args)) => lock::unlock(&env, &args).await,
         Command::Ami(AmiCommand::Create(args)) => ami::create(&env, &args).await,
         Command::Ami(AmiCommand::FromSnapshot(args)) => ami::from_snapshot(&env, &args).await,
         Command::Ami(AmiCommand::List(args)) => ami::list(&env, &args).await,

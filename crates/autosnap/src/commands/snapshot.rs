@@ -49,12 +49,53 @@ pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
         let cutoff = age.subtract_from(now);
         snaps.retain(|s| s.start_time.is_some_and(|t| t < cutoff));
     }
-    output::emit(env.output, &snaps, || snapshot_table(&snaps, now))?;
+    // The lock state of every listed snapshot, from one paged DescribeLockedSnapshots. A
+    // listing still works without it (say, an IAM policy from before locks): it says so, and
+    // the LOCK column and the `lock` field are left out rather than guessed.
+    let locks = match ec2.all_locked_snapshots().await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("cannot read snapshot locks, so the listing has no lock state: {e}");
+            None
+        }
+    };
+    let listed: Vec<ListedSnapshot> = snaps
+        .iter()
+        .map(|s| ListedSnapshot {
+            snapshot: s,
+            lock: locks.as_ref().map(|l| {
+                l.iter()
+                    .find(|l| l.snapshot_id == s.snapshot_id)
+                    .map(super::lock::LockOut::from)
+            }),
+        })
+        .collect();
+    output::emit(env.output, &listed, || {
+        snapshot_table_with(&snaps, locks.as_deref(), now)
+    })?;
     Ok(Exit::Success)
 }
 
+/// A snapshot in `snapshot list -o json`: its fields and `lock` (null when not locked).
+#[derive(Serialize)]
+struct ListedSnapshot<'a> {
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<Option<super::lock::LockOut>>,
+}
+
 pub(super) fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> comfy_table::Table {
-    let mut t = output::table([
+    snapshot_table_with(snaps, None, now)
+}
+
+/// The snapshot table; with `locks`, a LOCK column too.
+fn snapshot_table_with(
+    snaps: &[Snapshot],
+    locks: Option<&[autosnap_core::lock::SnapshotLock]>,
+    now: chrono::DateTime<Utc>,
+) -> comfy_table::Table {
+    let mut header = vec![
         "SNAPSHOT ID",
         "VOLUME",
         "NAME",
@@ -64,13 +105,17 @@ pub(super) fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> 
         "SIZE",
         "ENCRYPTED",
         "MANAGED",
-    ]);
+    ];
+    if locks.is_some() {
+        header.push("LOCK");
+    }
+    let mut t = output::table(header);
     for s in snaps {
         let state = match (&s.state[..], s.progress_percent()) {
             ("pending", Some(p)) => format!("pending {p}%"),
             (st, _) => st.to_string(),
         };
-        t.add_row([
+        let mut row: Vec<String> = vec![
             s.snapshot_id.clone(),
             output::opt(&s.volume_id),
             s.name().unwrap_or("-").to_string(),
@@ -82,7 +127,13 @@ pub(super) fn snapshot_table(snaps: &[Snapshot], now: chrono::DateTime<Utc>) -> 
                 .unwrap_or_else(|| "-".into()),
             output::yes_no(s.encrypted).into(),
             output::yes_no(s.managed).into(),
-        ]);
+        ];
+        if let Some(locks) = locks {
+            row.push(super::lock::lock_cell(
+                locks.iter().find(|l| l.snapshot_id == s.snapshot_id),
+            ));
+        }
+        t.add_row(row);
     }
     t
 }
