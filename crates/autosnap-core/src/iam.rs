@@ -154,6 +154,8 @@ const RULES: &[Rule] = &[
         actions: &[
             "ec2:DescribeImages",
             "ec2:DescribeInstances",
+            // Every delete reads the snapshots' locks first (and deletes nothing without them).
+            "ec2:DescribeLockedSnapshots",
             "ec2:DescribeSnapshots",
             "ec2:DescribeTags",
             "ec2:DescribeVolumes",
@@ -249,6 +251,22 @@ const RULES: &[Rule] = &[
         actions: &["ec2:CreateTags"],
         resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
         condition: Cond::RequestTagManaged,
+    },
+    Rule {
+        // Locking protects a backup, so it belongs with creating it; only autosnap's.
+        sid: "AutosnapLockManagedSnapshots",
+        features: &[Backup],
+        actions: &["ec2:LockSnapshot"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
+        // Removing a lock makes a snapshot deletable: it goes with deleting, never backup.
+        sid: "AutosnapUnlockManagedSnapshots",
+        features: &[Prune],
+        actions: &["ec2:UnlockSnapshot"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
     },
     Rule {
         sid: "AutosnapDeleteManagedSnapshots",
@@ -602,6 +620,21 @@ mod tests {
                     "true"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn snapshot_lock_actions_are_split_between_backup_and_prune() {
+        let backup = actions(&[Feature::Backup]);
+        let prune = actions(&[Feature::Prune]);
+        assert!(backup.contains_key("ec2:LockSnapshot"));
+        assert!(!backup.contains_key("ec2:UnlockSnapshot"), "backup cannot unprotect");
+        assert!(prune.contains_key("ec2:UnlockSnapshot"));
+        for f in Feature::ALL {
+            assert!(
+                actions(&[f]).contains_key("ec2:DescribeLockedSnapshots"),
+                "{f}: deletes and listings read locks"
+            );
         }
     }
 
