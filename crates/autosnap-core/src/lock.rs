@@ -192,9 +192,8 @@ pub enum LockError {
     )]
     CoolOffNeedsCompliance,
     #[error(
-        "compliance mode is irreversible: once its cooling-off period is over nobody, not even \
-         the account's root user, can unlock or delete the snapshot until the lock expires; \
-         {how} to confirm"
+        "compliance mode is irreversible: once its cooling-off period is over nobody can unlock \
+         or delete the snapshot until the lock expires; {how} to confirm"
     )]
     NotAcknowledged { how: &'static str },
 }
