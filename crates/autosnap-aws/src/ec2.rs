@@ -28,6 +28,9 @@ pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     site: CallSite,
     account: String,
+    /// Paces the CreateTags calls that complete an instance set's tags (one per snapshot),
+    /// when the caller runs many sets (policies); one-off commands leave it unset.
+    tag_pacing: Option<std::sync::Arc<crate::rate::TokenBucket>>,
 }
 
 /// Which snapshots to list. All filters are ANDed; only snapshots owned by
@@ -91,7 +94,16 @@ impl Ec2 {
             client,
             site,
             account,
+            tag_pacing: None,
         }
+    }
+
+    /// This client, taking a token from `bucket` before each CreateTags it makes to complete
+    /// an instance set's tags, so a policy over many instances stays within EC2's CreateTags
+    /// budget.
+    pub fn with_tag_pacing(mut self, bucket: std::sync::Arc<crate::rate::TokenBucket>) -> Ec2 {
+        self.tag_pacing = Some(bucket);
+        self
     }
 
     pub fn region(&self) -> &str {
@@ -509,6 +521,9 @@ impl Ec2 {
                 .collect();
             if missing.is_empty() {
                 continue;
+            }
+            if let Some(bucket) = &self.tag_pacing {
+                bucket.acquire().await;
             }
             match self
                 .create_tags(std::slice::from_ref(&snap.snapshot_id), &missing)

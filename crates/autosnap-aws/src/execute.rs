@@ -206,10 +206,13 @@ pub async fn execute(
         copy_slots: HashMap::new(),
     };
     for r in names {
-        regions.clients.insert(r.clone(), ctx.ec2_in(&r).await?);
-        regions
-            .limits
-            .insert(r.clone(), Ec2RateLimits::new(opts.pacing));
+        let limits = Ec2RateLimits::new(opts.pacing);
+        let ec2 = ctx
+            .ec2_in(&r)
+            .await?
+            .with_tag_pacing(limits.create_tags.clone());
+        regions.clients.insert(r.clone(), ec2);
+        regions.limits.insert(r.clone(), limits);
         regions
             .copy_slots
             .insert(r.clone(), Semaphore::new(COPIES_PER_REGION));

@@ -171,6 +171,9 @@ pub struct Ec2RateLimits {
     pub deregister_image: TokenBucket,
     /// CopyImage refills at one per second.
     pub copy_image: TokenBucket,
+    /// CreateTags, for the per-snapshot tags of instance sets: shared with the region's
+    /// [`crate::ec2::Ec2`] client (see [`crate::ec2::Ec2::with_tag_pacing`]).
+    pub create_tags: std::sync::Arc<TokenBucket>,
 }
 
 impl Ec2RateLimits {
@@ -182,6 +185,7 @@ impl Ec2RateLimits {
             create_image: pacing.bucket(budgets::MUTATING),
             deregister_image: pacing.bucket(budgets::DEREGISTER_IMAGE),
             copy_image: pacing.bucket(budgets::COPY_IMAGE),
+            create_tags: std::sync::Arc::new(pacing.bucket(budgets::CREATE_TAGS)),
         }
     }
 }
