@@ -130,31 +130,76 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
 /// resource is created: a signal that arrives while it is being created is
 /// kept and ends the wait at once, so the id of what now exists is printed
 /// rather than lost with a silent exit.
+///
+/// Listening replaces a signal's default action (end the process) for the
+/// rest of the process: tokio cannot give it back. So one task owns the
+/// signals and hands each to the [`Interrupt`]s alive at that moment; when
+/// none is alive (the wait is over, later steps run), it ends the process as
+/// the default action would have (exit 130), so no step after a wait becomes
+/// deaf to Ctrl-C.
 pub struct Interrupt {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    signals: tokio::sync::broadcast::Receiver<()>,
 }
+
+/// The sender the signal task hands signals to; set by the first [`Interrupt::listen`].
+static SIGNALS: std::sync::OnceLock<tokio::sync::broadcast::Sender<()>> =
+    std::sync::OnceLock::new();
 
 impl Interrupt {
     pub fn listen() -> anyhow::Result<Interrupt> {
+        if let Some(tx) = SIGNALS.get() {
+            return Ok(Interrupt {
+                signals: tx.subscribe(),
+            });
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let listen = |kind| {
             signal(kind)
                 .map_err(|e| anyhow::anyhow!("cannot listen for Ctrl-C (SIGINT/SIGTERM): {e}"))
         };
-        Ok(Interrupt {
-            int: listen(SignalKind::interrupt())?,
-            term: listen(SignalKind::terminate())?,
-        })
+        let (int, term) = (
+            listen(SignalKind::interrupt())?,
+            listen(SignalKind::terminate())?,
+        );
+        let (tx, signals) = tokio::sync::broadcast::channel(4);
+        if SIGNALS.set(tx.clone()).is_ok() {
+            tokio::spawn(hand_out_signals(int, term, tx));
+            Ok(Interrupt { signals })
+        } else {
+            // Another listener won the race to start the task: use its sender.
+            let tx = SIGNALS.get().expect("set by the winner");
+            Ok(Interrupt {
+                signals: tx.subscribe(),
+            })
+        }
     }
 
     /// `wait`'s result, or `None` when a signal came first.
     pub async fn or<T>(&mut self, wait: impl std::future::Future<Output = T>) -> Option<T> {
         tokio::select! {
             biased;
-            _ = self.int.recv() => None,
-            _ = self.term.recv() => None,
+            // A closed or lagged channel also means a signal came (or nothing more will).
+            _ = self.signals.recv() => None,
             r = wait => Some(r),
+        }
+    }
+}
+
+/// Hands each SIGINT/SIGTERM to the live [`Interrupt`]s, or ends the process
+/// when there is none (see [`Interrupt`]).
+async fn hand_out_signals(
+    mut int: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+    tx: tokio::sync::broadcast::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if tx.send(()).is_err() {
+            eprintln!("interrupted");
+            std::process::exit(i32::from(crate::exit::Exit::Interrupted.code()));
         }
     }
 }
