@@ -106,7 +106,7 @@ pub struct Failure {
     pub policy: String,
     pub target_id: String,
     pub region: String,
-    /// `create`, `copy` or `delete`.
+    /// `create`, `copy`, `lock` (a policy's lock not set) or `delete`.
     pub action: &'static str,
     pub error: String,
 }
@@ -337,6 +337,15 @@ async fn run_target(
                     image_id: None,
                 });
                 observer.created(report.created.last().expect("just recorded"));
+                // The policy's lock, right away: a pending snapshot can be locked, and its lock
+                // counts from completion.
+                if let Some(lock) = &create.lock {
+                    for s in &snaps {
+                        if let Err(e) = lock_backup(ec2, &s.snapshot_id, lock).await {
+                            fail(&mut report, &create.region, "lock", e);
+                        }
+                    }
+                }
                 created = snaps;
             }
             Err(e) => {
@@ -396,6 +405,12 @@ async fn run_target(
                             "copied {} to {}",
                             source.snapshot_id, copy.to_region
                         ));
+                        if let Some(lock) = &copy.lock {
+                            let dest = regions.ec2(&copy.to_region);
+                            if let Err(e) = lock_backup(dest, &id, lock).await {
+                                fail(&mut report, &copy.to_region, "lock", e);
+                            }
+                        }
                         report.copied.push(Copied {
                             policy: policy.policy.clone(),
                             target_id: target.target_id.clone(),
@@ -517,6 +532,33 @@ async fn run_target(
         }
     }
     report
+}
+
+/// Puts a policy's lock on a new backup or copy; the error names the snapshot and says what
+/// to do.
+async fn lock_backup(
+    ec2: &Ec2,
+    snapshot_id: &str,
+    lock: &autosnap_core::lock::LockRequest,
+) -> Result<(), String> {
+    match ec2.lock_snapshot(snapshot_id, lock).await {
+        Ok(l) => {
+            tracing::info!("locked {snapshot_id}: {}", l.reason());
+            Ok(())
+        }
+        Err(e) => {
+            let length = match lock.length {
+                autosnap_core::lock::LockLength::Days(d) => format!("--for {d}d"),
+                autosnap_core::lock::LockLength::Until(t) => format!("--until {}", t.to_rfc3339()),
+            };
+            Err(format!(
+                "{snapshot_id} was created but not locked ({}): {e}; lock it with `autosnap \
+                 snapshot lock {snapshot_id} --mode {} {length}`",
+                lock.describe(),
+                lock.mode
+            ))
+        }
+    }
 }
 
 /// Logs a failed step of one target and records it in the report.

@@ -229,6 +229,49 @@ fn whole_hours(d: &CalendarDuration) -> Result<i32, LockError> {
     Ok(hours as i32)
 }
 
+/// A policy's `lock = { mode = "compliance", for = "30d", cool_off = "24h",
+/// acknowledge_irreversible = true }`: the lock put on each new backup right after it is
+/// created, and on each copy (a copy rule may have its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockPolicy {
+    pub mode: LockMode,
+    /// Whole days, in the duration grammar (`30d`, `2w`).
+    #[serde(rename = "for")]
+    pub length: CalendarDuration,
+    /// Compliance only: whole hours from 1h to 72h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cool_off: Option<CalendarDuration>,
+    /// Compliance mode is refused without it: the config must say, in so many words, that the
+    /// backups will be undeletable until their locks expire.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledge_irreversible: bool,
+}
+
+impl LockPolicy {
+    /// The lock to set, validated like the command line's.
+    pub fn request(&self) -> Result<LockRequest, LockError> {
+        let length = LockLength::Days(whole_days(&self.length)?);
+        let cool_off_hours = match &self.cool_off {
+            None => None,
+            Some(_) if self.mode != LockMode::Compliance => {
+                return Err(LockError::CoolOffNeedsCompliance)
+            }
+            Some(d) => Some(whole_hours(d)?),
+        };
+        if self.mode == LockMode::Compliance && !self.acknowledge_irreversible {
+            return Err(LockError::NotAcknowledged {
+                how: "set acknowledge_irreversible = true in the lock",
+            });
+        }
+        Ok(LockRequest {
+            mode: self.mode,
+            length,
+            cool_off_hours,
+        })
+    }
+}
+
 impl LockRequest {
     /// Validates a lock as a user wrote it. `acknowledged` is the explicit confirmation that
     /// compliance mode needs (`how` says where it is given, for the error).
@@ -363,6 +406,27 @@ mod tests {
             );
             assert!(matches!(r, Err(LockError::CoolOff(_))), "{bad}: {r:?}");
         }
+    }
+
+    #[test]
+    fn policy_locks_parse_and_need_the_acknowledgement_for_compliance() {
+        #[derive(Deserialize)]
+        struct W {
+            lock: LockPolicy,
+        }
+        let parse = |t: &str| toml::from_str::<W>(t).map(|w| w.lock);
+        let gov = parse(r#"lock = { mode = "governance", for = "30d" }"#).unwrap();
+        assert_eq!(gov.request().unwrap().describe(), "governance for 30 days");
+        let comp = parse(r#"lock = { mode = "compliance", for = "30d", cool_off = "24h" }"#).unwrap();
+        let e = comp.request().unwrap_err();
+        assert!(e.to_string().contains("acknowledge_irreversible = true"), "{e}");
+        let ok = parse(
+            r#"lock = { mode = "compliance", for = "30d", cool_off = "24h", acknowledge_irreversible = true }"#,
+        )
+        .unwrap();
+        assert_eq!(ok.request().unwrap().cool_off_hours, Some(24));
+        assert!(parse(r#"lock = { mode = "governance", for = "30d", until = "x" }"#).is_err());
+        assert!(parse(r#"lock = { mode = "legal-hold", for = "30d" }"#).is_err());
     }
 
     #[test]

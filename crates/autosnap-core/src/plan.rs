@@ -524,6 +524,9 @@ pub struct CreateAction {
     /// AMI policies: the AMI to make (CreateImage) instead of a snapshot set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ami: Option<AmiCreate>,
+    /// The policy's `lock`: put on each new snapshot right after it is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::lock::LockRequest>,
 }
 
 /// How an AMI policy makes its AMI.
@@ -560,6 +563,9 @@ pub struct CopyAction {
     pub to_region: String,
     pub kms_key: Option<String>,
     pub reason: String,
+    /// The copy rule's `lock` (else the policy's): put on each copy once it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::lock::LockRequest>,
 }
 
 /// Retention of one group: one target's backups in one region.
@@ -1250,7 +1256,15 @@ fn plan_target(
     for rule in &policy.copy {
         let copies_there = Group::new(policy, index.get(p, &target.id, &rule.region), backups);
         if let Some(action) =
-            copy_action(rule, target, &source, &copies_there, create.is_some(), now)
+            copy_action(
+                rule,
+                policy.lock.as_ref(),
+                target,
+                &source,
+                &copies_there,
+                create.is_some(),
+                now,
+            )
         {
             copies.push(action);
         }
@@ -1343,12 +1357,19 @@ fn create_action(
             Vec::new()
         },
         copy_tags_from_volumes: is_instance && options.copy_volume_tags,
+        // Validated with the config (`PolicyConfig::validate`), so never dropped here.
+        lock: if is_ami {
+            None
+        } else {
+            policy.lock.as_ref().and_then(|l| l.request().ok())
+        },
         ami,
     }
 }
 
 fn copy_action(
     rule: &CopyRule,
+    policy_lock: Option<&crate::lock::LockPolicy>,
     target: &Target,
     source: &Group<'_>,
     copies_there: &Group<'_>,
@@ -1361,6 +1382,11 @@ fn copy_action(
         to_region: rule.region.clone(),
         kms_key: rule.kms_key.clone(),
         reason,
+        lock: rule
+            .lock
+            .as_ref()
+            .or(policy_lock)
+            .and_then(|l| l.request().ok()),
     };
     if create_planned {
         return Some(action(

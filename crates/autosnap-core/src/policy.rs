@@ -110,6 +110,9 @@ pub struct CopyRule {
     /// Retention of the copies in `region`; the policy's `retain` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<KeepPolicy>,
+    /// The lock put on each copy; the policy's `lock` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::lock::LockPolicy>,
 }
 
 /// What a backup of an instance is: a set of EBS snapshots, or an AMI.
@@ -184,6 +187,10 @@ pub struct PolicyConfig {
     /// consistency for its sets (freeze, hooks). Ignored for other instances.
     #[serde(default, skip_serializing_if = "Consistency::is_off")]
     pub consistency: Consistency,
+    /// An EBS snapshot lock put on each new backup right after it is created (snapshot
+    /// policies; see [`crate::lock::LockPolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::lock::LockPolicy>,
 }
 
 /// `consistency = { freeze = ["/var/lib/db"], pre = ["…"], post = ["…"] }`:
@@ -316,6 +323,30 @@ impl PolicyConfig {
                 "name",
                 format!("is longer than {MAX_NAME_CHARS} characters"),
             ));
+        }
+
+        // lock: checked here so `config check` refuses it, before any run.
+        if let Some(lock) = &self.lock {
+            if self.kind == BackupKind::Ami {
+                return Err(fail(
+                    "lock",
+                    "applies to snapshot policies only for now: AMI backups are not locked".into(),
+                ));
+            }
+            lock.request().map_err(|e| fail("lock", e.to_string()))?;
+        }
+        for (i, rule) in self.copy.iter().enumerate() {
+            if let Some(lock) = &rule.lock {
+                if self.kind == BackupKind::Ami {
+                    return Err(fail(
+                        &format!("copy[{i}].lock"),
+                        "applies to snapshot policies only for now: AMI backups are not locked"
+                            .into(),
+                    ));
+                }
+                lock.request()
+                    .map_err(|e| fail(&format!("copy[{i}].lock"), e.to_string()))?;
+            }
         }
 
         // consistency

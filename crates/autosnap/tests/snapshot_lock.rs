@@ -490,3 +490,106 @@ fn compliance_needs_the_acknowledgement_and_cannot_be_unlocked_after_cool_off() 
     );
     assert_eq!(lock_state(&bed, &s).as_deref(), Some("compliance"));
 }
+
+fn lock_state_in(bed: &TestBed, region: &str, snapshot_id: &str) -> Option<String> {
+    let ec2 = bed.ec2(region);
+    bed.block(async {
+        ec2.describe_locked_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+            .expect("describe locks")
+            .snapshots()
+            .first()
+            .and_then(|s| s.lock_state())
+            .map(|s| s.as_str().to_string())
+    })
+}
+
+#[test]
+fn policy_lock_is_planned_then_set_after_create_and_after_copy() {
+    let bed = TestBed::start();
+    let _db = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "locked"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "0 3 * * *"
+retain = { last = 3 }
+lock = { mode = "governance", for = "30d" }
+copy = [{ region = "us-west-2", lock = { mode = "compliance", for = "7d", cool_off = "24h", acknowledge_irreversible = true } }]
+"#,
+        0o644,
+    );
+    let (code, plan, err) = run(&bed, &["plan"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(plan.contains("then lock: governance for 30 days"), "{plan}");
+    assert!(
+        plan.contains(
+            "then lock: compliance for 7 days, cooling-off 24h (irreversible after that)"
+        ),
+        "{plan}"
+    );
+    let json = bed.json(&["plan"]);
+    let t = &json["policies"][0]["targets"][0];
+    assert_eq!(t["create"]["lock"]["mode"], "governance", "{t}");
+    assert_eq!(t["create"]["lock"]["length"]["days"], 30, "{t}");
+
+    let out = bed.json(&["run"]);
+    let report = &out["report"];
+    assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
+    let created = report["created"][0]["snapshot_ids"][0].as_str().unwrap();
+    let copied = report["copied"][0]["snapshot_id"].as_str().unwrap();
+    assert_eq!(
+        lock_state_in(&bed, REGION, created).as_deref(),
+        Some("governance")
+    );
+    assert_eq!(
+        lock_state_in(&bed, "us-west-2", copied).as_deref(),
+        Some("compliance-cooloff")
+    );
+}
+
+#[test]
+fn config_check_refuses_compliance_without_the_acknowledgement() {
+    let bed = TestBed::start();
+    let policy = |lock: &str| {
+        format!(
+            "[[policy]]\nname = \"p\"\nresource = \"volume\"\nselect = [{{ tags = {{ A = \"b\" }} }}]\n\
+             schedule = \"1d\"\nretain = {{ last = 1 }}\nlock = {lock}\n"
+        )
+    };
+    for (lock, needle) in [
+        (
+            r#"{ mode = "compliance", for = "30d" }"#,
+            "acknowledge_irreversible = true",
+        ),
+        (
+            r#"{ mode = "governance", for = "30d", cool_off = "1h" }"#,
+            "compliance mode",
+        ),
+        (
+            r#"{ mode = "governance", for = "1mo" }"#,
+            "whole number of days",
+        ),
+    ] {
+        bed.write_config("autosnap.toml", &policy(lock), 0o644);
+        let (code, stdout, stderr) = run(&bed, &["config", "check"]);
+        assert_ne!(code, Some(0), "{lock}: {stdout}{stderr}");
+        let said = format!("{stdout}{stderr}");
+        assert!(said.contains("lock"), "{lock}: {said}");
+        assert!(said.contains(needle), "{lock}: {said}");
+        let (code, _, stderr) = run(&bed, &["plan"]);
+        assert_eq!(code, Some(2), "{lock}: {stderr}");
+    }
+    bed.write_config(
+        "autosnap.toml",
+        &policy(r#"{ mode = "compliance", for = "30d", acknowledge_irreversible = true }"#),
+        0o644,
+    );
+    let (code, stdout, stderr) = run(&bed, &["plan"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}

@@ -163,6 +163,9 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                     }
                 }
                 let _ = writeln!(s, "      tags: {}", tags.join(", "));
+                if let Some(lock) = &c.lock {
+                    let _ = writeln!(s, "      then lock: {}", lock.describe());
+                }
             }
             for c in &t.copies {
                 let what = match &c.source {
@@ -175,6 +178,9 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                     .map(|k| format!(" with key {k}"))
                     .unwrap_or_default();
                 let _ = writeln!(s, "    + copy {what} to {}{key}: {}", c.to_region, c.reason);
+                if let Some(lock) = &c.lock {
+                    let _ = writeln!(s, "      then lock: {}", lock.describe());
+                }
             }
             for g in &t.groups {
                 if g.backups.is_empty() {
