@@ -178,8 +178,14 @@ fn snapshot_json(out: &std::process::Output) -> Value {
 
 #[test]
 fn freeze_gives_a_filesystem_consistent_snapshot() {
-    let Some(s) = Scene::new(&[]) else { return };
-    let out = s.cmd().args(["--freeze", "-o", "json"]).output().unwrap();
+    let Some(s) = Scene::new(&[("Name", "db-data"), ("Team", "storage")]) else {
+        return;
+    };
+    let out = s
+        .cmd()
+        .args(["--freeze", "--tag", "Team=override", "-o", "json"])
+        .output()
+        .unwrap();
     let v = snapshot_json(&out);
     let snap = &v[0];
     assert_eq!(snap["volume_id"], s.volume.as_str());
@@ -188,6 +194,10 @@ fn freeze_gives_a_filesystem_consistent_snapshot() {
         snap["tags"]["autosnap:source-instance"],
         s.instance.as_str()
     );
+    // Like a snapshot of a volume id: its volume, the volume's own tags, --tag winning.
+    assert_eq!(snap["tags"]["autosnap:source-volume"], s.volume.as_str());
+    assert_eq!(snap["tags"]["Name"], "db-data");
+    assert_eq!(snap["tags"]["Team"], "override");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("filesystems frozen for"), "{stderr}");
     assert!(

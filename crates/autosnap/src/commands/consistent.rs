@@ -130,6 +130,16 @@ pub async fn create_for_paths(
     base.append(&mut user_tags);
     base.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
     base.insert(tags::SOURCE_INSTANCE.into(), me.instance_id.clone());
+    let copy_volume_tags = !args.no_copy_tags && env.settings.config.file.defaults.copy_volume_tags;
+    if let ([only], true) = (volume_ids.as_slice(), copy_volume_tags) {
+        // One volume is snapshotted with CreateSnapshot, which copies no tags: read
+        // the volume's own tags now, before any freeze, as `snapshot create vol-…`
+        // does (sets of several volumes complete theirs after CreateSnapshots).
+        let volume = ec2.get_volume(only).await?;
+        let mut with_volume_tags = tags::copyable_user_tags(&volume.tags);
+        with_volume_tags.append(&mut base);
+        base = with_volume_tags;
+    }
     let description = args.description.clone().unwrap_or_else(|| {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         format!("autosnap: {} on {}", list.join(", "), me.instance_id)
@@ -141,7 +151,7 @@ pub async fn create_for_paths(
         all_volumes: instance.volumes.clone(),
         volume_ids: volume_ids.clone(),
         tags: base,
-        copy_volume_tags: !args.no_copy_tags && env.settings.config.file.defaults.copy_volume_tags,
+        copy_volume_tags,
         description,
     };
 
