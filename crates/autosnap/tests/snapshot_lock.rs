@@ -593,3 +593,48 @@ fn config_check_refuses_compliance_without_the_acknowledgement() {
     let (code, stdout, stderr) = run(&bed, &["plan"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
+
+#[test]
+fn status_check_flags_a_newest_backup_the_policy_wants_locked() {
+    let bed = TestBed::start();
+    let _db = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "locked"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "1d"
+retain = { last = 3 }
+lock = { mode = "governance", for = "30d" }
+"#,
+        0o644,
+    );
+    let run_out = bed.json(&["run"]);
+    let created = run_out["report"]["created"][0]["snapshot_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = bed.json(&["status", "--check"]);
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["unlocked"].as_array().unwrap().len(), 0, "{status}");
+
+    // Someone removes the lock: status --check fails and names the backup.
+    bed.json(&["snapshot", "unlock", &created]);
+    let (code, stdout, stderr) = run(&bed, &["status", "--check", "-o", "json"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["ok"], false);
+    assert_eq!(
+        status["unlocked"][0]["backup_id"],
+        created.as_str(),
+        "{status}"
+    );
+    assert!(stderr.contains("wants locked"), "{stderr}");
+    let (_, table, _) = run(&bed, &["status"]);
+    assert!(
+        table.contains("NOT LOCKED") && table.contains(&created),
+        "{table}"
+    );
+}

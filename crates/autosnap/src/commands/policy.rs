@@ -528,7 +528,74 @@ struct StatusReport {
     now: DateTime<Utc>,
     policies: Vec<PolicyStatus>,
     unprotected: Vec<Unprotected>,
+    /// Newest backups of targets whose policy has a `lock` that are not locked.
+    unlocked: Vec<Unlocked>,
     ok: bool,
+}
+
+#[derive(Serialize)]
+struct Unlocked {
+    policy: String,
+    target_id: String,
+    region: String,
+    backup_id: String,
+    /// The snapshots of the backup without a lock (or with an expired one).
+    snapshot_ids: Vec<String>,
+}
+
+/// The newest backup of every target whose policy wants its backups locked, where one of its
+/// snapshots is not locked (or its lock has expired): one DescribeLockedSnapshots per region.
+async fn unlocked_backups(
+    ctx: &autosnap_aws::AwsContext,
+    plan: &Plan,
+    policies: &[PolicyConfig],
+) -> anyhow::Result<Vec<Unlocked>> {
+    let mut wanted: Vec<Unlocked> = Vec::new();
+    for p in &plan.policies {
+        let locks = policies
+            .iter()
+            .any(|c| c.name == p.policy && c.lock.is_some() && c.kind == BackupKind::Snapshot);
+        if !locks {
+            continue;
+        }
+        for t in &p.targets {
+            let Some(newest) = t.newest_backup else { continue };
+            let Some(group) = t.groups.iter().find(|g| g.region == t.region) else {
+                continue;
+            };
+            if let Some(b) = group.backups.iter().find(|b| b.time == newest) {
+                wanted.push(Unlocked {
+                    policy: p.policy.clone(),
+                    target_id: t.target_id.clone(),
+                    region: t.region.clone(),
+                    backup_id: b.backup_id.to_string(),
+                    snapshot_ids: b.snapshot_ids.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+        }
+    }
+    let regions: std::collections::BTreeSet<String> =
+        wanted.iter().map(|u| u.region.clone()).collect();
+    let mut locks = Vec::new();
+    for r in regions {
+        let ids: Vec<String> = wanted
+            .iter()
+            .filter(|u| u.region == r)
+            .flat_map(|u| u.snapshot_ids.iter().cloned())
+            .collect();
+        locks.extend(ctx.ec2_in(&r).await?.locked_snapshots(&ids).await?);
+    }
+    Ok(wanted
+        .into_iter()
+        .filter_map(|mut u| {
+            u.snapshot_ids.retain(|id| {
+                !locks
+                    .iter()
+                    .any(|l| &l.snapshot_id == id && l.prevents_deletion())
+            });
+            (!u.snapshot_ids.is_empty()).then_some(u)
+        })
+        .collect())
 }
 
 pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
@@ -538,6 +605,7 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
     let now = plan.now;
     let region = ctx.region().to_string();
     let all_policies = &env.settings.config.file.policies;
+    let unlocked = unlocked_backups(&ctx, &plan, &policies).await?;
     let report = StatusReport {
         now,
         policies: plan
@@ -574,6 +642,7 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                 name: t.name.clone(),
             })
             .collect(),
+        unlocked,
         ok: false,
     };
     let healthy = report
@@ -581,7 +650,8 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
         .iter()
         .flat_map(|p| &p.targets)
         .all(|t| t.state == HealthState::Ok)
-        && report.unprotected.is_empty();
+        && report.unprotected.is_empty()
+        && report.unlocked.is_empty();
     let report = StatusReport {
         ok: healthy,
         ..report
@@ -627,12 +697,31 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                 output::print("");
                 output::print_table(&u);
             }
+            if !report.unlocked.is_empty() {
+                let mut u = output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
+                for x in &report.unlocked {
+                    u.add_row([
+                        x.backup_id.clone(),
+                        x.target_id.clone(),
+                        x.region.clone(),
+                        x.policy.clone(),
+                        x.snapshot_ids.join(", "),
+                    ]);
+                }
+                output::print("");
+                output::print(
+                    "newest backups whose policy has a lock but that are not locked \
+                     (`autosnap snapshot lock` sets it):",
+                );
+                output::print_table(&u);
+            }
         }
     }
     if args.check && !report.ok {
         crate::output::report_error(
             "check_failed",
-            "status check failed: a target is late or missing, or a resource is unprotected",
+            "status check failed: a target is late or missing, a resource is unprotected, or a \
+             backup its policy wants locked is not",
             None,
         );
         return Ok(Exit::Failure);
