@@ -256,6 +256,9 @@ struct FrozenMount {
     mount_point: PathBuf,
     dir: File,
     frozen: bool,
+    /// Thawed by a signal ([`crate::cleanup_now`]) before the guard's own thaw:
+    /// the freeze did not last, which the guard's report must say.
+    thawed_early: bool,
 }
 
 /// The filesystems of one [`FreezeGuard`], shared with the signal thread.
@@ -272,16 +275,37 @@ impl FrozenSet {
     /// Thaws every filesystem still frozen, in reverse order. Idempotent; a
     /// failed thaw stays marked frozen so that a later call retries it.
     pub(crate) fn thaw_all(&self) -> Vec<(PathBuf, io::Result<ThawOutcome>)> {
+        self.thaw_all_by(false)
+    }
+
+    /// [`FrozenSet::thaw_all`] on a signal, ahead of the guard's owner: the
+    /// filesystems thawed here are remembered as thawed early.
+    pub(crate) fn thaw_all_early(&self) -> Vec<(PathBuf, io::Result<ThawOutcome>)> {
+        self.thaw_all_by(true)
+    }
+
+    fn thaw_all_by(&self, early: bool) -> Vec<(PathBuf, io::Result<ThawOutcome>)> {
         let mut mounts = self.lock();
         let mut results = Vec::new();
         for mount in mounts.iter_mut().rev().filter(|m| m.frozen) {
             let result = ioctl::thaw(mount.dir.as_fd());
             if result.is_ok() {
                 mount.frozen = false;
+                mount.thawed_early |= early;
             }
             results.push((mount.mount_point.clone(), result));
         }
         results
+    }
+
+    /// The filesystems a signal thawed before their owner did.
+    fn thawed_early(&self) -> Vec<PathBuf> {
+        let mounts = self.lock();
+        mounts
+            .iter()
+            .filter(|m| m.thawed_early)
+            .map(|m| m.mount_point.clone())
+            .collect()
     }
 }
 
@@ -359,6 +383,7 @@ impl FreezeGuard {
                 mount_point: target.mount_point.clone(),
                 dir,
                 frozen: false,
+                thawed_early: false,
             });
         }
         let mount_points = mounts.iter().map(|m| m.mount_point.clone()).collect();
@@ -449,6 +474,12 @@ impl FreezeGuard {
         // Thawed or found thawed, in freeze order for readability.
         report.thawed.reverse();
         report.not_frozen.reverse();
+        // A signal's thaw left them unmarked, so the loop above did not see them.
+        for mount_point in self.set.thawed_early() {
+            if !report.not_frozen.contains(&mount_point) {
+                report.not_frozen.push(mount_point);
+            }
+        }
         report
     }
 }

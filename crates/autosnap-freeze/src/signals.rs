@@ -108,7 +108,7 @@ pub fn cleanup_now() {
     // freeze may hold the log file).
     let thawed: Vec<_> = registry::frozen_sets()
         .iter()
-        .flat_map(|set| set.thaw_all())
+        .flat_map(|set| set.thaw_all_early())
         .collect();
     for (mount_point, result) in thawed {
         match result {

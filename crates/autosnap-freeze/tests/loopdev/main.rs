@@ -296,6 +296,25 @@ fn second_freeze_is_refused_and_thawing_twice_is_not_an_error() {
     assert!(!report.held_throughout());
 }
 
+/// A signal's thaw (the signal thread's `cleanup_now`, which a daemon that
+/// carries on after SIGTERM also runs) ends the freeze early: the guard's own
+/// thaw must report that filesystem as not frozen, so a snapshot taken around
+/// it is labelled crash-consistent, not filesystem-consistent.
+fn a_signal_thaw_is_reported_as_not_held_by_the_guard() {
+    let fs = loop_fs("ext4");
+    let guard = freeze_one(&fs);
+    let mut writer = spawn_writer(&fs.path("during"));
+    assert!(writer.still_running_after(BLOCKED_FOR), "not frozen");
+
+    autosnap_freeze::cleanup_now();
+    assert!(writer.wait_for(THAW_LIMIT).expect("not thawed").success());
+
+    let report = guard.thaw();
+    assert_eq!(report.not_frozen, slice::from_ref(&fs.mount_point));
+    assert!(report.failed.is_empty() && report.thawed.is_empty());
+    assert!(!report.held_throughout());
+}
+
 fn filesystem_holding_an_own_path_is_refused_unless_forced() {
     let fs = loop_fs("ext4");
     // A log file that does not exist yet counts by its directory.
@@ -862,6 +881,11 @@ const TESTS: &[Test] = &[
         name: "watchdog_keeps_watching_after_it_fires",
         needs: &[],
         run: watchdog_keeps_watching_after_it_fires,
+    },
+    Test {
+        name: "a_signal_thaw_is_reported_as_not_held_by_the_guard",
+        needs: &[],
+        run: a_signal_thaw_is_reported_as_not_held_by_the_guard,
     },
     Test {
         name: "two_processes_cannot_freeze_one_filesystem_at_once",
