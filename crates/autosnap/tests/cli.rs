@@ -529,6 +529,25 @@ fn snapshot_copy_is_encrypted_tagged_and_idempotent() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--to-region"));
+
+    // Every copy failing: the errors are all it prints, no table of failures.
+    let missing = "snap-0123456789abcdef0";
+    let out = bed
+        .cmd()
+        .args(["snapshot", "copy", missing, "--to-region", "eu-west-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "no table: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(missing),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- init and config ---------------------------------------------------------

@@ -606,7 +606,14 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
     // One DescribeLockedSnapshots for all of them: a locked snapshot is never sent to
     // DeleteSnapshot, and the user learns until when it is locked.
     let locks = ec2.locked_snapshots(&found_ids).await?;
-    let plan = plan_deletes(&requested, &found, &images, &locks, args.force, ec2.region());
+    let plan = plan_deletes(
+        &requested,
+        &found,
+        &images,
+        &locks,
+        args.force,
+        ec2.region(),
+    );
 
     // At a terminal, the dry run's table first, then the question.
     let deletes = plan
@@ -828,8 +835,12 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
         }
     }
 
-    print_copy_results(env, &results)?;
     let failed = results.iter().filter(|r| r.result == "failed").count();
+    // When every copy failed the errors below say it all: no table of failures
+    // (JSON still prints its list, so a script always gets one document).
+    if failed < results.len() || env.output == crate::cli::OutputFormat::Json {
+        print_copy_results(env, &results)?;
+    }
     for r in results.iter().filter(|r| r.result == "failed") {
         crate::output::report_error(
             "failed",
