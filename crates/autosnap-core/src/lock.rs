@@ -151,6 +151,52 @@ pub fn blocking<'a>(locks: &'a [SnapshotLock], snapshot_ids: &[String]) -> Vec<&
         .collect()
 }
 
+/// Marks the planned deletions that a lock forbids as protected (`locked (governance) until
+/// …`), so `plan`, `prune --dry-run`, prune's question and the run all agree that they stay.
+/// `locks`: what DescribeLockedSnapshots says about [`deletion_candidates`]. A backup stays
+/// whole when any of its snapshots is locked. Returns how many were marked.
+pub fn protect_locked_backups(plan: &mut crate::plan::Plan, locks: &[SnapshotLock]) -> usize {
+    let mut marked = 0;
+    for p in &mut plan.policies {
+        for t in &mut p.targets {
+            for g in &mut t.groups {
+                for b in g.backups.iter_mut().filter(|b| b.delete) {
+                    let ids: Vec<String> = b.snapshot_ids.iter().map(|s| s.to_string()).collect();
+                    let why: Vec<String> = blocking(locks, &ids)
+                        .iter()
+                        .map(|l| {
+                            if ids.len() == 1 {
+                                l.reason()
+                            } else {
+                                format!("{} {}", l.snapshot_id, l.reason())
+                            }
+                        })
+                        .collect();
+                    if !why.is_empty() {
+                        b.delete = false;
+                        b.protected = Some(why.join("; "));
+                        marked += 1;
+                    }
+                }
+            }
+        }
+    }
+    marked
+}
+
+/// The snapshots of every planned deletion, by region: what to ask DescribeLockedSnapshots.
+pub fn deletion_candidates(
+    plan: &crate::plan::Plan,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (_, _, g, b) in plan.deletions() {
+        out.entry(g.region.clone())
+            .or_default()
+            .extend(b.snapshot_ids.iter().map(|s| s.to_string()));
+    }
+    out
+}
+
 /// How long a lock lasts: a length (whole days) or an end date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -417,9 +463,13 @@ mod tests {
         let parse = |t: &str| toml::from_str::<W>(t).map(|w| w.lock);
         let gov = parse(r#"lock = { mode = "governance", for = "30d" }"#).unwrap();
         assert_eq!(gov.request().unwrap().describe(), "governance for 30 days");
-        let comp = parse(r#"lock = { mode = "compliance", for = "30d", cool_off = "24h" }"#).unwrap();
+        let comp =
+            parse(r#"lock = { mode = "compliance", for = "30d", cool_off = "24h" }"#).unwrap();
         let e = comp.request().unwrap_err();
-        assert!(e.to_string().contains("acknowledge_irreversible = true"), "{e}");
+        assert!(
+            e.to_string().contains("acknowledge_irreversible = true"),
+            "{e}"
+        );
         let ok = parse(
             r#"lock = { mode = "compliance", for = "30d", cool_off = "24h", acknowledge_irreversible = true }"#,
         )

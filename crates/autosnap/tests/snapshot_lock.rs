@@ -181,6 +181,38 @@ fn prune_keeps_locked_backups_reports_them_and_succeeds() {
     lock(&bed, &expired_old, LockMode::Governance, 1);
     age_lock(&bed, &expired_old, 3);
 
+    // The plan (and so the dry run and the question) already knows: kept, and why.
+    let dry = bed.json(&["prune", "--dry-run"]);
+    let decisions = dry["plan"]["policies"][0]["targets"][0]["groups"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let find = |id: &str| {
+        decisions
+            .iter()
+            .find(|d| d["backup_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(find(&locked_old)["delete"], false, "{dry}");
+    assert!(find(&locked_old)["protected"]
+        .as_str()
+        .unwrap()
+        .starts_with("locked (governance) until "));
+    assert_eq!(
+        find(&expired_old)["delete"],
+        true,
+        "an expired lock protects nothing"
+    );
+    assert_eq!(dry["summary"]["deletions"], 2, "{dry}");
+    let (code, text, _) = run(&bed, &["plan"]);
+    assert_eq!(code, Some(0));
+    let line = text.lines().find(|l| l.contains(&locked_old)).unwrap();
+    assert!(
+        line.contains("keep") && line.contains("protected: locked (governance) until"),
+        "{line}"
+    );
+
     let out = bed
         .cmd()
         .args(["prune", "--yes", "-o", "json"])
@@ -205,13 +237,6 @@ fn prune_keeps_locked_backups_reports_them_and_succeeds() {
     assert!(deleted.contains(&expired_old.as_str()), "{report}");
     assert!(!deleted.contains(&locked_old.as_str()), "{report}");
     assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
-    let locked = report["locked"].as_array().expect("a locked list");
-    assert_eq!(locked.len(), 1, "{report}");
-    assert_eq!(locked[0]["backup_id"], locked_old.as_str());
-    assert!(locked[0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("locked (governance) until"));
     assert!(bed.snapshot_exists(REGION, &locked_old));
     assert_eq!(
         delete_attempts(&bed, &locked_old),
@@ -219,12 +244,14 @@ fn prune_keeps_locked_backups_reports_them_and_succeeds() {
         "DeleteSnapshot never sent"
     );
 
-    // A person reading the text report sees it too, and the next prune still leaves it.
-    let text = bed.cmd().args(["prune", "--yes"]).output().unwrap();
-    assert!(text.status.success());
-    let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains(&format!("kept {locked_old}")), "{stdout}");
-    assert!(stdout.contains("locked (governance) until"), "{stdout}");
+    // The next prune still leaves it, and says why.
+    let (code, stdout, _) = run(&bed, &["prune", "--yes"]);
+    assert_eq!(code, Some(0));
+    let line = stdout.lines().find(|l| l.contains(&locked_old)).unwrap();
+    assert!(
+        line.contains("protected: locked (governance) until"),
+        "{line}"
+    );
     assert_eq!(delete_attempts(&bed, &locked_old), 0);
 }
 

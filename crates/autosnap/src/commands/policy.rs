@@ -70,7 +70,18 @@ async fn make_plan(
     let inventory = inventory::gather(ctx, policies, &region, all_kinds).await?;
     let mut options = PlanOptions::from_defaults(&env.settings.config.file.defaults);
     options.include_creates = include_creates;
-    let plan = plan::plan(policies, &inventory, &region, Utc::now(), &options);
+    let mut plan = plan::plan(policies, &inventory, &region, Utc::now(), &options);
+    // Backups retention would delete but a snapshot lock keeps are shown as protected, so the
+    // plan, the question and the run agree. Unreadable locks leave the plan as it is: the run
+    // then deletes nothing in that region and says why.
+    let mut locks = Vec::new();
+    for (r, ids) in autosnap_core::lock::deletion_candidates(&plan) {
+        match ctx.ec2_in(&r).await?.locked_snapshots(&ids).await {
+            Ok(l) => locks.extend(l),
+            Err(e) => tracing::warn!("cannot read snapshot locks in {r}: {e}"),
+        }
+    }
+    autosnap_core::lock::protect_locked_backups(&mut plan, &locks);
     Ok((plan, inventory))
 }
 
