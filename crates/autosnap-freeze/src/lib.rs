@@ -72,7 +72,7 @@ pub use resolve::{
     volume_set, xen_device_matches, ResolveError, ResolvedMount, SystemView, UnmappableReason,
     VolumeOverrides, VolumeRef,
 };
-pub use signals::{cleanup_now, install_signal_thaw, AfterCleanup};
+pub use signals::{cleanup_now, continue_after_cleanup, install_signal_thaw, AfterCleanup};
 pub use watchdog::{
     parse_watchdog_args, watchdog_command, watchdog_entry, watchdog_main, Watchdog, WatchdogError,
     WatchdogLapse, WatchdogOutcome, WATCHDOG_SUBCOMMAND,

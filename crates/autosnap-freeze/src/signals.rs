@@ -52,7 +52,10 @@ pub enum AfterCleanup {
     Continue,
 }
 
-static INSTALLED: OnceLock<AfterCleanup> = OnceLock::new();
+static INSTALLED: OnceLock<()> = OnceLock::new();
+/// The signal thread's [`AfterCleanup`]: true for [`AfterCleanup::Terminate`].
+/// Set by the first [`install_signal_thaw`]; [`continue_after_cleanup`] clears it.
+static TERMINATE_AFTER: AtomicBool = AtomicBool::new(false);
 /// Set once a signal is being handled with [`AfterCleanup::Terminate`].
 static TERMINATING: AtomicBool = AtomicBool::new(false);
 
@@ -69,15 +72,19 @@ pub(crate) fn wait_if_terminating() {
 /// Installs the signal thread (once per process; later calls return the mode
 /// of the first, which stays in force).
 pub fn install_signal_thaw(after: AfterCleanup) -> io::Result<AfterCleanup> {
-    if let Some(mode) = INSTALLED.get() {
-        return Ok(*mode);
+    if INSTALLED.get().is_some() {
+        return Ok(current_mode());
     }
     let mut signals = Signals::new(THAW_SIGNALS)?;
-    let mode = *INSTALLED.get_or_init(|| after);
+    if INSTALLED.set(()).is_err() {
+        return Ok(current_mode());
+    }
+    TERMINATE_AFTER.store(after == AfterCleanup::Terminate, Ordering::SeqCst);
     thread::Builder::new()
         .name("autosnap-signal-thaw".into())
         .spawn(move || {
             for signal in signals.forever() {
+                let mode = current_mode();
                 if mode == AfterCleanup::Terminate {
                     TERMINATING.store(true, Ordering::SeqCst);
                 }
@@ -89,7 +96,26 @@ pub fn install_signal_thaw(after: AfterCleanup) -> io::Result<AfterCleanup> {
                 }
             }
         })?;
-    Ok(mode)
+    Ok(after)
+}
+
+fn current_mode() -> AfterCleanup {
+    if TERMINATE_AFTER.load(Ordering::SeqCst) {
+        AfterCleanup::Terminate
+    } else {
+        AfterCleanup::Continue
+    }
+}
+
+/// Switches the signal thread to [`AfterCleanup::Continue`] for the rest of
+/// the process: for a command whose freezing is over (thawed, post hooks run)
+/// and that handles the signals itself from then on, such as `snapshot create
+/// PATH --wait` reporting the snapshots it took when Ctrl-C ends its wait.
+/// Call it only when the process will not freeze again: a signal that comes
+/// before a later freeze would no longer end the process, and that freeze
+/// could then run after the post hooks.
+pub fn continue_after_cleanup() {
+    TERMINATE_AFTER.store(false, Ordering::SeqCst);
 }
 
 /// Does what the signal thread does on a signal, without terminating: stop

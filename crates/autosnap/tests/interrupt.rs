@@ -462,6 +462,34 @@ fn sigint_during_snapshot_create_of_a_mount_path_wait_prints_the_snapshot_and_ex
     assert!(tb.snapshot_exists(REGION, &snap));
 }
 
+/// With hooks (and so the freeze crate's signal thread, which ends the process on a
+/// signal while anything is frozen or a hook runs), Ctrl-C during the wait that comes
+/// after the post hooks still prints the snapshot and exits 130.
+#[test]
+fn sigint_during_the_wait_after_hooks_prints_the_snapshot_and_exits_130() {
+    let tb = TestBed::start();
+    let (instance, data_volume) = tb.instance("db");
+    let imds = FakeImds::start(&instance, REGION);
+    let mut cmd = tb.std_cmd();
+    cmd.env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+        .args(["-o", "json", "snapshot", "create", "/", "--volume"])
+        .arg(format!("/={data_volume}"))
+        .args(["--pre", "true", "--post", "true"])
+        .args(["--tag", "autosnap-testbed:state=pending", "--wait"]);
+    let mut run = Running::spawn(cmd);
+    run.until(|| !snapshots_of(&tb, REGION, &data_volume).is_empty());
+    let snap = snapshots_of(&tb, REGION, &data_volume).remove(0);
+    run.signal("INT");
+    let done = run.finish(vec![]);
+
+    assert_continues_in_aws(&done, &snap);
+    let json: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", done.stdout));
+    assert_eq!(json[0]["snapshot_id"], snap.as_str(), "{json}");
+    assert_eq!(json[0]["state"], "pending");
+}
+
 /// The ids in a log line, in order (`ami-…`).
 fn image_ids(line: &str) -> Vec<String> {
     line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))

@@ -226,6 +226,9 @@ pub async fn create_for_paths(
                             .join(", ")
                     );
                 }
+                // Freezing and hooks are over: from here a signal is this
+                // command's to answer (Ctrl-C during --wait prints the snapshots).
+                autosnap_freeze::continue_after_cleanup();
                 let snaps = taken?;
                 let achieved = report.consistency;
                 // The tag was set for the consistency planned; if the freeze
