@@ -227,8 +227,7 @@ pub async fn download_snapshot(
     let image = ImageFile::create(path, overwrite)?;
     // I/O errors name `path`, the file the user asked for, not the temp file behind it.
     let file = Arc::clone(image.file());
-    file.set_len(size)
-        .map_err(io_err("cannot write", path))?;
+    file.set_len(size).map_err(io_err("cannot write", path))?;
     progress.start(size);
 
     let blocks_read = block_stream(ebs, snapshot, first)

@@ -628,7 +628,10 @@ mod tests {
         let backup = actions(&[Feature::Backup]);
         let prune = actions(&[Feature::Prune]);
         assert!(backup.contains_key("ec2:LockSnapshot"));
-        assert!(!backup.contains_key("ec2:UnlockSnapshot"), "backup cannot unprotect");
+        assert!(
+            !backup.contains_key("ec2:UnlockSnapshot"),
+            "backup cannot unprotect"
+        );
         assert!(prune.contains_key("ec2:UnlockSnapshot"));
         for f in Feature::ALL {
             assert!(

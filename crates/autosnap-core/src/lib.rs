@@ -19,6 +19,6 @@ pub mod config;
 pub mod deletion;
 pub mod ids;
 pub mod lock;
-pub mod region;
 pub mod model;
+pub mod region;
 pub mod tags;

@@ -1255,17 +1255,15 @@ fn plan_target(
     let mut copies = Vec::new();
     for rule in &policy.copy {
         let copies_there = Group::new(policy, index.get(p, &target.id, &rule.region), backups);
-        if let Some(action) =
-            copy_action(
-                rule,
-                policy.lock.as_ref(),
-                target,
-                &source,
-                &copies_there,
-                create.is_some(),
-                now,
-            )
-        {
+        if let Some(action) = copy_action(
+            rule,
+            policy.lock.as_ref(),
+            target,
+            &source,
+            &copies_there,
+            create.is_some(),
+            now,
+        ) {
             copies.push(action);
         }
         let retain = policy.copy_retention(rule);

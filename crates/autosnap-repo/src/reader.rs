@@ -248,8 +248,7 @@ impl Repository {
         let image = ImageFile::create(path, overwrite)?;
         let file = image.file();
         // Errors name `path`, the file the user asked for, not the temp file behind it.
-        file.set_len(size)
-            .map_err(|e| io_err("write", path, e))?;
+        file.set_len(size).map_err(|e| io_err("write", path, e))?;
 
         let written = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);

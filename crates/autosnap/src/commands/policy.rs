@@ -570,7 +570,9 @@ async fn unlocked_backups(
             continue;
         }
         for t in &p.targets {
-            let Some(newest) = t.newest_backup else { continue };
+            let Some(newest) = t.newest_backup else {
+                continue;
+            };
             let Some(group) = t.groups.iter().find(|g| g.region == t.region) else {
                 continue;
             };
@@ -709,7 +711,8 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                 output::print_table(&u);
             }
             if !report.unlocked.is_empty() {
-                let mut u = output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
+                let mut u =
+                    output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
                 for x in &report.unlocked {
                     u.add_row([
                         x.backup_id.clone(),
