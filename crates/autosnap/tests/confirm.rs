@@ -580,3 +580,78 @@ fn repo_unlock_remove_all_asks_before_removing_a_live_lock() {
     assert!(!done.screen.contains(QUESTION), "{}", done.screen);
     assert!(!lock_path.exists());
 }
+
+// ---- snapshot lock (compliance) --------------------------------------------------------------
+
+fn locked(bed: &TestBed, snapshot_id: &str) -> bool {
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        !ec2.describe_locked_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+            .expect("describe locks")
+            .snapshots()
+            .is_empty()
+    })
+}
+
+#[test]
+fn compliance_lock_at_a_terminal_asks_and_no_locks_nothing() {
+    let bed = TestBed::start();
+    let snaps = managed_snapshots(&bed, 1);
+    let lock = [
+        "snapshot",
+        "lock",
+        &snaps[0],
+        "--mode",
+        "compliance",
+        "--for",
+        "7d",
+        "--i-understand-compliance-is-irreversible",
+    ];
+    let mut run = OnTerminal::start(autosnap(&bed, &lock));
+    run.until_shown("[y/N] ");
+    assert!(
+        run.screen.contains("Lock 1 snapshot in compliance mode"),
+        "{}",
+        run.screen
+    );
+    assert!(
+        run.screen.contains(&snaps[0]),
+        "the plan names it:\n{}",
+        run.screen
+    );
+    assert!(run.screen.contains("irreversible"), "{}", run.screen);
+    run.type_in("n\n");
+    let done = run.finish();
+    assert_eq!(done.code, Some(1), "{}", done.screen);
+    assert!(done.screen.contains("nothing locked"), "{}", done.screen);
+    assert!(!locked(&bed, &snaps[0]));
+
+    let mut run = OnTerminal::start(autosnap(&bed, &lock));
+    run.until_shown("[y/N] ");
+    run.type_in("y\n");
+    let done = run.finish();
+    assert_eq!(done.code, Some(0), "{}", done.screen);
+    assert!(locked(&bed, &snaps[0]));
+
+    // Governance can be undone, so it is not asked.
+    let other = managed_snapshots(&bed, 1);
+    let run = OnTerminal::start(autosnap(
+        &bed,
+        &[
+            "snapshot",
+            "lock",
+            &other[0],
+            "--mode",
+            "governance",
+            "--for",
+            "1d",
+        ],
+    ));
+    let done = run.finish();
+    assert_eq!(done.code, Some(0), "{}", done.screen);
+    assert!(!done.screen.contains("[y/N]"), "{}", done.screen);
+    assert!(locked(&bed, &other[0]));
+}

@@ -54,6 +54,18 @@ impl Question {
     /// Asks when someone can answer and there is something to delete;
     /// otherwise consents without a word, as before the question existed.
     pub async fn ask(self) -> anyhow::Result<Consent> {
+        self.ask_about(
+            "nothing deleted",
+            "stopped while deleting: what was deleted so far stays deleted; run the command \
+             again with --dry-run to see what is left",
+        )
+        .await
+    }
+
+    /// [`ask`](Self::ask) for a command that does something other than delete: `refused`
+    /// is said when the answer is no (`nothing locked`), `stopped` when a signal ends the
+    /// work after a yes.
+    pub async fn ask_about(self, refused: &str, stopped: &'static str) -> anyhow::Result<Consent> {
         if self.skip || self.deletes == 0 || !interactive() {
             return Ok(Consent::Given);
         }
@@ -69,7 +81,7 @@ impl Question {
         let mut interrupt = crate::commands::Interrupt::listen()?;
         let consent = match read_answer(&mut interrupt).await? {
             Answer::Line(line) if is_yes(&line) => {
-                stop_on_interrupt(interrupt);
+                stop_on_interrupt(interrupt, stopped);
                 return Ok(Consent::Given);
             }
             Answer::Line(_) => "the answer was not y or yes",
@@ -82,7 +94,7 @@ impl Question {
                 "interrupted"
             }
         };
-        let message = format!("nothing deleted: {consent}");
+        let message = format!("{refused}: {consent}");
         if crate::output::json_mode() {
             eprintln!(
                 "{}",
@@ -104,11 +116,9 @@ enum Answer {
 /// Listening for Ctrl-C replaced the default action (end the process) for
 /// the rest of the run: after a yes, a signal still ends it, and says that
 /// what was deleted by then stays deleted.
-fn stop_on_interrupt(mut interrupt: crate::commands::Interrupt) {
+fn stop_on_interrupt(mut interrupt: crate::commands::Interrupt, message: &'static str) {
     tokio::spawn(async move {
         if interrupt.or(std::future::pending::<()>()).await.is_none() {
-            let message = "stopped while deleting: what was deleted so far stays deleted; run \
-                           the command again with --dry-run to see what is left";
             if crate::output::json_mode() {
                 eprintln!(
                     "{}",

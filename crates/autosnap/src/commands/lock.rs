@@ -167,7 +167,15 @@ pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
             request.describe()
         ),
     };
-    if question.ask().await? == Consent::Refused {
+    if question
+        .ask_about(
+            "nothing locked",
+            "stopped while locking: the snapshots locked so far stay locked; `autosnap \
+             snapshot list` shows which",
+        )
+        .await?
+        == Consent::Refused
+    {
         return Ok(confirm::DECLINED);
     }
 
