@@ -113,7 +113,7 @@ pub fn closest_known_region(name: &str) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     KNOWN_REGIONS
         .iter()
-        .map(|r| (edit_distance(&lower, r), *r))
+        .map(|r| (strsim::levenshtein(&lower, r), *r))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, r)| r)
@@ -150,21 +150,6 @@ pub fn unknown_region_note(name: &str) -> Option<String> {
              using it as given"
         ),
     })
-}
-
-/// Levenshtein distance over bytes (region names are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
