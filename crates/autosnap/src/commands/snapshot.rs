@@ -841,6 +841,11 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
     if failed < results.len() || env.output == crate::cli::OutputFormat::Json {
         print_copy_results(env, &results)?;
     }
+    Ok(report_copy_failures(&results[..], failed))
+}
+
+/// Names each failed copy on stderr; the exit for `failed` failures among them.
+fn report_copy_failures(results: &[CopyResult], failed: usize) -> Exit {
     for r in results.iter().filter(|r| r.result == "failed") {
         crate::output::report_error(
             "failed",
@@ -852,7 +857,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
             Some(&r.source_snapshot_id),
         );
     }
-    Ok(Exit::from_counts(results.len() - failed, failed))
+    Exit::from_counts(results.len() - failed, failed)
 }
 
 /// Prints `snapshot copy --dry-run`'s plan (existing copies with their
@@ -912,18 +917,7 @@ async fn copy_dry_run(
         text
     })?;
     let failed = results.iter().filter(|r| r.result == "failed").count();
-    for r in results.iter().filter(|r| r.result == "failed") {
-        crate::output::report_error(
-            "failed",
-            &format!(
-                "cannot copy {}: {}",
-                r.source_snapshot_id,
-                r.detail.as_deref().unwrap_or("")
-            ),
-            Some(&r.source_snapshot_id),
-        );
-    }
-    Ok(Exit::from_counts(results.len() - failed, failed))
+    Ok(report_copy_failures(&results[..], failed))
 }
 
 /// The snapshots' states now, for the report after an interrupted wait;
