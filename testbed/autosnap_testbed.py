@@ -156,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in snapshot_lock.CORRECTIONS.items():
             print(f"autosnap-testbed: lock correction {name}: {what}", file=sys.stderr)
 
+    # Archive tier (ModifySnapshotTier, RestoreSnapshotTier, tier status, archived volumes).
+    import snapshot_tier
+
+    snapshot_tier.apply()
+    if args.verbose:
+        for name, what in snapshot_tier.CORRECTIONS.items():
+            print(f"autosnap-testbed: tier correction {name}: {what}", file=sys.stderr)
+
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
