@@ -31,7 +31,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::DurationError;
-use crate::ids::{is_plausible_region, InstanceId, VolumeId};
+use crate::ids::{InstanceId, VolumeId};
 use crate::plan::Target;
 use crate::retention::KeepPolicy;
 pub use crate::schedule::{Due, Health, HealthState, Schedule};
@@ -569,11 +569,8 @@ impl PolicyConfig {
         // regions
         let mut seen = HashSet::new();
         for region in &self.regions {
-            if !is_plausible_region(region) {
-                return Err(fail(
-                    "regions",
-                    format!("has {region:?}, which is not a region name such as us-east-1"),
-                ));
+            if let Some(problem) = crate::region::region_problem(region) {
+                return Err(fail("regions", problem));
             }
             if !seen.insert(region.as_str()) {
                 return Err(fail("regions", format!("lists {region:?} twice")));
@@ -588,11 +585,8 @@ impl PolicyConfig {
         // copies
         let mut copy_regions = HashSet::new();
         for (i, rule) in self.copy.iter().enumerate() {
-            if !is_plausible_region(&rule.region) {
-                return Err(fail(
-                    &format!("copy[{i}].region"),
-                    format!("{:?} is not a region name such as us-west-2", rule.region),
-                ));
+            if let Some(problem) = crate::region::region_problem(&rule.region) {
+                return Err(fail(&format!("copy[{i}].region"), problem));
             }
             if sources.contains(&rule.region.as_str()) {
                 return Err(fail(

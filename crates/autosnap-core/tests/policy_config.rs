@@ -219,7 +219,7 @@ fn every_mistake_names_the_policy_and_the_field() {
         (
             "copy region that is not a region",
             "copy = [{ region = \"US-WEST-2\" }]",
-            &["policy \"prod-daily\": copy[0].region \"US-WEST-2\" is not a region name"],
+            &["policy \"prod-daily\": copy[0].region 'US-WEST-2' is not an AWS region name; did you mean us-west-2?"],
         ),
         (
             "empty copy retention",
@@ -284,7 +284,7 @@ fn every_mistake_names_the_policy_and_the_field() {
         (
             "bad region",
             "regions = [\"useast1\"]",
-            &["policy \"prod-daily\": regions has \"useast1\", which is not a region name"],
+            &["policy \"prod-daily\": regions 'useast1' is not an AWS region name; did you mean us-east-1?"],
         ),
         (
             "bad name",

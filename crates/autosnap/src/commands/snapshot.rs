@@ -2,7 +2,7 @@
 
 use autosnap_aws::{AwsError, Ec2, SnapshotQuery};
 use autosnap_core::deletion::{plan_deletes, DeleteAction};
-use autosnap_core::ids::{is_plausible_region, SnapshotTarget};
+use autosnap_core::ids::SnapshotTarget;
 use autosnap_core::model::Snapshot;
 use autosnap_core::tags::{self, settable_tags, Tags};
 use chrono::Utc;
@@ -717,12 +717,8 @@ struct CopyOutcome {
 }
 
 pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
-    if !is_plausible_region(&args.to_region) {
-        return Err(UsageError(format!(
-            "--to-region '{}' is not a region name such as us-west-2",
-            args.to_region
-        ))
-        .into());
+    if let Some(problem) = autosnap_core::region::region_problem(&args.to_region) {
+        return Err(UsageError(format!("--to-region: {problem}")).into());
     }
     let timeout = if args.wait.wait {
         Some(args.wait.wait_timeout)
