@@ -380,6 +380,8 @@ impl Ec2 {
             .map_err(|e| self.err(e, "CreateSnapshot", Some(("volume", volume_id))))?;
         let tags = sdk_tags(out.tags());
         Ok(Snapshot {
+            storage_tier: Default::default(),
+            restore_expiry: None,
             snapshot_id: out.snapshot_id().unwrap_or_default().to_string(),
             volume_id: out.volume_id().map(str::to_string),
             state: out
@@ -437,6 +439,8 @@ impl Ec2 {
             .map(|s| {
                 let tags = sdk_tags(s.tags());
                 Snapshot {
+                    storage_tier: Default::default(),
+                    restore_expiry: None,
                     snapshot_id: s.snapshot_id().unwrap_or_default().to_string(),
                     volume_id: s.volume_id().map(str::to_string),
                     state: s
@@ -848,6 +852,10 @@ pub(crate) fn snapshot_from_sdk(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
         owner_id: s.owner_id().map(str::to_string),
         managed: tags::is_managed(&tags),
         tags,
+        storage_tier: autosnap_core::tier::StorageTier::parse(
+            s.storage_tier().map(|t| t.as_str()).unwrap_or(""),
+        ),
+        restore_expiry: s.restore_expiry_time().and_then(to_chrono),
     }
 }
 

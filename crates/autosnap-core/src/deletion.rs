@@ -106,6 +106,8 @@ mod tests {
 
     fn snap(id: &str, managed: bool) -> Snapshot {
         Snapshot {
+            storage_tier: Default::default(),
+            restore_expiry: None,
             snapshot_id: id.into(),
             volume_id: Some("vol-0123abcd".into()),
             state: "completed".into(),

@@ -22,3 +22,4 @@ pub mod lock;
 pub mod model;
 pub mod region;
 pub mod tags;
+pub mod tier;

@@ -53,6 +53,10 @@ pub struct Snapshot {
     /// Whether autosnap created it (carries `autosnap:managed=true`).
     pub managed: bool,
     pub tags: Tags,
+    /// `standard` or `archive` (EBS Snapshots Archive).
+    pub storage_tier: crate::tier::StorageTier,
+    /// When a temporarily restored archived snapshot goes back to the archive tier.
+    pub restore_expiry: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
@@ -118,6 +122,8 @@ mod tests {
 
     fn snap(state: &str, progress: Option<&str>) -> Snapshot {
         Snapshot {
+            storage_tier: Default::default(),
+            restore_expiry: None,
             snapshot_id: "snap-0123abcd".into(),
             volume_id: None,
             state: state.into(),

@@ -120,6 +120,8 @@ fn instance(id: &str, volumes: &[&str]) -> Target {
 /// A snapshot with the given tags.
 fn snapshot(id: &str, time: Option<&str>, state: &str, tags: Tags) -> Snapshot {
     Snapshot {
+        storage_tier: Default::default(),
+        restore_expiry: None,
         snapshot_id: id.into(),
         volume_id: None,
         state: state.into(),

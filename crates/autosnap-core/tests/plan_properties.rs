@@ -98,6 +98,8 @@ fn backups(raws: &[Raw]) -> Vec<ExistingBackup> {
             ]);
             ExistingBackup {
                 snapshot: Snapshot {
+                    storage_tier: Default::default(),
+                    restore_expiry: None,
                     snapshot_id: format!("snap-{n:08x}"),
                     volume_id: None,
                     state: r.state.into(),
@@ -199,6 +201,8 @@ proptest! {
         for (_, _, create) in first.creates() {
             backups.push(ExistingBackup {
                 snapshot: Snapshot {
+                    storage_tier: Default::default(),
+                    restore_expiry: None,
                     snapshot_id: "snap-ffffffff".into(),
                     volume_id: None,
                     state: "pending".into(),

@@ -70,6 +70,8 @@ pub fn inventory(count: usize) -> Inventory {
         .into_iter()
         .map(|n| {
             let snapshot = Snapshot {
+                storage_tier: Default::default(),
+                restore_expiry: None,
                 snapshot_id: format!("snap-{n:017x}"),
                 volume_id: Some(VOLUME.into()),
                 state: "completed".into(),
