@@ -21,6 +21,7 @@ pub mod lock;
 pub mod rate;
 pub mod s3;
 pub mod s3_backend;
+pub mod tier;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};
 pub use ec2::{Ec2, NewVolume, SnapshotQuery, VolumeQuery, WaitObserver};

@@ -105,6 +105,7 @@ fn snapshot_table_with(
         "SIZE",
         "ENCRYPTED",
         "MANAGED",
+        "TIER",
     ];
     if locks.is_some() {
         header.push("LOCK");
@@ -127,6 +128,7 @@ fn snapshot_table_with(
                 .unwrap_or_else(|| "-".into()),
             output::yes_no(s.encrypted).into(),
             output::yes_no(s.managed).into(),
+            tier_cell(s),
         ];
         if let Some(locks) = locks {
             row.push(super::lock::lock_cell(
@@ -136,6 +138,16 @@ fn snapshot_table_with(
         t.add_row(row);
     }
     t
+}
+
+/// `standard`, `archive`, or `standard until …` for an archived snapshot restored for a while.
+fn tier_cell(s: &Snapshot) -> String {
+    match s.restore_expiry {
+        Some(t) if s.storage_tier == autosnap_core::tier::StorageTier::Standard => {
+            format!("standard until {}", t.format("%Y-%m-%d %H:%M"))
+        }
+        _ => s.storage_tier.to_string(),
+    }
 }
 
 /// A per-item failure, printed to stderr and counted for the exit code.
