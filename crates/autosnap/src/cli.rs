@@ -388,6 +388,11 @@ pub enum SnapshotCommand {
     Lock(SnapshotLockArgs),
     /// Remove the lock of snapshots (governance, or compliance during its cooling-off)
     Unlock(SnapshotUnlockArgs),
+    /// Move snapshots to the EBS Snapshots Archive tier (cheaper storage, billed for at least
+    /// 90 days, restored in up to 72 hours before use)
+    Archive(SnapshotArchiveArgs),
+    /// Restore archived snapshots to the standard tier, for some days or for good
+    RestoreTier(SnapshotRestoreTierArgs),
 }
 
 #[derive(Debug, Args)]
@@ -553,6 +558,35 @@ fn parse_lock_until(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     Err(format!(
         "{s:?} is not a time: write 2027-01-31T00:00:00Z (RFC 3339) or 2027-01-31 (midnight UTC)"
     ))
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArchiveArgs {
+    /// Snapshot ids to archive (completed snapshots this account owns, used by no AMI)
+    #[arg(required = true, value_name = "SNAPSHOT_ID")]
+    pub ids: Vec<SnapshotId>,
+    /// Show what would be archived and what EC2 would refuse, archive nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["days", "permanent"])))]
+pub struct SnapshotRestoreTierArgs {
+    /// Archived snapshot ids to restore
+    #[arg(required = true, value_name = "SNAPSHOT_ID")]
+    pub ids: Vec<SnapshotId>,
+    /// Restore for this many days (1 to 180), then the snapshot returns to the archive tier;
+    /// on a snapshot restored for a while, changes how long it stays
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=180))]
+    pub days: Option<i32>,
+    /// Move back to the standard tier for good (before 90 days in the archive tier, the
+    /// remaining days are billed anyway)
+    #[arg(long)]
+    pub permanent: bool,
+    /// Show what would be restored, restore nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod policy;
 mod repo;
 mod retention;
 mod snapshot;
+mod tier;
 mod volume;
 
 use autosnap_aws::AwsContext;
@@ -100,6 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::Copy(args)) => snapshot::copy(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Lock(args)) => lock::lock(&env, &args).await,
         Command::Snapshot(SnapshotCommand::Unlock(args)) => lock::unlock(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::Archive(args)) => tier::archive(&env, &args).await,
+        Command::Snapshot(SnapshotCommand::RestoreTier(args)) => {
+            tier::restore_tier(&env, &args).await
+        }
         Command::Ami(AmiCommand::Create(args)) => ami::create(&env, &args).await,
         Command::Ami(AmiCommand::FromSnapshot(args)) => ami::from_snapshot(&env, &args).await,
         Command::Ami(AmiCommand::List(args)) => ami::list(&env, &args).await,

@@ -130,6 +130,34 @@ pub async fn create(env: &Env, args: &VolumeCreateArgs) -> anyhow::Result<Exit> 
             .into());
         }
     }
+    if snap.storage_tier == autosnap_core::tier::StorageTier::Archive {
+        // EC2 would refuse with a bare IncorrectState; say what to do instead.
+        let restoring = ec2
+            .snapshot_tier_status(std::slice::from_ref(&snap.snapshot_id))
+            .await
+            .ok()
+            .and_then(|s| s.into_iter().next())
+            .and_then(|s| s.last_operation)
+            .is_some_and(|op| op.ends_with("restore-in-progress"));
+        let id = &snap.snapshot_id;
+        let what = if restoring {
+            format!(
+                "a restore of it is under way and can take up to {} hours; run this again when \
+                 `autosnap snapshot list` shows its TIER as standard",
+                autosnap_core::tier::RESTORE_HOURS_AT_MOST
+            )
+        } else {
+            format!(
+                "restore it first with `autosnap snapshot restore-tier {id} --days N` (N days in \
+                 the standard tier, then archived again; or --permanent); a restore can take up \
+                 to {} hours, then run this again",
+                autosnap_core::tier::RESTORE_HOURS_AT_MOST
+            )
+        };
+        anyhow::bail!(
+            "snapshot {id} is in the archive tier, so no volume can be created from it: {what}"
+        );
+    }
     if !snap.is_completed() {
         tracing::warn!(
             "snapshot {} is {}: the volume will fill in as the snapshot completes",
