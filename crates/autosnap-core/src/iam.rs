@@ -156,6 +156,7 @@ const RULES: &[Rule] = &[
             "ec2:DescribeInstances",
             // Every delete reads the snapshots' locks first (and deletes nothing without them).
             "ec2:DescribeLockedSnapshots",
+            "ec2:DescribeSnapshotTierStatus",
             "ec2:DescribeSnapshots",
             "ec2:DescribeTags",
             "ec2:DescribeVolumes",
@@ -259,6 +260,22 @@ const RULES: &[Rule] = &[
         actions: &["ec2:LockSnapshot"],
         resource: Res::Ec2(SNAPSHOTS),
         condition: Cond::Managed,
+    },
+    Rule {
+        // Moving a backup to the archive tier is part of keeping it (`archive_after`).
+        sid: "AutosnapArchiveManagedSnapshots",
+        features: &[Backup],
+        actions: &["ec2:ModifySnapshotTier"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
+        // Bringing an archived snapshot back is what a restore needs first.
+        sid: "AutosnapRestoreArchivedSnapshots",
+        features: &[Restore],
+        actions: &["ec2:RestoreSnapshotTier"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::None,
     },
     Rule {
         // Removing a lock makes a snapshot deletable: it goes with deleting, never backup.
@@ -620,6 +637,16 @@ mod tests {
                     "true"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn archive_tier_actions_go_with_backup_and_restore() {
+        assert!(actions(&[Feature::Backup]).contains_key("ec2:ModifySnapshotTier"));
+        assert!(!actions(&[Feature::Prune]).contains_key("ec2:ModifySnapshotTier"));
+        assert!(actions(&[Feature::Restore]).contains_key("ec2:RestoreSnapshotTier"));
+        for f in Feature::ALL {
+            assert!(actions(&[f]).contains_key("ec2:DescribeSnapshotTierStatus"));
         }
     }
 
