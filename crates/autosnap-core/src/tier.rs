@@ -22,6 +22,66 @@ pub const MAX_TEMPORARY_RESTORE_DAYS: i32 = 180;
 /// What AWS documents as the longest a restore from the archive tier can take.
 pub const RESTORE_HOURS_AT_MOST: i64 = 72;
 
+/// us-east-1 prices in US dollars, from AWS's "Pricing and billing for archiving Amazon EBS
+/// snapshots" (https://docs.aws.amazon.com/ebs/latest/userguide/snapshot-archive-pricing.html),
+/// as of 2026-12-03; docs/protecting-backups.md has the same table. Other regions differ.
+pub mod price {
+    /// Standard tier, per GB-month (incremental: only changed blocks are billed).
+    pub const STANDARD_GB_MONTH: f64 = 0.05;
+    /// Archive tier, per GB-month (a full snapshot: every written block).
+    pub const ARCHIVE_GB_MONTH: f64 = 0.0125;
+    /// Restoring from the archive tier, per GB, once per restore.
+    pub const RETRIEVAL_GB: f64 = 0.03;
+    /// Where and when these prices hold, for every figure autosnap prints.
+    pub const AS_OF: &str = "us-east-1 prices as of 2026-12-03";
+}
+
+/// What archiving one snapshot costs, at most: EC2 does not report how many blocks a snapshot
+/// holds, so the volume's size is the bound (an archived snapshot is a full snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ArchiveCost {
+    pub size_gib: i32,
+    /// Per month in the archive tier.
+    pub archive_month: f64,
+    /// Per month in the standard tier if the snapshot were full; incremental ones cost less,
+    /// which is why archiving daily incrementals can cost more than keeping them.
+    pub standard_month_if_full: f64,
+    /// One restore from the archive tier.
+    pub restore: f64,
+    /// The least it costs once archived: 90 days in the archive tier.
+    pub minimum: f64,
+}
+
+impl ArchiveCost {
+    pub fn of(size_gib: i32) -> ArchiveCost {
+        let gb = f64::from(size_gib.max(0));
+        let archive_month = gb * price::ARCHIVE_GB_MONTH;
+        ArchiveCost {
+            size_gib,
+            archive_month,
+            standard_month_if_full: gb * price::STANDARD_GB_MONTH,
+            restore: gb * price::RETRIEVAL_GB,
+            minimum: archive_month * MIN_ARCHIVE_DAYS as f64 / 30.0,
+        }
+    }
+
+    /// `at most $0.10/month archived (vs $0.40 if full in standard), $0.24 per restore,
+    /// at least $0.30 for the 90-day minimum (us-east-1 prices as of …)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "at most ${:.2}/month archived for {} GiB (vs ${:.2}/month for a full snapshot in \
+             standard; an incremental one costs less), ${:.2} per restore, at least ${:.2} for \
+             the {MIN_ARCHIVE_DAYS}-day minimum ({})",
+            self.archive_month,
+            self.size_gib,
+            self.standard_month_if_full,
+            self.restore,
+            self.minimum,
+            price::AS_OF
+        )
+    }
+}
+
 /// The storage tier DescribeSnapshots reports (`StorageTier`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -174,6 +234,22 @@ mod tests {
             Some(1)
         );
         assert_eq!(minimum_days_left(t, t + TimeDelta::days(90)), None);
+    }
+
+    #[test]
+    fn archive_cost_from_the_price_table() {
+        let c = ArchiveCost::of(100);
+        // AWS's own examples: 100 GiB archived is $1.25 a month and $3 to restore.
+        assert!((c.archive_month - 1.25).abs() < 1e-9);
+        assert!((c.restore - 3.0).abs() < 1e-9);
+        assert!((c.standard_month_if_full - 5.0).abs() < 1e-9);
+        assert!((c.minimum - 3.75).abs() < 1e-9);
+        let d = c.describe();
+        assert!(
+            d.contains("$1.25/month") && d.contains("$3.00 per restore"),
+            "{d}"
+        );
+        assert!(d.contains("us-east-1 prices as of"), "{d}");
     }
 
     #[test]

@@ -123,6 +123,12 @@ fn snapshot_archive_refuses_what_ec2_refuses_before_asking_and_states_the_minimu
         terms.contains("at least 90 days") && terms.contains("72 hours"),
         "{terms}"
     );
+    // The cost trade-off from the price table, for this 1 GiB volume.
+    assert!(
+        terms.contains("$0.01/month archived for 1 GiB") && terms.contains("$0.03 per restore"),
+        "{terms}"
+    );
+    assert!(terms.contains("us-east-1 prices as of"), "{terms}");
     assert_eq!(tier_of(&bed, &ok), "standard");
 
     let out = bed

@@ -6,7 +6,7 @@ use autosnap_aws::tier::TierStatus;
 use autosnap_aws::SnapshotQuery;
 use autosnap_core::model::Snapshot;
 use autosnap_core::tier::{
-    archive_refusal, minimum_days_left, RestoreRequest, StorageTier, MIN_ARCHIVE_DAYS,
+    archive_refusal, minimum_days_left, ArchiveCost, RestoreRequest, StorageTier, MIN_ARCHIVE_DAYS,
     RESTORE_HOURS_AT_MOST,
 };
 use chrono::Utc;
@@ -73,10 +73,13 @@ fn archive_terms(s: &Snapshot) -> String {
     let size = s
         .size_gib
         .map_or_else(String::new, |g| format!(" (volume {g} GiB)"));
+    let cost = s.size_gib.map_or_else(String::new, |g| {
+        format!("; {}", ArchiveCost::of(g).describe())
+    });
     format!(
         "stored as a full snapshot{size}, billed for at least {MIN_ARCHIVE_DAYS} days in the \
          archive tier (deleting or permanently restoring it earlier is billed for the rest); \
-         restoring it before use takes up to {RESTORE_HOURS_AT_MOST} hours"
+         restoring it before use takes up to {RESTORE_HOURS_AT_MOST} hours{cost}"
     )
 }
 
