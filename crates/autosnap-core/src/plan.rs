@@ -593,6 +593,9 @@ pub struct BackupDecision {
     pub delete: bool,
     /// Why it is never deleted, whatever retention says (`pending`, `used by AMI ami-…`, …).
     pub protected: Option<String>,
+    /// A deletion of a snapshot archived less than 90 days ago: what is billed anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_charge: Option<String>,
 }
 
 impl Plan {
@@ -1202,6 +1205,7 @@ fn decide_group(
             reasons,
             delete: !keep && protected.is_none(),
             protected,
+            archive_charge: None,
         }
     };
 

@@ -175,6 +175,39 @@ pub fn minimum_days_left(archived: DateTime<Utc>, now: DateTime<Utc>) -> Option<
     Some((left.num_hours() + 23) / 24)
 }
 
+/// `archived 40 days ago: the remaining 50 days of the 90-day minimum are billed anyway`, for a
+/// snapshot archived at `archived` and deleted at `now`; None once the minimum is served.
+pub fn early_deletion_charge(archived: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    let left = minimum_days_left(archived, now)?;
+    let ago = (now - archived).num_days();
+    Some(format!(
+        "archived {ago} days ago: the remaining {left} days of the {MIN_ARCHIVE_DAYS}-day \
+         minimum are billed anyway"
+    ))
+}
+
+/// Notes on each deletion in `plan` whose snapshot was archived (`archived`: snapshot id to
+/// archive completion time) less than 90 days ago. The deletion stays: the charge is reported.
+pub fn note_early_deletions(
+    plan: &mut crate::plan::Plan,
+    archived: &std::collections::HashMap<String, DateTime<Utc>>,
+) {
+    let now = plan.now;
+    for p in &mut plan.policies {
+        for t in &mut p.targets {
+            for g in &mut t.groups {
+                for b in g.backups.iter_mut().filter(|b| b.delete) {
+                    b.archive_charge = b
+                        .snapshot_ids
+                        .iter()
+                        .filter_map(|id| archived.get(id.as_str()))
+                        .find_map(|t| early_deletion_charge(*t, now));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +283,19 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("us-east-1 prices as of"), "{d}");
+    }
+
+    #[test]
+    fn early_deletion_charge_counts_days_left() {
+        let now = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let c = early_deletion_charge(now - TimeDelta::days(40), now).unwrap();
+        assert!(
+            c.starts_with("archived 40 days ago: the remaining 50 days"),
+            "{c}"
+        );
+        assert_eq!(early_deletion_charge(now - TimeDelta::days(90), now), None);
     }
 
     #[test]

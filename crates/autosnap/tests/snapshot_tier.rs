@@ -284,3 +284,73 @@ fn volume_create_from_an_archived_snapshot_says_to_restore_it_and_creates_nothin
     assert!(err.contains("a restore of it is under way"), "{err}");
     assert_eq!(volume_count(&bed), before);
 }
+
+const POLICY: &str = r#"
+[[policy]]
+name = "p"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "0 3 * * *"
+retain = { last = 1 }
+"#;
+
+#[test]
+fn prune_says_what_deleting_an_archived_backup_early_costs() {
+    let bed = TestBed::start();
+    let db = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    let backup = |days: i64| {
+        let start = (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        bed.snapshot_with_tags(
+            REGION,
+            &db,
+            &[
+                ("autosnap:managed", "true"),
+                ("autosnap:policy", "p"),
+                ("autosnap:source-volume", db.as_str()),
+                ("autosnap-testbed:start-time", start.as_str()),
+            ],
+        )
+    };
+    let early = backup(50);
+    let served = backup(200);
+    let plain = backup(40);
+    let _newest = backup(1);
+    archive(&bed, &early);
+    archive(&bed, &served);
+    // Archived 40 days ago (50 left of the minimum), and 100 days ago (served).
+    let ago = |d: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(d) - chrono::Duration::hours(1)).to_rfc3339()
+    };
+    tag(&bed, &early, "autosnap-testbed:archived-on", &ago(40));
+    tag(&bed, &served, "autosnap-testbed:archived-on", &ago(100));
+
+    let out = bed.cmd().args(["plan"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let line = |id: &str| text.lines().find(|l| l.contains(id)).unwrap().to_string();
+    assert!(
+        line(&early).contains(
+            "archived 40 days ago: the remaining 50 days of the 90-day minimum are billed anyway"
+        ),
+        "{text}"
+    );
+    assert!(!line(&served).contains("billed anyway"), "{text}");
+    assert!(!line(&plain).contains("billed anyway"), "{text}");
+
+    let dry = bed.json(&["prune", "--dry-run"]);
+    let decisions = dry["plan"]["policies"][0]["targets"][0]["groups"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let d = decisions.iter().find(|d| d["backup_id"] == early).unwrap();
+    assert_eq!(d["delete"], true);
+    assert!(
+        d["archive_charge"].as_str().unwrap().contains("50 days"),
+        "{d}"
+    );
+    // Deleting still happens: the charge is reported, not a reason to keep it.
+    bed.cmd().args(["prune", "--yes"]).assert().success();
+    assert!(!bed.snapshot_exists(REGION, &early));
+}

@@ -82,6 +82,21 @@ async fn make_plan(
         }
     }
     autosnap_core::lock::protect_locked_backups(&mut plan, &locks);
+    // Deleting a snapshot archived less than 90 days ago is billed for the rest: say so on the
+    // deletion. Unreadable tiers leave the plan as it is, with a warning.
+    let mut archived = std::collections::HashMap::new();
+    for (r, ids) in autosnap_core::lock::deletion_candidates(&plan) {
+        match ctx.ec2_in(&r).await?.snapshot_tier_status(&ids).await {
+            Ok(st) => archived.extend(st.into_iter().filter_map(|s| {
+                (s.storage_tier == autosnap_core::tier::StorageTier::Archive)
+                    .then_some(s.archived_on)
+                    .flatten()
+                    .map(|t| (s.snapshot_id, t))
+            })),
+            Err(e) => tracing::warn!("cannot read snapshot tiers in {r}: {e}"),
+        }
+    }
+    autosnap_core::tier::note_early_deletions(&mut plan, &archived);
     Ok((plan, inventory))
 }
 
@@ -200,7 +215,13 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                 let _ = writeln!(s, "    backups in {} ({}):", g.region, g.retention);
                 for b in &g.backups {
                     let (mark, why) = match (b.delete, &b.protected, b.keep) {
-                        (true, _, _) => ("- delete", "no rule keeps it".to_string()),
+                        (true, _, _) => (
+                            "- delete",
+                            match &b.archive_charge {
+                                Some(c) => format!("no rule keeps it; {c}"),
+                                None => "no rule keeps it".to_string(),
+                            },
+                        ),
                         (false, Some(p), false) => ("  keep  ", format!("protected: {p}")),
                         (false, Some(p), true) => (
                             "  keep  ",
