@@ -36,6 +36,7 @@ and intervals take no months or years. See \"Durations\" in the README.";
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     propagate_version = true,
+    disable_version_flag = true,
     disable_help_subcommand = true
 )]
 pub struct Cli {
@@ -125,6 +126,12 @@ pub struct GlobalArgs {
                      With this flag it logs a warning and goes on."
     )]
     pub allow_insecure_config: bool,
+
+    /// Print version
+    // Defined here rather than by clap, so that -V sits with the other global
+    // options in every command's help instead of among the command's own.
+    #[arg(short = 'V', long, global = true, action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ const GLOBAL_FLAGS: &[&str] = &[
     "--no-progress",
     "--log-format",
     "--allow-insecure-config",
+    "--version",
 ];
 
 fn help(bed: &TestBed, words: &[&str], flag: &str) -> String {
