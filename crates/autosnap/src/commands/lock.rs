@@ -79,20 +79,7 @@ fn results_table(results: &[LockResult]) -> comfy_table::Table {
 }
 
 fn finish(env: &Env, results: &[LockResult], verb: &str) -> anyhow::Result<Exit> {
-    output::emit(env.output, &results, || results_table(results))?;
-    let bad = results
-        .iter()
-        .filter(|r| matches!(r.result, "refused" | "missing" | "failed"))
-        .count();
-    let ok = results.len() - bad;
-    if bad > 0 {
-        output::report_failed_items(&format!(
-            "{verb} {ok} of {} snapshot(s); {bad} not (see {})",
-            results.len(),
-            output::field_hint(&["REASON"])
-        ));
-    }
-    Ok(Exit::from_counts(ok, bad))
+    super::finish_snapshot_results(env, results, |r| r.result, || results_table(results), verb)
 }
 
 /// The requested ids that exist, and their current locks.
@@ -108,14 +95,6 @@ async fn existing(ec2: &Ec2, ids: &[String]) -> anyhow::Result<(Vec<String>, Vec
         .collect();
     let locks = ec2.locked_snapshots(&found).await?;
     Ok((found, locks))
-}
-
-fn dedup(ids: &[autosnap_core::ids::SnapshotId]) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    ids.iter()
-        .map(|i| i.to_string())
-        .filter(|i| seen.insert(i.clone()))
-        .collect()
 }
 
 pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
@@ -138,7 +117,7 @@ pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
 
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
-    let requested = dedup(&args.ids);
+    let requested = super::unique_snapshot_ids(&args.ids);
     let (found, locks) = existing(&ec2, &requested).await?;
     let current = |id: &str| locks.iter().find(|l| l.snapshot_id == id);
 
@@ -230,7 +209,7 @@ pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
 pub async fn unlock(env: &Env, args: &SnapshotUnlockArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
-    let requested = dedup(&args.ids);
+    let requested = super::unique_snapshot_ids(&args.ids);
     let (found, locks) = existing(&ec2, &requested).await?;
 
     let mut results = Vec::new();

@@ -209,6 +209,42 @@ async fn hand_out_signals(
     }
 }
 
+/// Snapshot ids once each, in the order given: a repeated id is one request
+/// and one result row.
+pub fn unique_snapshot_ids(ids: &[autosnap_core::ids::SnapshotId]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter()
+        .map(|i| i.to_string())
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// Prints the per-snapshot results of a command that acts on snapshot ids
+/// (`lock`, `unlock`, `archive`, `restore-tier`), names on stderr how many were
+/// not done (`result` refused, missing or failed), and picks the exit.
+pub fn finish_snapshot_results<T: serde::Serialize>(
+    env: &Env,
+    results: &[T],
+    result_of: impl Fn(&T) -> &str,
+    table: impl FnOnce() -> comfy_table::Table,
+    verb: &str,
+) -> anyhow::Result<Exit> {
+    crate::output::emit(env.output, &results, table)?;
+    let bad = results
+        .iter()
+        .filter(|r| matches!(result_of(r), "refused" | "missing" | "failed"))
+        .count();
+    let ok = results.len() - bad;
+    if bad > 0 {
+        crate::output::report_failed_items(&format!(
+            "{verb} {ok} of {} snapshot(s); {bad} not (see {})",
+            results.len(),
+            crate::output::field_hint(&["REASON"])
+        ));
+    }
+    Ok(Exit::from_counts(ok, bad))
+}
+
 /// Says on stderr that the wait stopped and the work goes on without us.
 pub fn report_interrupted(what: &str, check: &str) {
     report_interrupted_with(what, check, &[]);

@@ -44,28 +44,7 @@ fn results_table(results: &[TierResult]) -> comfy_table::Table {
 }
 
 fn finish(env: &Env, results: &[TierResult], verb: &str) -> anyhow::Result<Exit> {
-    output::emit(env.output, &results, || results_table(results))?;
-    let bad = results
-        .iter()
-        .filter(|r| matches!(r.result, "refused" | "missing" | "failed"))
-        .count();
-    let ok = results.len() - bad;
-    if bad > 0 {
-        output::report_failed_items(&format!(
-            "{verb} {ok} of {} snapshot(s); {bad} not (see {})",
-            results.len(),
-            output::field_hint(&["REASON"])
-        ));
-    }
-    Ok(Exit::from_counts(ok, bad))
-}
-
-fn dedup(ids: &[autosnap_core::ids::SnapshotId]) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    ids.iter()
-        .map(|i| i.to_string())
-        .filter(|i| seen.insert(i.clone()))
-        .collect()
+    super::finish_snapshot_results(env, results, |r| r.result, || results_table(results), verb)
 }
 
 /// What archiving costs in time and money, said before it is done.
@@ -86,7 +65,7 @@ fn archive_terms(s: &Snapshot) -> String {
 pub async fn archive(env: &Env, args: &SnapshotArchiveArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
-    let requested = dedup(&args.ids);
+    let requested = super::unique_snapshot_ids(&args.ids);
     let snaps = ec2
         .list_snapshots(&SnapshotQuery {
             snapshot_ids: requested.clone(),
@@ -189,7 +168,7 @@ pub async fn restore_tier(env: &Env, args: &SnapshotRestoreTierArgs) -> anyhow::
     };
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
-    let requested = dedup(&args.ids);
+    let requested = super::unique_snapshot_ids(&args.ids);
     let snaps = ec2
         .list_snapshots(&SnapshotQuery {
             snapshot_ids: requested.clone(),
