@@ -23,6 +23,15 @@ pub struct ConfigFile {
     /// `[[policy]]` tables: backup policies (see [`crate::policy`]).
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyConfig>,
+    /// `accounts = "organization"`: back up the organization's member accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<crate::accounts::AccountDiscovery>,
+    /// The role (name or path/name) assumed in each discovered member account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_role: Option<String>,
+    /// `[[account]]` tables: accounts reached by assuming a role (see [`crate::accounts`]).
+    #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
+    pub account_entries: Vec<crate::accounts::AccountConfig>,
 }
 
 /// `[aws]`: where and as whom autosnap talks to AWS. Everything is optional:
@@ -233,7 +242,32 @@ impl ConfigFile {
                     .to_owned(),
             )
         })?;
+        // Reads `config file F: account "111111111111": role_arn problem`.
+        crate::accounts::validate_accounts(
+            &self.account_entries,
+            self.accounts,
+            self.organization_role.as_deref(),
+            &self.policies,
+        )
+        .map_err(|e| {
+            if e.place == "accounts" {
+                return invalid(e.field, e.problem);
+            }
+            let message = e.to_string();
+            invalid(
+                "account",
+                message
+                    .strip_prefix("account ")
+                    .unwrap_or(&message)
+                    .to_owned(),
+            )
+        })?;
         Ok(())
+    }
+
+    /// Whether backups run across accounts (`[[account]]` or `accounts = "organization"`).
+    pub fn has_accounts(&self) -> bool {
+        !self.account_entries.is_empty() || self.accounts.is_some()
     }
 
     /// The policy called `name`.
@@ -355,6 +389,38 @@ tags = { CostCenter = "ops" }
             let msg = parse(text).unwrap_err().to_string();
             assert!(msg.contains(field), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn accounts_parse_and_problems_name_the_account() {
+        let c = parse(
+            r#"
+accounts = "organization"
+organization_role = "autosnap"
+
+[[account]]
+id = "111111111111"
+role_arn = "arn:aws:iam::111111111111:role/autosnap"
+external_id = "shared-secret"
+regions = ["eu-west-1"]
+"#,
+        )
+        .unwrap();
+        assert!(c.has_accounts());
+        assert_eq!(c.account_entries[0].regions, ["eu-west-1"]);
+        assert!(!format!("{c:?}").contains("shared-secret"));
+        assert!(!parse("").unwrap().has_accounts());
+        let msg = parse("[[account]]\nid = \"111111111111\"\nrole_arn = \"arn:aws:iam::222222222222:role/a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(": account \"111111111111\": role_arn"),
+            "{msg}"
+        );
+        let msg = parse("accounts = \"organization\"\n").unwrap_err().to_string();
+        assert!(msg.contains(": organization_role is missing"), "{msg}");
+        let msg = parse("accounts = \"all\"\n").unwrap_err().to_string();
+        assert!(msg.contains("organization"), "{msg}");
     }
 
     #[test]

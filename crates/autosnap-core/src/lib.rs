@@ -15,6 +15,7 @@ pub mod variables;
 pub mod ami;
 pub mod iam;
 
+pub mod accounts;
 pub mod config;
 pub mod deletion;
 pub mod ids;
