@@ -164,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in snapshot_tier.CORRECTIONS.items():
             print(f"autosnap-testbed: tier correction {name}: {what}", file=sys.stderr)
 
+    # AssumeRole only of a role that exists and trusts the caller (accounts tests): assume_role.py.
+    import assume_role
+
+    assume_role.apply()
+    if args.verbose:
+        for name, what in assume_role.CORRECTIONS.items():
+            print(f"autosnap-testbed: STS correction {name}: {what}", file=sys.stderr)
+
     app = DomainDispatcherApplication(create_backend_app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
