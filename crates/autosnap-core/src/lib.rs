@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod variables;
 
 pub mod ami;
+pub mod archive_plan;
 pub mod iam;
 
 pub mod accounts;
@@ -22,5 +23,6 @@ pub mod ids;
 pub mod lock;
 pub mod model;
 pub mod region;
+pub mod restore_test;
 pub mod tags;
 pub mod tier;

@@ -191,6 +191,10 @@ pub struct PolicyConfig {
     /// policies; see [`crate::lock::LockPolicy`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<crate::lock::LockPolicy>,
+    /// Prove the newest backup of each target restores, this often (snapshot policies; see
+    /// [`crate::restore_test`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<crate::restore_test::RestoreTestPolicy>,
 }
 
 /// `consistency = { freeze = ["/var/lib/db"], pre = ["…"], post = ["…"] }`:
@@ -347,6 +351,18 @@ impl PolicyConfig {
                 lock.request()
                     .map_err(|e| fail(&format!("copy[{i}].lock"), e.to_string()))?;
             }
+        }
+
+        if let Some(rt) = &self.restore_test {
+            if self.kind == BackupKind::Ami {
+                return Err(fail(
+                    "restore_test",
+                    "applies to snapshot policies only for now: test an AMI's snapshots with \
+                     `autosnap test-restore SNAPSHOT_ID`"
+                        .into(),
+                ));
+            }
+            rt.validate().map_err(|e| fail("restore_test", e.to_string()))?;
         }
 
         // consistency
