@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in ami_tasks.CORRECTIONS.items():
             print(f"autosnap-testbed: AMI correction {name}: {what}", file=sys.stderr)
 
+    # Recycle Bin (the rbin service, deletes a rule retains, the bin's EC2 calls). Before
+    # snapshot_lock: a locked snapshot is refused before a rule could send it to the bin.
+    import recycle_bin
+
+    recycle_bin.apply()
+    if args.verbose:
+        for name, what in recycle_bin.CORRECTIONS.items():
+            print(f"autosnap-testbed: Recycle Bin correction {name}: {what}", file=sys.stderr)
+
     # Snapshot lock (LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots, locked deletes).
     import snapshot_lock
 
@@ -173,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"autosnap-testbed: STS correction {name}: {what}", file=sys.stderr)
 
     app = DomainDispatcherApplication(create_backend_app)
+    # moto has no rbin service: requests signed for `rbin` are answered by recycle_bin.py.
+    app = recycle_bin.wsgi(app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     port = server.server_address[1]
