@@ -140,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in ec2_corrections.CORRECTIONS.items():
             print(f"autosnap-testbed: EC2 correction {name}: {what}", file=sys.stderr)
 
+    # Restore tests: a snapshot tag holds the volumes made from it in a state (restore_volume.py).
+    import restore_volume
+
+    restore_volume.apply()
+    if args.verbose:
+        for name, what in restore_volume.CORRECTIONS.items():
+            print(f"autosnap-testbed: restore-test control {name}: {what}", file=sys.stderr)
+
     # AMI corrections (CreateImage/CopyImage as AWS does them, S3 image tasks): ami_tasks.py.
     import ami_tasks
 
