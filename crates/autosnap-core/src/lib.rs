@@ -21,6 +21,7 @@ pub mod deletion;
 pub mod ids;
 pub mod lock;
 pub mod model;
+pub mod recycle_bin;
 pub mod region;
 pub mod restore_test;
 pub mod tags;

@@ -596,6 +596,9 @@ pub struct BackupDecision {
     /// A deletion of a snapshot archived less than 90 days ago: what is billed anyway.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_charge: Option<String>,
+    /// A deletion: whether the Recycle Bin keeps it and for how long (None: rules not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recycle_bin: Option<crate::recycle_bin::BinFate>,
 }
 
 impl Plan {
@@ -1206,6 +1209,7 @@ fn decide_group(
             delete: !keep && protected.is_none(),
             protected,
             archive_charge: None,
+            recycle_bin: None,
         }
     };
 
