@@ -575,6 +575,10 @@ pub struct GroupPlan {
     pub retention: String,
     /// Newest first; backups without a start time last.
     pub backups: Vec<BackupDecision>,
+    /// `archive_after`: the kept backups old enough to archive, archived by `run` or not and
+    /// why (see [`crate::archive_plan`]). Empty without `archive_after` and for `prune`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<crate::archive_plan::ArchiveDecision>,
 }
 
 /// What happens to one backup, and why.
@@ -1259,6 +1263,7 @@ fn plan_target(
             now,
             create.as_ref().map(|c| &c.tags),
         ),
+        archives: Vec::new(),
     }];
     let mut copies = Vec::new();
     for rule in &policy.copy {
@@ -1279,6 +1284,7 @@ fn plan_target(
             region: rule.region.clone(),
             retention: retain.to_string(),
             backups: decide_group(retain, &copies_there, now, None),
+            archives: Vec::new(),
         });
     }
 

@@ -113,6 +113,9 @@ pub struct CopyRule {
     /// The lock put on each copy; the policy's `lock` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<crate::lock::LockPolicy>,
+    /// Archive copies this old that retention keeps; the policy's `archive_after` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_after: Option<crate::duration::CalendarDuration>,
 }
 
 /// What a backup of an instance is: a set of EBS snapshots, or an AMI.
@@ -191,6 +194,10 @@ pub struct PolicyConfig {
     /// policies; see [`crate::lock::LockPolicy`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<crate::lock::LockPolicy>,
+    /// Move backups this old that retention keeps to the EBS Snapshots Archive tier (`run`;
+    /// see [`crate::archive_plan`]). Copy rules inherit it unless they set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_after: Option<crate::duration::CalendarDuration>,
     /// Prove the newest backup of each target restores, this often (snapshot policies; see
     /// [`crate::restore_test`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +370,31 @@ impl PolicyConfig {
                 ));
             }
             rt.validate().map_err(|e| fail("restore_test", e.to_string()))?;
+        }
+
+        // archive_after: an archive that is a loss every time is refused before any run.
+        let copy_archives = self.copy.iter().enumerate().filter_map(|(i, rule)| {
+            let after = rule.archive_after.as_ref().or(self.archive_after.as_ref())?;
+            let field = match rule.archive_after {
+                Some(_) => format!("copy[{i}].archive_after"),
+                None => "archive_after".to_string(),
+            };
+            Some((field, after, self.copy_retention(rule)))
+        });
+        let archives = self
+            .archive_after
+            .iter()
+            .map(|a| ("archive_after".to_string(), a, &self.retain))
+            .chain(copy_archives);
+        for (field, after, retain) in archives {
+            if self.kind == BackupKind::Ami {
+                return Err(fail(
+                    &field,
+                    crate::archive_plan::ArchiveAfterError::Ami.to_string(),
+                ));
+            }
+            crate::archive_plan::validate(after, retain, &self.schedule, self.tz())
+                .map_err(|e| fail(&field, e.to_string()))?;
         }
 
         // consistency
