@@ -165,6 +165,21 @@ impl AwsContext {
         &self.region
     }
 
+    /// The same region, endpoint and settings with other credentials (another account's role,
+    /// see [`crate::accounts`]); who they belong to is asked anew.
+    pub(crate) fn with_credentials(&self, provider: SharedCredentialsProvider) -> AwsContext {
+        AwsContext {
+            config: self
+                .config
+                .to_builder()
+                .credentials_provider(provider)
+                .build(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            identity: OnceCell::new(),
+        }
+    }
+
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.config
     }
@@ -220,7 +235,9 @@ impl AwsContext {
     }
 }
 
-fn credential_error_detail(e: &aws_credential_types::provider::error::CredentialsError) -> String {
+pub(crate) fn credential_error_detail(
+    e: &aws_credential_types::provider::error::CredentialsError,
+) -> String {
     use std::error::Error;
     let mut msg = e.to_string();
     let mut cur = e.source();

@@ -5,6 +5,7 @@
 //! Nothing here decides *what* to do; the CLI and the planning code decide,
 //! this crate only does it.
 
+pub mod accounts;
 pub mod adaptive;
 pub mod ami;
 pub mod ami_flow;
