@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub copy: bool,
     /// Delete what retention does not keep.
     pub prune: bool,
+    /// Move what `archive_after` chose to the archive tier (after copies, before pruning).
+    pub archive: bool,
     /// How long to wait for a new backup to complete before copying it, and
     /// for a copy to complete.
     pub wait_timeout: Duration,
@@ -89,6 +91,19 @@ pub struct Deleted {
     pub kept_snapshots: Vec<String>,
 }
 
+/// A backup moved to the archive tier (`archive_after`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Archived {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    pub backup_id: String,
+    pub snapshot_ids: Vec<String>,
+    /// The plan's cost trade-off for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<autosnap_core::archive_plan::ArchiveFigures>,
+}
+
 /// A backup retention would remove, kept because an EBS snapshot lock protects it. Not a
 /// failure: the lock is doing its job, and the next prune after it expires deletes it.
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +132,8 @@ pub struct RunReport {
     pub created: Vec<Created>,
     pub copied: Vec<Copied>,
     pub deleted: Vec<Deleted>,
+    /// Backups moved to the archive tier.
+    pub archived: Vec<Archived>,
     /// Backups retention would remove that a snapshot lock keeps.
     pub locked: Vec<LockedBackup>,
     /// Groups whose deletions were skipped because an earlier step failed.
@@ -126,13 +143,14 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn successes(&self) -> usize {
-        self.created.len() + self.copied.len() + self.deleted.len()
+        self.created.len() + self.copied.len() + self.deleted.len() + self.archived.len()
     }
 
     fn merge(&mut self, other: RunReport) {
         self.created.extend(other.created);
         self.copied.extend(other.copied);
         self.deleted.extend(other.deleted);
+        self.archived.extend(other.archived);
         self.locked.extend(other.locked);
         self.skipped_prunes.extend(other.skipped_prunes);
         self.failures.extend(other.failures);
@@ -147,6 +165,7 @@ pub trait RunObserver: Send + Sync {
     fn created(&self, _created: &Created) {}
     fn copied(&self, _copied: &Copied) {}
     fn deleted(&self, _deleted: &Deleted) {}
+    fn archived(&self, _archived: &Archived) {}
 }
 
 /// Takes an instance's set itself, on the instance autosnap runs on (with a
@@ -430,7 +449,38 @@ async fn run_target(
         }
     }
 
-    // 3. Prune.
+    // 3. Archive: after the copies (made from the standard tier) and before pruning. A failed
+    // archive leaves the backup in the standard tier and blocks nothing.
+    if opts.archive {
+        for group in &target.groups {
+            for a in group.archives.iter().filter(|a| a.archive) {
+                match archive_backup(regions, &group.region, a).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            "policy {}: archived {} of {} in {}",
+                            policy.policy,
+                            a.backup_id,
+                            target.target_id,
+                            group.region
+                        );
+                        observer.done(&format!("archived {}", a.backup_id));
+                        report.archived.push(Archived {
+                            policy: policy.policy.clone(),
+                            target_id: target.target_id.clone(),
+                            region: group.region.clone(),
+                            backup_id: a.backup_id.clone(),
+                            snapshot_ids: a.snapshot_ids.clone(),
+                            cost: a.cost.clone(),
+                        });
+                        observer.archived(report.archived.last().expect("just recorded"));
+                    }
+                    Err(e) => fail(&mut report, &group.region, "archive", e),
+                }
+            }
+        }
+    }
+
+    // 4. Prune.
     if opts.prune {
         for group in &target.groups {
             let doomed: Vec<_> = group.backups.iter().filter(|b| b.delete).collect();
@@ -532,6 +582,40 @@ async fn run_target(
         }
     }
     report
+}
+
+/// Archives every snapshot of one backup (ModifySnapshotTier), paced; the error names the
+/// snapshot and says what to do.
+async fn archive_backup(
+    regions: &Regions,
+    region: &str,
+    backup: &autosnap_core::archive_plan::ArchiveDecision,
+) -> Result<(), String> {
+    let ec2 = regions.ec2(region);
+    let bucket = &regions.limits(region).modify_snapshot_tier;
+    for id in &backup.snapshot_ids {
+        let mut throttles = 0;
+        let result = loop {
+            bucket.acquire().await;
+            match ec2.archive_snapshot(id).await {
+                Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
+                    throttles += 1;
+                    tracing::info!(
+                        "EC2 is throttling ModifySnapshotTier: slowing down (retry {throttles} for {id})"
+                    );
+                    bucket.throttled().await;
+                }
+                result => break result,
+            }
+        };
+        if let Err(e) = result {
+            return Err(format!(
+                "{id} was not archived: {e}; it stays in the standard tier (`autosnap plan` \
+                 shows why it was chosen, `autosnap snapshot archive {id}` tries again)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Puts a policy's lock on a new backup or copy; the error names the snapshot and says what

@@ -158,7 +158,10 @@ impl fmt::Display for Pacing {
     }
 }
 
-/// autosnap's pacing per EC2 action in one region (see [`budgets`] and [`Pacing`]).
+/// autosnap's pacing per EC2 action in one account and region (see [`budgets`] and [`Pacing`]):
+/// [`crate::execute::execute`] works in one account and makes one per region, and a run across
+/// accounts calls it once per account ([`crate::accounts::across`]), so each account × region
+/// has its own buckets, as EC2 keeps its own.
 pub struct Ec2RateLimits {
     /// CreateSnapshot and CreateSnapshots (one bucket for both: EC2 has one each, so sharing
     /// is the cautious side).
@@ -171,6 +174,8 @@ pub struct Ec2RateLimits {
     pub deregister_image: TokenBucket,
     /// CopyImage refills at one per second.
     pub copy_image: TokenBucket,
+    /// ModifySnapshotTier, for `archive_after` (the mutating default bucket).
+    pub modify_snapshot_tier: TokenBucket,
     /// CreateTags, for the per-snapshot tags of instance sets: shared with the region's
     /// [`crate::ec2::Ec2`] client (see [`crate::ec2::Ec2::with_tag_pacing`]).
     pub create_tags: std::sync::Arc<TokenBucket>,
@@ -185,6 +190,7 @@ impl Ec2RateLimits {
             create_image: pacing.bucket(budgets::MUTATING),
             deregister_image: pacing.bucket(budgets::DEREGISTER_IMAGE),
             copy_image: pacing.bucket(budgets::COPY_IMAGE),
+            modify_snapshot_tier: pacing.bucket(budgets::MUTATING),
             create_tags: std::sync::Arc::new(pacing.bucket(budgets::CREATE_TAGS)),
         }
     }

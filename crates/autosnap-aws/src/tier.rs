@@ -133,3 +133,89 @@ impl Ec2 {
         Ok(out)
     }
 }
+
+impl Ec2 {
+    /// What `archive_after` needs to know about these snapshots: state, tier, sizes
+    /// (DescribeSnapshots, including `FullSnapshotSizeInBytes` where EC2 reports it) and the
+    /// last tiering operation (DescribeSnapshotTierStatus: an archive under way reads
+    /// `standard` in DescribeSnapshots). 200 ids a request each; a missing id is left out.
+    pub async fn archive_facts(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<autosnap_core::archive_plan::SnapshotFacts>, AwsError> {
+        if snapshot_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut facts = Vec::new();
+        for ids in snapshot_ids.chunks(IDS_PER_REQUEST) {
+            let mut pages = self
+                .raw()
+                .describe_snapshots()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(ids.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page
+                    .map_err(|e| AwsError::from_sdk(e, "DescribeSnapshots", None, self.site()))?;
+                for s in page.snapshots() {
+                    facts.push(autosnap_core::archive_plan::SnapshotFacts {
+                        snapshot_id: s.snapshot_id().unwrap_or_default().to_string(),
+                        state: s
+                            .state()
+                            .map(|x| x.as_str().to_string())
+                            .unwrap_or_default(),
+                        storage_tier: StorageTier::parse(
+                            s.storage_tier().map(|t| t.as_str()).unwrap_or(""),
+                        ),
+                        last_tiering: None,
+                        volume_size_gib: s.volume_size(),
+                        full_size_bytes: s.full_snapshot_size_in_bytes(),
+                        used_by_image: None,
+                    });
+                }
+            }
+        }
+        let status = self.snapshot_tier_status(snapshot_ids).await?;
+        for f in &mut facts {
+            f.last_tiering = status
+                .iter()
+                .find(|s| s.snapshot_id == f.snapshot_id)
+                .and_then(|s| s.last_operation.clone());
+        }
+        Ok(facts)
+    }
+}
+
+/// Fills the plan's archive decisions (`archive_after`): reads the facts of the candidates,
+/// one DescribeSnapshots and one DescribeSnapshotTierStatus per 200 ids and Region, and lets
+/// autosnap-core decide. The AMIs using a snapshot come from the inventory already read.
+pub async fn plan_archives(
+    ctx: &crate::AwsContext,
+    plan: &mut autosnap_core::plan::Plan,
+    policies: &[autosnap_core::policy::PolicyConfig],
+    inventory: &autosnap_core::plan::Inventory,
+) -> Result<(), AwsError> {
+    use autosnap_core::archive_plan;
+    let wanted = archive_plan::candidates(plan, policies);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut facts = std::collections::HashMap::new();
+    for (region, ids) in wanted {
+        for f in ctx.ec2_in(&region).await?.archive_facts(&ids).await? {
+            facts.insert(f.snapshot_id.clone(), f);
+        }
+    }
+    for b in &inventory.backups {
+        if let (Some(f), Some(image)) = (facts.get_mut(b.id.as_str()), b.in_use_by().first()) {
+            f.used_by_image = Some(image.clone());
+        }
+    }
+    archive_plan::plan_archives(plan, policies, &facts);
+    Ok(())
+}

@@ -97,6 +97,10 @@ async fn make_plan(
         }
     }
     autosnap_core::tier::note_early_deletions(&mut plan, &archived);
+    // `archive_after`: `run` archives (after copies, before pruning); `prune` does not.
+    if include_creates {
+        autosnap_aws::tier::plan_archives(ctx, &mut plan, policies, &inventory).await?;
+    }
     Ok((plan, inventory))
 }
 
@@ -105,6 +109,8 @@ async fn make_plan(
 struct PlanSummary {
     creates: usize,
     copies: usize,
+    /// Backups `run` moves to the archive tier (`archive_after`).
+    archives: usize,
     deletions: usize,
 }
 
@@ -112,6 +118,7 @@ fn summarize(plan: &Plan) -> PlanSummary {
     PlanSummary {
         creates: plan.creates().count(),
         copies: plan.copies().count(),
+        archives: autosnap_core::archive_plan::archives(plan).count(),
         deletions: plan.deletions().count(),
     }
 }
@@ -231,6 +238,11 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                     };
                     let _ = writeln!(s, "      {mark} {}  {}  {why}", b.backup_id, time(b.time));
                 }
+                // `archive_after`: what `run` archives, with the cost trade-off, and why not.
+                for a in &g.archives {
+                    let mark = if a.archive { "~ archive" } else { "  not archived" };
+                    let _ = writeln!(s, "      {mark} {}", a.describe());
+                }
             }
         }
         s.push('\n');
@@ -239,8 +251,15 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
     if show_creates {
         let _ = write!(
             s,
-            "plan: {} to create, {} to copy, {} to delete",
-            sum.creates, sum.copies, sum.deletions
+            "plan: {} to create, {} to copy, {}{} to delete",
+            sum.creates,
+            sum.copies,
+            // Only with `archive_after` at work, so that other plans read as before.
+            match sum.archives {
+                0 => String::new(),
+                n => format!("{n} to archive, "),
+            },
+            sum.deletions
         );
     } else {
         let _ = write!(s, "plan: {} to delete", sum.deletions);
@@ -298,6 +317,13 @@ impl RunObserver for RecordingProgress {
             .deleted
             .push(d.clone());
     }
+    fn archived(&self, a: &execute::Archived) {
+        self.so_far
+            .lock()
+            .expect("not poisoned")
+            .archived
+            .push(a.clone());
+    }
 }
 
 /// The planned actions a stopped run did not record, one line per kind.
@@ -307,6 +333,7 @@ fn not_done(plan: &Plan, so_far: &RunReport) -> Vec<String> {
     for (planned, done, what) in [
         (sum.creates, so_far.created.len(), "backup(s) not created"),
         (sum.copies, so_far.copied.len(), "copie(s) not made"),
+        (sum.archives, so_far.archived.len(), "archive(s) not made"),
         (sum.deletions, so_far.deleted.len(), "deletion(s) not made"),
     ] {
         if planned > done {
@@ -358,9 +385,13 @@ fn print_report(
         _ => {
             if let Some(r) = report {
                 let mut s = format!(
-                    "\ndone: {} created, {} copied, {} deleted, {} failed",
+                    "\ndone: {} created, {} copied, {}{} deleted, {} failed",
                     r.created.len(),
                     r.copied.len(),
+                    match r.archived.len() {
+                        0 => String::new(),
+                        n => format!("{n} archived, "),
+                    },
                     r.deleted.len(),
                     r.failures.len()
                 );
@@ -369,6 +400,13 @@ fn print_report(
                         s,
                         "\n  failed: policy {} {} {} in {}: {}",
                         f.policy, f.action, f.target_id, f.region, f.error
+                    );
+                }
+                for a in &r.archived {
+                    let _ = write!(
+                        s,
+                        "\n  archived {} of {} in {} (policy {})",
+                        a.backup_id, a.target_id, a.region, a.policy
                     );
                 }
                 for skipped in &r.skipped_prunes {
@@ -409,6 +447,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         create: true,
         copy: true,
         prune: true,
+        archive: true,
         wait_timeout: timeout,
         pacing: args.ec2_share,
     };
@@ -512,6 +551,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         create: false,
         copy: false,
         prune: true,
+        archive: false,
         wait_timeout: Duration::from_secs(0),
         pacing: args.ec2_share,
     };
@@ -887,6 +927,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                 create: true,
                 copy: true,
                 prune: true,
+                archive: true,
                 wait_timeout: timeout,
                 pacing: args.ec2_share,
             };
