@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use autosnap_repo::image_file::{ImageFile, Overwrite};
+use autosnap_repo::writer::is_zero_block;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
@@ -132,7 +133,7 @@ pub async fn upload_file(
                         }
                         filled += n;
                     }
-                    let digest = (!buf.iter().all(|&b| b == 0)).then(|| block_checksum(&buf));
+                    let digest = (!is_zero_block(&buf)).then(|| block_checksum(&buf));
                     Ok::<_, std::io::Error>((buf, filled as u64, digest))
                 })
                 .await
@@ -236,7 +237,7 @@ pub async fn download_snapshot(
             async move {
                 let data = ebs.get_block_bytes(snapshot, &block).await?;
                 tokio::task::spawn_blocking(move || {
-                    if data.iter().all(|&b| b == 0) {
+                    if is_zero_block(&data) {
                         return Ok(());
                     }
                     file.write_all_at(&data, block.index * BLOCK_SIZE as u64)
