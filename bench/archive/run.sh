@@ -15,9 +15,23 @@ size_mib="${1:-512}"
 concurrency="${CONCURRENCY:-16}"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+# The S3 repository gets its own test-bed process (SHARED_S3=1: the EBS one): on AWS, EBS
+# direct and S3 are different services, while one Python process serving both makes every
+# PutObject slow down the GetSnapshotBlock calls of the same archive.
+s3_endpoint="$AWS_ENDPOINT_URL"
+if [[ "${SHARED_S3:-0}" != 1 ]]; then
+    "$venv/bin/python" testbed/autosnap_testbed.py --port 0 --port-file "$work/s3port" \
+        2>"$work/s3bed.log" >/dev/null &
+    for _ in $(seq 1 100); do [[ -s "$work/s3port" ]] && break; sleep 0.1; done
+    s3_endpoint="http://127.0.0.1:$(cat "$work/s3port")"
+    export AWS_ENDPOINT_URL_S3="$s3_endpoint"
+fi
+echo "S3 repository endpoint: $([[ "${SHARED_S3:-0}" == 1 ]] && echo "shared with EBS" || echo "own test-bed process")"
+echo "load average before: $(uptime | sed 's/.*load average: //')"
+
 img="$work/disk.img"
 make_image "$img" "$size_mib"
-"$venv/bin/python" -c "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1]).create_bucket(Bucket='bench-archive')" "$AWS_ENDPOINT_URL"
+"$venv/bin/python" -c "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1]).create_bucket(Bucket='bench-archive')" "$s3_endpoint"
 
 same() { cmp -n "$((size_mib << 20))" "$img" "$1" || { echo "$1 differs from the image" >&2; exit 1; }; rm -f "$1"; }
 
@@ -45,6 +59,7 @@ same "$work/r.img"
 measure "archive (s3:// repo)" "$size_mib" "$autosnap" --no-progress archive "$snap" --repo s3://bench-archive/r --concurrency "$concurrency"
 measure "restore --to-snapshot (s3:// repo)" "$size_mib" "$autosnap" --no-progress restore "$snap" --repo s3://bench-archive/r --to-snapshot --concurrency "$concurrency"
 
+echo "load average after: $(uptime | sed 's/.*load average: //')"
 echo
 echo "| autosnap (concurrency $concurrency) | raw client it is compared with | fraction of the raw client's throughput |"
 echo "| --- | --- | --- |"

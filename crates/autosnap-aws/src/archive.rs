@@ -339,6 +339,75 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(work).await??)
 }
 
+/// Where an archive's chunks go and a restore's come from. On S3 each block goes from
+/// GetSnapshotBlock to PutObject (and GetObject to PutSnapshotBlock) in async code, with no
+/// blocking thread in between; a local directory's writes block (`fsync`), so there each block
+/// takes one trip to a blocking thread for its CPU work and its write.
+enum ChunkStore {
+    S3(crate::s3_backend::S3Backend),
+    Blocking,
+}
+
+impl ChunkStore {
+    fn of(repo: &autosnap_repo::Repository) -> ChunkStore {
+        match repo
+            .backend()
+            .as_any()
+            .and_then(|b| b.downcast_ref::<crate::s3_backend::S3Backend>())
+        {
+            Some(s3) => ChunkStore::S3(s3.clone()),
+            None => ChunkStore::Blocking,
+        }
+    }
+}
+
+/// Stores block `index` of `volume` (checked against its EBS checksum) through `writer`.
+async fn store_block(
+    writer: &Arc<autosnap_repo::ArchiveWriter>,
+    store: &ChunkStore,
+    volume: usize,
+    index: u64,
+    data: bytes::Bytes,
+) -> Result<(), ArchiveError> {
+    use autosnap_repo::BlockStep;
+    let s3 = match store {
+        ChunkStore::S3(s3) => s3,
+        ChunkStore::Blocking => {
+            let writer = Arc::clone(writer);
+            return blocking(move || writer.add_block(volume, index, &data).map(|_| ())).await;
+        }
+    };
+    // Hashing (and the lock's trust check) inline: a fraction of a millisecond per block.
+    let pending = match writer.prepare_block(volume, index, &data)? {
+        BlockStep::Done(_) => return Ok(()),
+        BlockStep::Store(pending) => pending,
+    };
+    let remote = |e: autosnap_repo::BackendError| ArchiveError::Repo(e.into());
+    if pending.check_first()
+        && s3
+            .exists_async(pending.name())
+            .await
+            .map_err(|e| remote(e))?
+    {
+        writer.commit_block(pending, None)?;
+        return Ok(());
+    }
+    let sealed = bytes::Bytes::from(writer.seal_chunk(&pending, &data)?);
+    let len = sealed.len() as u64;
+    let mut created = s3
+        .create_async(pending.name(), sealed.clone())
+        .await
+        .map_err(|e| remote(e))?;
+    if !created && pending.replace_existing() {
+        s3.write_async(pending.name(), sealed)
+            .await
+            .map_err(|e| remote(e))?;
+        created = true;
+    }
+    writer.commit_block(pending, created.then_some(len))?;
+    Ok(())
+}
+
 /// The earlier archive (and its volume) an incremental volume is compared with.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ParentRef {
@@ -744,6 +813,25 @@ pub async fn run_archive(
         };
         numbers.push(number);
     }
+    // On S3, one listing of the repository's chunks (under the archive's lock) instead of a
+    // HEAD per block, when the blocks to read outnumber the listing's pages. (A local
+    // directory answers "exists?" with a stat: its listing would cost more than it saves.)
+    let store = ChunkStore::of(repo);
+    let expected: u64 = plan
+        .volumes
+        .iter()
+        .zip(&changed)
+        .map(|(v, page)| match page {
+            // Incremental: the first page of changes (up to 10,000 blocks) is the estimate.
+            Some((page, _)) => page.blocks.len() as u64,
+            None => v.volume_size_gib * GIB / BLOCK_SIZE as u64,
+        })
+        .sum();
+    let mut writer = writer;
+    if matches!(store, ChunkStore::S3(_)) && expected > 0 {
+        let budget = autosnap_repo::ListBudget::for_blocks(expected);
+        writer = blocking(move || writer.load_chunk_index(budget).map(|_| writer)).await?;
+    }
     let writer = Arc::new(writer);
     let total: u64 = plan.volumes.iter().map(|v| v.volume_size_gib * GIB).sum();
     progress.start(total);
@@ -753,6 +841,7 @@ pub async fn run_archive(
         let (read, removed) = archive_volume(
             ebs,
             &writer,
+            &store,
             *number,
             &v.snapshot_id,
             page.as_ref().map(|(p, s)| (p.clone(), s.as_str())),
@@ -813,9 +902,11 @@ pub async fn run_archive(
 /// Reads one volume's blocks into the writer: the changed blocks after `changed` (its first
 /// ListChangedBlocks page and the parent snapshot), else every written block. Returns the
 /// blocks read and the blocks removed since the parent.
+#[allow(clippy::too_many_arguments)]
 async fn archive_volume(
     ebs: &Ebs,
     writer: &Arc<autosnap_repo::ArchiveWriter>,
+    store: &ChunkStore,
     volume: usize,
     snapshot_id: &str,
     changed: Option<(crate::ebs::BlockPage, &str)>,
@@ -857,12 +948,9 @@ async fn archive_volume(
     };
     let blocks_read = blocks
         .map_err(ArchiveError::from)
-        .map_ok(|block| {
-            let writer = Arc::clone(writer);
-            async move {
-                let data = ebs.get_block_bytes(snapshot_id, &block).await?;
-                blocking(move || writer.add_block(volume, block.index, &data).map(|_| ())).await
-            }
+        .map_ok(|block| async move {
+            let data = ebs.get_block_bytes(snapshot_id, &block).await?;
+            store_block(writer, store, volume, block.index, data).await
         })
         .try_buffer_unordered(concurrency.max(1))
         .try_fold(0u64, |n, ()| {
@@ -1113,6 +1201,7 @@ pub async fn restore_to_snapshot(
         };
         let items = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
         let snapshot_ref = &snapshot;
+        let store = &ChunkStore::of(repo);
         let mut results = std::pin::pin!(items
             .map(|item| {
                 let reader = Arc::clone(&reader);
@@ -1121,8 +1210,30 @@ pub async fn restore_to_snapshot(
                     if matches!(block, BlockRef::Zero) && !encrypted {
                         return Ok::<_, ArchiveError>(None);
                     }
-                    let data = blocking(move || reader.read_block(&block)).await?;
-                    let (checksum, raw) = block_checksum(&data);
+                    let (data, checksum, raw) = match (store, block) {
+                        (ChunkStore::S3(s3), BlockRef::Chunk(id)) => {
+                            let name = autosnap_repo::repository::chunk_object_name(&id);
+                            let sealed = s3
+                                .read_at_most_async(&name, repo.chunk_object_limit())
+                                .await
+                                .map_err(|e| repo.chunk_read_error(&id, e))?;
+                            // Decrypting, decompressing and the hash check inline.
+                            let data = repo.open_chunk(&id, sealed)?;
+                            // Unencrypted, the chunk id is the block's SHA-256, just checked:
+                            // it is the checksum EBS wants.
+                            let (checksum, raw) = if repo.is_encrypted() {
+                                block_checksum(&data)
+                            } else {
+                                (aws_smithy_types::base64::encode(id.0), id.0)
+                            };
+                            (data, checksum, raw)
+                        }
+                        _ => {
+                            let data = blocking(move || reader.read_block(&block)).await?;
+                            let (checksum, raw) = block_checksum(&data);
+                            (data, checksum, raw)
+                        }
+                    };
                     ebs.put_block(snapshot_ref, index, data.into(), &checksum, started)
                         .await?;
                     Ok(Some(raw))

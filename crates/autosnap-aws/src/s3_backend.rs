@@ -275,65 +275,150 @@ impl S3Backend {
     /// before its body is read (a huge object planted under a repository name must not be
     /// pulled into memory).
     fn get_object_at_most(&self, name: &str, limit: Option<u64>) -> Result<Vec<u8>, BackendError> {
-        self.block_on(async {
-            let mut attempt = 0;
-            loop {
-                let out = self
-                    .send("GetObject", name, || {
-                        self.client
-                            .get_object()
-                            .bucket(&self.location.bucket)
-                            .key(self.location.key(name))
-                            .send()
+        self.block_on(self.get_object_async(name, limit))
+    }
+
+    /// [`Backend::read_at_most`] from async code (an archive's restore reads its chunks so).
+    pub async fn read_at_most_async(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.get_object_async(name, Some(limit)).await
+    }
+
+    async fn get_object_async(
+        &self,
+        name: &str,
+        limit: Option<u64>,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut attempt = 0;
+        loop {
+            let out = self
+                .send("GetObject", name, || {
+                    self.client
+                        .get_object()
+                        .bucket(&self.location.bucket)
+                        .key(self.location.key(name))
+                        .send()
+                })
+                .await;
+            let (out, permit) = match out {
+                Ok(out) => out,
+                Err(e) if status(&e) == Some(404) => {
+                    return Err(BackendError::NotFound {
+                        name: name.to_string(),
                     })
-                    .await;
-                let (out, permit) = match out {
-                    Ok(out) => out,
-                    Err(e) if status(&e) == Some(404) => {
-                        return Err(BackendError::NotFound {
-                            name: name.to_string(),
-                        })
-                    }
-                    Err(e) => return Err(self.remote(e, "GetObject", name)),
-                };
-                let too_large = |size: u64| BackendError::TooLarge {
-                    name: name.to_string(),
-                    size: Some(size),
-                    limit: limit.unwrap_or(u64::MAX),
-                };
-                let length = out.content_length().and_then(|l| u64::try_from(l).ok());
-                if let (Some(limit), Some(length)) = (limit, length) {
-                    if length > limit {
-                        permit.succeeded();
-                        return Err(too_large(length));
-                    }
                 }
-                // The slot covers the body too.
-                match out.body.collect().await {
-                    Ok(bytes) => {
-                        permit.succeeded();
-                        let bytes = bytes.to_vec();
-                        if limit.is_some_and(|limit| bytes.len() as u64 > limit) {
-                            return Err(too_large(bytes.len() as u64));
-                        }
-                        return Ok(bytes);
-                    }
-                    Err(e) if attempt + 1 < self.max_attempts => {
-                        drop(permit);
-                        attempt += 1;
-                        tracing::warn!("GetObject {name}: body cut short ({e}); reading again");
-                        tokio::time::sleep(crate::ebs::backoff(attempt)).await;
-                    }
-                    Err(e) => {
-                        return Err(BackendError::Remote {
-                            op: "GetObject",
-                            name: name.to_string(),
-                            source: Box::new(e),
-                        })
-                    }
+                Err(e) => return Err(self.remote(e, "GetObject", name)),
+            };
+            let too_large = |size: u64| BackendError::TooLarge {
+                name: name.to_string(),
+                size: Some(size),
+                limit: limit.unwrap_or(u64::MAX),
+            };
+            let length = out.content_length().and_then(|l| u64::try_from(l).ok());
+            if let (Some(limit), Some(length)) = (limit, length) {
+                if length > limit {
+                    permit.succeeded();
+                    return Err(too_large(length));
                 }
             }
-        })
+            // The slot covers the body too.
+            match out.body.collect().await {
+                Ok(bytes) => {
+                    permit.succeeded();
+                    let bytes = bytes.to_vec();
+                    if limit.is_some_and(|limit| bytes.len() as u64 > limit) {
+                        return Err(too_large(bytes.len() as u64));
+                    }
+                    return Ok(bytes);
+                }
+                Err(e) if attempt + 1 < self.max_attempts => {
+                    drop(permit);
+                    attempt += 1;
+                    tracing::warn!("GetObject {name}: body cut short ({e}); reading again");
+                    tokio::time::sleep(crate::ebs::backoff(attempt)).await;
+                }
+                Err(e) => {
+                    return Err(BackendError::Remote {
+                        op: "GetObject",
+                        name: name.to_string(),
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// [`Backend::create`] from async code (an archive stores its chunks so, without a
+    /// blocking thread per chunk).
+    pub async fn create_async(&self, name: &str, data: bytes::Bytes) -> Result<bool, BackendError> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .send("PutObject", name, || {
+                    self.client
+                        .put_object()
+                        .bucket(&self.location.bucket)
+                        .key(self.location.key(name))
+                        .if_none_match("*")
+                        .body(ByteStream::from(data.clone()))
+                        .send()
+                })
+                .await;
+            match result {
+                Ok((_, permit)) => {
+                    permit.succeeded();
+                    return Ok(true);
+                }
+                Err(e) if status(&e) == Some(412) => return Ok(false),
+                Err(e) if status(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!("create {name}: conflicting concurrent create, retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => return Err(self.remote(e, "PutObject", name)),
+            }
+        }
+    }
+
+    /// [`Backend::write`] from async code.
+    pub async fn write_async(&self, name: &str, data: bytes::Bytes) -> Result<(), BackendError> {
+        let (_, permit) = self
+            .send("PutObject", name, || {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(self.location.key(name))
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.remote(e, "PutObject", name))?;
+        permit.succeeded();
+        Ok(())
+    }
+
+    /// [`Backend::exists`] from async code.
+    pub async fn exists_async(&self, name: &str) -> Result<bool, BackendError> {
+        match self
+            .send("HeadObject", name, || {
+                self.client
+                    .head_object()
+                    .bucket(&self.location.bucket)
+                    .key(self.location.key(name))
+                    .send()
+            })
+            .await
+        {
+            Ok((_, permit)) => {
+                permit.succeeded();
+                Ok(true)
+            }
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.remote(e, "HeadObject", name)),
+        }
     }
 }
 
@@ -351,77 +436,19 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), BackendError> {
-        let data = bytes::Bytes::copy_from_slice(data);
-        self.block_on(async {
-            let (_, permit) = self
-                .send("PutObject", name, || {
-                    self.client
-                        .put_object()
-                        .bucket(&self.location.bucket)
-                        .key(self.location.key(name))
-                        .body(ByteStream::from(data.clone()))
-                        .send()
-                })
-                .await
-                .map_err(|e| self.remote(e, "PutObject", name))?;
-            permit.succeeded();
-            Ok(())
-        })
+        self.block_on(self.write_async(name, bytes::Bytes::copy_from_slice(data)))
     }
 
     fn create(&self, name: &str, data: &[u8]) -> Result<bool, BackendError> {
-        let data = bytes::Bytes::copy_from_slice(data);
-        self.block_on(async {
-            let mut attempt = 0;
-            loop {
-                let result = self
-                    .send("PutObject", name, || {
-                        self.client
-                            .put_object()
-                            .bucket(&self.location.bucket)
-                            .key(self.location.key(name))
-                            .if_none_match("*")
-                            .body(ByteStream::from(data.clone()))
-                            .send()
-                    })
-                    .await;
-                match result {
-                    Ok((_, permit)) => {
-                        permit.succeeded();
-                        return Ok(true);
-                    }
-                    Err(e) if status(&e) == Some(412) => return Ok(false),
-                    Err(e) if status(&e) == Some(409) && attempt < CONFLICT_RETRIES => {
-                        attempt += 1;
-                        tracing::debug!("create {name}: conflicting concurrent create, retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                    }
-                    Err(e) => return Err(self.remote(e, "PutObject", name)),
-                }
-            }
-        })
+        self.block_on(self.create_async(name, bytes::Bytes::copy_from_slice(data)))
     }
 
     fn exists(&self, name: &str) -> Result<bool, BackendError> {
-        self.block_on(async {
-            match self
-                .send("HeadObject", name, || {
-                    self.client
-                        .head_object()
-                        .bucket(&self.location.bucket)
-                        .key(self.location.key(name))
-                        .send()
-                })
-                .await
-            {
-                Ok((_, permit)) => {
-                    permit.succeeded();
-                    Ok(true)
-                }
-                Err(e) if status(&e) == Some(404) => Ok(false),
-                Err(e) => Err(self.remote(e, "HeadObject", name)),
-            }
-        })
+        self.block_on(self.exists_async(name))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn list(

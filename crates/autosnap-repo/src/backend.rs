@@ -107,6 +107,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn remove_stale_temporaries(&self, _older_than: Duration) -> Result<u64, BackendError> {
         Ok(0)
     }
+
+    /// The backend as [`std::any::Any`], for a caller that has a faster path for a backend
+    /// type it knows (the AWS layer sends an archive's chunks to S3 without leaving async
+    /// code). `None` (the default): use the methods above.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Collects [`Backend::list`] into a vector sorted by name (for small prefixes only).
@@ -432,6 +439,7 @@ pub struct MemoryBackend {
     reads_by_prefix: Mutex<BTreeMap<String, u64>>,
     writes: AtomicU64,
     deletes: AtomicU64,
+    exists_checks: AtomicU64,
 }
 
 impl MemoryBackend {
@@ -481,6 +489,11 @@ impl MemoryBackend {
     /// Deletes so far.
     pub fn deletes(&self) -> u64 {
         self.deletes.load(Ordering::Relaxed)
+    }
+
+    /// [`Backend::exists`] calls so far (a HEAD request each on S3).
+    pub fn exists_checks(&self) -> u64 {
+        self.exists_checks.load(Ordering::Relaxed)
     }
 
     fn take_write_budget(&self, name: &str) -> Result<(), BackendError> {
@@ -557,6 +570,7 @@ impl Backend for MemoryBackend {
 
     fn exists(&self, name: &str) -> Result<bool, BackendError> {
         validate_name(name)?;
+        self.exists_checks.fetch_add(1, Ordering::Relaxed);
         Ok(self.objects.lock().unwrap().contains_key(name))
     }
 

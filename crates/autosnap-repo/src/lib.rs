@@ -33,6 +33,7 @@ pub mod crypto;
 mod error;
 pub mod id;
 pub mod image_file;
+pub mod index;
 pub mod lock;
 pub mod maintenance;
 pub mod manifest;
@@ -54,6 +55,7 @@ pub use crypto::KdfParams;
 pub use error::{BackendError, Error, LockHolder, Result};
 pub use id::{ArchiveId, ChunkId};
 pub use image_file::{ImageFile, ImageFileError, Overwrite};
+pub use index::{ChunkIndex, ListBudget};
 pub use lock::{LockEntry, LockInfo, LockKind, LockOptions, RepoLock};
 pub use maintenance::{
     plan_forget, ArchiveDecision, DamagedObject, ForgetGroup, ForgetPlan, GcReport, VerifyOptions,
@@ -65,4 +67,4 @@ pub use manifest::{
 };
 pub use reader::{ArchiveReader, ImportOptions, Parallelism, RestoreReport, VolumeBlocks};
 pub use repository::{ArchiveScan, PutChunk, Repository, UnreadableArchive};
-pub use writer::{AddedBlock, ArchiveWriter};
+pub use writer::{AddedBlock, ArchiveWriter, BlockStep, PendingChunk};

@@ -545,23 +545,47 @@ impl Repository {
         Ok((new, if new { sealed.len() as u64 } else { 0 }))
     }
 
+    /// Encodes `plaintext` (compressed, encrypted) as the object `name` would be stored.
+    pub(crate) fn seal_object(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.inner.codec.seal(name, plaintext)
+    }
+
+    /// The most bytes a stored chunk object can have: read it with this limit.
+    pub fn chunk_object_limit(&self) -> u64 {
+        (self.inner.config.chunk_size as usize + ENVELOPE_OVERHEAD) as u64
+    }
+
+    /// The error of a failed read of chunk `id`'s object: [`Error::MissingChunk`],
+    /// [`Error::CorruptChunk`] for an object over [`Repository::chunk_object_limit`], else
+    /// the backend's error.
+    pub fn chunk_read_error(&self, id: &ChunkId, e: BackendError) -> Error {
+        match e {
+            e if e.is_not_found() => Error::MissingChunk { id: *id },
+            e @ BackendError::TooLarge { .. } => Error::CorruptChunk {
+                id: *id,
+                reason: e.to_string(),
+            },
+            e => e.into(),
+        }
+    }
+
     /// Fetches chunk `id`, decrypting, decompressing and checking its hash: a chunk that
     /// fails any of these (or is larger than a chunk can be) is [`Error::CorruptChunk`], a
     /// missing one [`Error::MissingChunk`].
     pub fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let name = chunk_object_name(id);
-        let limit = self.inner.config.chunk_size as usize + ENVELOPE_OVERHEAD;
-        let sealed = match self.inner.backend.read_at_most(&name, limit as u64) {
-            Ok(sealed) => sealed,
-            Err(e) if e.is_not_found() => return Err(Error::MissingChunk { id: *id }),
-            Err(e @ BackendError::TooLarge { .. }) => {
-                return Err(Error::CorruptChunk {
-                    id: *id,
-                    reason: e.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let sealed = self
+            .inner
+            .backend
+            .read_at_most(&name, self.chunk_object_limit())
+            .map_err(|e| self.chunk_read_error(id, e))?;
+        self.open_chunk(id, sealed)
+    }
+
+    /// Decodes chunk `id` from its stored object `sealed` (read by the caller with
+    /// [`Repository::chunk_object_limit`]): decrypts, decompresses and checks its hash.
+    pub fn open_chunk(&self, id: &ChunkId, sealed: Vec<u8>) -> Result<Vec<u8>> {
+        let name = chunk_object_name(id);
         let data = self
             .inner
             .codec

@@ -18,13 +18,14 @@ use chrono::{DateTime, Utc};
 
 use crate::blockmap::{BlockRef, Segment};
 use crate::error::{Error, Result};
-use crate::id::ArchiveId;
+use crate::id::{ArchiveId, ChunkId};
+use crate::index::{ChunkIndex, ListBudget};
 use crate::lock::{LockKind, RepoLock};
 use crate::manifest::{
     ArchiveSource, ArchiveStats, BlockMap, Manifest, SegmentRef, VolumeArchive, VolumeParent,
     VolumeSource, MANIFEST_VERSION,
 };
-use crate::repository::Repository;
+use crate::repository::{chunk_object_name, Repository};
 
 /// A volume's segment is written out when the highest index seen is more than this many
 /// segments past it.
@@ -39,6 +40,54 @@ pub struct AddedBlock {
     pub new: bool,
     /// Bytes written for it (0 unless `new`).
     pub stored_len: u64,
+}
+
+/// What [`ArchiveWriter::prepare_block`] found a block needs.
+#[derive(Debug)]
+pub enum BlockStep {
+    /// Nothing more: the block is all zeros, or its chunk is known to be stored. Recorded.
+    Done(AddedBlock),
+    /// Its chunk must be stored: seal it ([`ArchiveWriter::seal_chunk`]), create it, then
+    /// [`ArchiveWriter::commit_block`].
+    Store(PendingChunk),
+}
+
+/// A block whose chunk is not known to be stored yet (see [`BlockStep::Store`]).
+#[derive(Debug)]
+pub struct PendingChunk {
+    volume: usize,
+    index: u64,
+    id: ChunkId,
+    name: String,
+    /// The repository's listing showed a damaged object under this name.
+    damaged: bool,
+    /// No index: whether the chunk exists must be asked first (it may be stored already).
+    check_first: bool,
+}
+
+impl PendingChunk {
+    /// The chunk's object name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The chunk's id.
+    pub fn id(&self) -> &ChunkId {
+        &self.id
+    }
+
+    /// Whether to ask if the object exists before sealing it (no chunk index was loaded:
+    /// a HEAD is cheaper than sealing and sending a chunk that is stored already).
+    pub fn check_first(&self) -> bool {
+        self.check_first
+    }
+
+    /// Whether an object found under the name by a create-only write must be replaced:
+    /// the listing showed it with a size no chunk can have (torn or planted). Its content is
+    /// fixed by its name, so replacing it with the sealed chunk is always right.
+    pub fn replace_existing(&self) -> bool {
+        self.damaged
+    }
 }
 
 /// Builds an archive. `add_block` may be called from many threads at once.
@@ -57,6 +106,8 @@ pub struct ArchiveWriter {
     source: ArchiveSource,
     parent: Option<ArchiveId>,
     volumes: Vec<Mutex<VolumeState>>,
+    /// Chunks known to be stored, listed under this archive's lock.
+    index: Option<ChunkIndex>,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -243,6 +294,7 @@ impl Repository {
             source,
             parent: None,
             volumes: Vec::new(),
+            index: None,
         })
     }
 }
@@ -251,6 +303,20 @@ impl ArchiveWriter {
     /// The id the archive will have.
     pub fn id(&self) -> &ArchiveId {
         &self.id
+    }
+
+    /// Lists the repository's chunks into an index (see [`crate::index`]) when `budget`
+    /// allows, so that a known chunk costs no request and a new one a single create-only
+    /// write. Returns whether it was loaded; without it each chunk is first asked for.
+    pub fn load_chunk_index(&mut self, budget: ListBudget) -> Result<bool> {
+        self.lock.check()?;
+        self.index = self.repo.list_chunk_index(budget)?;
+        Ok(self.index.is_some())
+    }
+
+    /// Chunks the index knows (`None` without an index).
+    pub fn indexed_chunks(&self) -> Option<usize> {
+        self.index.as_ref().map(ChunkIndex::len)
     }
 
     /// Adds a volume with no blocks yet; returns its number for [`ArchiveWriter::add_block`].
@@ -332,8 +398,31 @@ impl ArchiveWriter {
 
     /// Stores block `index` of `volume` (exactly `chunk_size` bytes; the caller has checked
     /// it against the source's checksum). An all-zero block is recorded as zero and not
-    /// stored. Thread-safe.
+    /// stored. Thread-safe. The steps ([`ArchiveWriter::prepare_block`], `seal_chunk`, the
+    /// write, `commit_block`) are public for callers that write through their own async
+    /// client.
     pub fn add_block(&self, volume: usize, index: u64, data: &[u8]) -> Result<AddedBlock> {
+        let pending = match self.prepare_block(volume, index, data)? {
+            BlockStep::Done(added) => return Ok(added),
+            BlockStep::Store(pending) => pending,
+        };
+        let backend = self.repo.backend();
+        if pending.check_first() && backend.exists(pending.name())? {
+            return self.commit_block(pending, None);
+        }
+        let sealed = self.seal_chunk(&pending, data)?;
+        let mut created = backend.create(pending.name(), &sealed)?;
+        if !created && pending.replace_existing() {
+            backend.write(pending.name(), &sealed)?;
+            created = true;
+        }
+        self.commit_block(pending, created.then_some(sealed.len() as u64))
+    }
+
+    /// The first step of [`ArchiveWriter::add_block`]: checks the block, the lock's trust, and
+    /// records the block when it is all zeros or its chunk is known to be stored (no
+    /// request); otherwise says that its chunk must be stored.
+    pub fn prepare_block(&self, volume: usize, index: u64, data: &[u8]) -> Result<BlockStep> {
         let state = self.volume(volume)?;
         {
             let state = state.lock().unwrap();
@@ -354,22 +443,63 @@ impl ArchiveWriter {
                 });
             }
         }
+        // Before a reuse: the chunk is safe from gc only while the lock is trusted.
         self.lock.refresh_if_due()?;
-        let added = if is_zero_block(data) {
-            AddedBlock {
+        if is_zero_block(data) {
+            let added = AddedBlock {
                 block: BlockRef::Zero,
                 new: false,
                 stored_len: 0,
+            };
+            return Ok(BlockStep::Done(self.record_block(volume, index, added)?));
+        }
+        let id = self.repo.chunk_id(data);
+        if let Some(known) = &self.index {
+            if known.contains(&id) {
+                let added = AddedBlock {
+                    block: BlockRef::Chunk(id),
+                    new: false,
+                    stored_len: 0,
+                };
+                return Ok(BlockStep::Done(self.record_block(volume, index, added)?));
             }
-        } else {
-            let put = self.repo.put_chunk(data)?;
-            AddedBlock {
-                block: BlockRef::Chunk(put.id),
-                new: put.new,
-                stored_len: put.stored_len,
-            }
+        }
+        Ok(BlockStep::Store(PendingChunk {
+            volume,
+            index,
+            id,
+            name: chunk_object_name(&id),
+            damaged: self.index.as_ref().is_some_and(|i| i.is_damaged(&id)),
+            check_first: self.index.is_none(),
+        }))
+    }
+
+    /// The stored form of a pending chunk (compressed, encrypted): CPU work only. `data` is
+    /// the block given to [`ArchiveWriter::prepare_block`].
+    pub fn seal_chunk(&self, pending: &PendingChunk, data: &[u8]) -> Result<Vec<u8>> {
+        self.repo.seal_object(&pending.name, data)
+    }
+
+    /// Records a pending chunk once it is stored: `Some(bytes written)` when this archive
+    /// created it, `None` when it was found stored already.
+    pub fn commit_block(
+        &self,
+        pending: PendingChunk,
+        stored_len: Option<u64>,
+    ) -> Result<AddedBlock> {
+        if let Some(known) = &self.index {
+            known.insert(pending.id);
+        }
+        let added = AddedBlock {
+            block: BlockRef::Chunk(pending.id),
+            new: stored_len.is_some(),
+            stored_len: stored_len.unwrap_or(0),
         };
-        let mut state = state.lock().unwrap();
+        self.record_block(pending.volume, pending.index, added)
+    }
+
+    fn record_block(&self, volume: usize, index: u64, added: AddedBlock) -> Result<AddedBlock> {
+        let mut state = self.volume(volume)?.lock().unwrap();
         let block_size = u64::from(state.block_size);
         let stats = &mut state.stats;
         stats.blocks_added += 1;
