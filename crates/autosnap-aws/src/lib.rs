@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod kms;
 pub mod lock;
 pub mod rate;
+pub mod recycle_bin;
 pub mod s3;
 pub mod s3_backend;
 pub mod tier;

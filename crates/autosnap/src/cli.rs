@@ -400,6 +400,8 @@ pub enum SnapshotCommand {
     Archive(SnapshotArchiveArgs),
     /// Restore archived snapshots to the standard tier, for some days or for good
     RestoreTier(SnapshotRestoreTierArgs),
+    /// Bring deleted snapshots back from the Recycle Bin (RestoreSnapshotFromRecycleBin)
+    Recover(RecoverArgs),
 }
 
 #[derive(Debug, Args)]
@@ -416,6 +418,21 @@ pub struct SnapshotListArgs {
     /// Only snapshots older than this (e.g. 90min, 30d, 6mo; see `autosnap --help`)
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<CalendarDuration>,
+    /// List the Recycle Bin instead: deleted snapshots a retention rule keeps, and when each is
+    /// deleted for good (`autosnap snapshot recover ID` brings one back)
+    #[arg(long, conflicts_with_all = ["volumes", "tags", "managed", "older_than"])]
+    pub recycle_bin: bool,
+}
+
+/// `snapshot recover` and `ami recover`: ids to bring back from the Recycle Bin.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Ids of deleted snapshots (or AMIs, for `ami recover`) in the Recycle Bin
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Show what would be recovered, recover nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -809,6 +826,8 @@ pub enum AmiCommand {
         it and changes nothing."
     )]
     Delete(AmiDeleteArgs),
+    /// Bring deregistered AMIs back from the Recycle Bin (RestoreImageFromRecycleBin)
+    Recover(RecoverArgs),
     /// Print an AMI's metadata document, or store it in S3
     #[command(
         long_about = "Collect an AMI's metadata document (schema: docs/ami-metadata.md): \
@@ -986,6 +1005,10 @@ pub struct AmiListArgs {
     /// Only AMIs with this tag (KEY=VALUE, or KEY for any value); repeatable
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<TagArg>,
+    /// List the Recycle Bin instead: deregistered AMIs a retention rule keeps, and when each is
+    /// deleted for good (`autosnap ami recover ID` brings one back)
+    #[arg(long, conflicts_with_all = ["managed", "tags"])]
+    pub recycle_bin: bool,
 }
 
 #[derive(Debug, Args)]

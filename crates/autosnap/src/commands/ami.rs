@@ -787,6 +787,9 @@ fn print_registered(env: &Env, summary: &AmiSummary) -> anyhow::Result<()> {
 // ---- list ---------------------------------------------------------------------------------
 
 pub async fn list(env: &Env, args: &AmiListArgs) -> anyhow::Result<Exit> {
+    if args.recycle_bin {
+        return super::recycle_bin::list_images(env).await;
+    }
     let mut filters: Vec<(String, Option<String>)> = args
         .tags
         .iter()

@@ -11,6 +11,7 @@ mod iam;
 mod init;
 mod lock;
 mod policy;
+mod recycle_bin;
 mod repo;
 mod retention;
 mod snapshot;
@@ -105,6 +106,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshot(SnapshotCommand::RestoreTier(args)) => {
             tier::restore_tier(&env, &args).await
         }
+        Command::Snapshot(SnapshotCommand::Recover(args)) => {
+            recycle_bin::recover_snapshots(&env, &args).await
+        }
+        Command::Ami(AmiCommand::Recover(args)) => recycle_bin::recover_images(&env, &args).await,
         Command::Ami(AmiCommand::Create(args)) => ami::create(&env, &args).await,
         Command::Ami(AmiCommand::FromSnapshot(args)) => ami::from_snapshot(&env, &args).await,
         Command::Ami(AmiCommand::List(args)) => ami::list(&env, &args).await,

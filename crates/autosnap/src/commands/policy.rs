@@ -97,6 +97,9 @@ async fn make_plan(
         }
     }
     autosnap_core::tier::note_early_deletions(&mut plan, &archived);
+    // Where each deletion goes: the Recycle Bin (for how long, by which rule) or for good.
+    // Unreadable rules are said on the deletion, never a reason to stop.
+    crate::commands::recycle_bin::note_plan(ctx, &mut plan).await;
     // `archive_after`: `run` archives (after copies, before pruning); `prune` does not.
     if include_creates {
         autosnap_aws::tier::plan_archives(ctx, &mut plan, policies, &inventory).await?;
@@ -224,9 +227,15 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                     let (mark, why) = match (b.delete, &b.protected, b.keep) {
                         (true, _, _) => (
                             "- delete",
-                            match &b.archive_charge {
-                                Some(c) => format!("no rule keeps it; {c}"),
-                                None => "no rule keeps it".to_string(),
+                            {
+                                let mut why = match &b.archive_charge {
+                                    Some(c) => format!("no rule keeps it; {c}"),
+                                    None => "no rule keeps it".to_string(),
+                                };
+                                if let Some(f) = &b.recycle_bin {
+                                    why = format!("{why}; {}", f.note);
+                                }
+                                why
                             },
                         ),
                         (false, Some(p), false) => ("  keep  ", format!("protected: {p}")),
@@ -602,6 +611,8 @@ struct StatusReport {
     unprotected: Vec<Unprotected>,
     /// Newest backups of targets whose policy has a `lock` that are not locked.
     unlocked: Vec<Unlocked>,
+    /// Per policy and Region: where deleted backups go (the Recycle Bin's rules).
+    recycle_bin: Vec<crate::commands::recycle_bin::PolicyDestination>,
     ok: bool,
 }
 
@@ -717,6 +728,7 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
             })
             .collect(),
         unlocked,
+        recycle_bin: crate::commands::recycle_bin::destinations(&ctx, &plan).await,
         ok: false,
     };
     let healthy = report
@@ -790,6 +802,7 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                 );
                 output::print_table(&u);
             }
+            crate::commands::recycle_bin::print_destinations(&report.recycle_bin);
         }
     }
     if args.check && !report.ok {

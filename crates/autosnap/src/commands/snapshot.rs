@@ -25,6 +25,9 @@ const DELETE_CONCURRENCY: usize = 4;
 const COPY_CONCURRENCY: usize = 4;
 
 pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
+    if args.recycle_bin {
+        return super::recycle_bin::list_snapshots(env).await;
+    }
     let mut tag_filters: Vec<(String, Option<String>)> = args
         .tags
         .iter()
