@@ -105,6 +105,8 @@ enum Res {
     /// Lock objects of repositories in the buckets (`locks/` under any prefix).
     BucketLocks,
     KmsKeys,
+    /// Recycle Bin retention rules.
+    RbinRules,
 }
 
 #[derive(Clone, Copy)]
@@ -174,6 +176,38 @@ const RULES: &[Rule] = &[
             "ec2:DescribeStoreImageTasks",
         ],
         resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        // Plans say whether a deletion goes to the Recycle Bin; `snapshot|ami list
+        // --recycle-bin` lists it. Listing cannot be scoped to resources.
+        sid: "AutosnapListRecycleBin",
+        features: &[Backup, Restore, Prune, Ami, Archive],
+        actions: &[
+            "ec2:ListImagesInRecycleBin",
+            "ec2:ListSnapshotsInRecycleBin",
+            "rbin:ListRules",
+        ],
+        resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        // ListRules leaves out the tags that decide what a rule retains: one GetRule each.
+        sid: "AutosnapReadRecycleBinRules",
+        features: &[Backup, Restore, Prune, Ami, Archive],
+        actions: &["rbin:GetRule"],
+        resource: Res::RbinRules,
+        condition: Cond::None,
+    },
+    Rule {
+        // `snapshot recover` and `ami recover`.
+        sid: "AutosnapRecoverFromRecycleBin",
+        features: &[Restore],
+        actions: &[
+            "ec2:RestoreImageFromRecycleBin",
+            "ec2:RestoreSnapshotFromRecycleBin",
+        ],
+        resource: Res::Ec2(IMAGES_AND_SNAPSHOTS),
         condition: Cond::None,
     },
     Rule {
@@ -450,6 +484,7 @@ fn resource_value(r: Res, scope: &PolicyScope) -> Value {
             .iter()
             .map(|b| format!("arn:aws:s3:::{b}/*locks/*"))
             .collect::<Vec<_>>()),
+        Res::RbinRules => json!("arn:aws:rbin:*:*:rule/*"),
         Res::KmsKeys => {
             if scope.kms_key_arns.is_empty() {
                 json!("arn:aws:kms:*:*:key/*")
@@ -598,10 +633,44 @@ mod tests {
             }
             if s["Resource"] == "*" {
                 for a in s["Action"].as_array().unwrap() {
-                    assert!(a.as_str().unwrap().contains(":Describe"), "{a} on *");
+                    let a = a.as_str().unwrap();
+                    // Describes and the Recycle Bin's lists cannot be scoped to resources.
+                    assert!(a.contains(":Describe") || a.contains(":List"), "{a} on *");
                 }
             }
         }
+    }
+
+    #[test]
+    fn recycle_bin_reads_for_every_feature_and_recover_with_restore() {
+        for f in Feature::ALL {
+            let a = actions(&[f]);
+            for read in [
+                "rbin:ListRules",
+                "rbin:GetRule",
+                "ec2:ListSnapshotsInRecycleBin",
+            ] {
+                assert!(a.contains_key(read), "{f} lacks {read}");
+            }
+        }
+        let restore = actions(&[Feature::Restore]);
+        assert!(restore.contains_key("ec2:RestoreSnapshotFromRecycleBin"));
+        assert!(restore.contains_key("ec2:RestoreImageFromRecycleBin"));
+        assert!(!actions(&[Feature::Prune]).contains_key("ec2:RestoreSnapshotFromRecycleBin"));
+        let p = iam_policy(&[Feature::Prune], &PolicyScope::default()).to_value();
+        let get = p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["Action"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == "rbin:GetRule")
+            })
+            .unwrap();
+        assert_eq!(get["Resource"], "arn:aws:rbin:*:*:rule/*");
     }
 
     #[test]
