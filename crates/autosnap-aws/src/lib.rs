@@ -23,6 +23,7 @@ pub mod rate;
 pub mod recycle_bin;
 pub mod s3;
 pub mod s3_backend;
+pub mod restore_test;
 pub mod tier;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};

@@ -298,6 +298,9 @@ impl BackupBuilder {
                 }
             }
         }
+        // What `status` and `plan` say of restore tests is read from these.
+        keys.insert(crate::restore_test::RESULT_TAG.to_owned());
+        keys.insert(crate::restore_test::PASSED_TAG.to_owned());
         BackupBuilder {
             strings: HashSet::new(),
             tag_keys: Some(keys),
@@ -502,6 +505,10 @@ pub struct TargetPlan {
     pub copies: Vec<CopyAction>,
     /// The source region first, then one group per copy rule, in config order.
     pub groups: Vec<GroupPlan>,
+    /// Restore tests: when the next is due (policies with `restore_test`) and what the
+    /// backups' tags say of the last ones; filled in by [`crate::restore_test::annotate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<crate::restore_test::TargetRestoreTest>,
 }
 
 /// A backup to take.
@@ -1303,6 +1310,7 @@ fn plan_target(
         create,
         copies,
         groups,
+        restore_test: None,
     }
 }
 

@@ -220,32 +220,20 @@ pub fn due(every: TimeDelta, tests: &TargetRestoreTests, now: DateTime<Utc>) -> 
         .last_result
         .as_ref()
         .filter(|r| !r.passed && tests.last_success.is_none_or(|s| r.at > s));
-    match tests.last_success {
-        None => RestoreTestDue {
-            due: true,
-            next_due: now,
-            reason: match failed_since {
-                Some(f) => format!("the last restore test failed at {}", stamp(f.at)),
-                None => "never tested".into(),
-            },
-        },
-        Some(s) if now - s >= every => RestoreTestDue {
-            due: true,
-            next_due: now,
-            reason: match failed_since {
-                Some(f) => format!(
-                    "the last restore test failed at {}; the last pass is {} old",
-                    stamp(f.at),
-                    ago(now - s)
-                ),
-                None => format!(
-                    "the last pass is {} old (every {})",
-                    ago(now - s),
-                    ago(every)
-                ),
-            },
-        },
-        Some(s) => RestoreTestDue {
+    let due_now = |reason: String| RestoreTestDue {
+        due: true,
+        next_due: now,
+        reason,
+    };
+    match (tests.last_success, failed_since) {
+        (_, Some(f)) => due_now(format!("the last restore test failed at {}", stamp(f.at))),
+        (None, None) => due_now("never tested".into()),
+        (Some(s), None) if now - s >= every => due_now(format!(
+            "the last pass is {} old (every {})",
+            ago(now - s),
+            ago(every)
+        )),
+        (Some(s), None) => RestoreTestDue {
             due: false,
             next_due: s + every,
             reason: format!("passed {} ago; next at {}", ago(now - s), stamp(s + every)),
@@ -301,6 +289,79 @@ pub fn health(
         (Some(_), _) => RestoreTestHealth::Overdue,
         (None, Some(o)) if now - o > grace => RestoreTestHealth::Overdue,
         (None, _) => RestoreTestHealth::Untested,
+    }
+}
+
+/// A target's restore tests, as `plan` and `status` show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetRestoreTest {
+    /// The policy's `every`; null when the policy asks for no restore tests.
+    pub every: Option<String>,
+    /// Whether `run` tests the target now (after creating its backup).
+    pub due: bool,
+    /// When the next test is due; null when the policy asks for none.
+    pub next_due: Option<DateTime<Utc>>,
+    pub reason: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_result: Option<RecordedResult>,
+    pub health: RestoreTestHealth,
+}
+
+/// Fills in each target's [`TargetRestoreTest`] from the tags of its backups in its source
+/// region: for targets whose policy has `restore_test`, and for others whose backups carry a
+/// result (a `test-restore` by hand).
+pub fn annotate(
+    plan: &mut crate::plan::Plan,
+    policies: &[crate::policy::PolicyConfig],
+    backups: &[crate::plan::ExistingBackup],
+) {
+    // Only backups that carry a result are looked up.
+    let tagged: std::collections::HashMap<(&str, &str), &Tags> = backups
+        .iter()
+        .filter_map(|b| {
+            let tags = &b.extra.as_deref()?.tags;
+            (tags.contains_key(RESULT_TAG) || tags.contains_key(PASSED_TAG))
+                .then_some(((b.id.as_str(), &*b.region), tags))
+        })
+        .collect();
+    let now = plan.now;
+    for p in &mut plan.policies {
+        let config = policies.iter().find(|c| c.name == p.policy);
+        let option = config.and_then(|c| c.restore_test.as_ref());
+        let every = option.and_then(|o| o.every().ok());
+        for t in &mut p.targets {
+            let sets: Vec<&Tags> = t
+                .groups
+                .iter()
+                .filter(|g| g.region == t.region)
+                .flat_map(|g| &g.backups)
+                .flat_map(|b| b.snapshot_ids.iter())
+                .filter_map(|id| tagged.get(&(id.as_str(), t.region.as_str())).copied())
+                .collect();
+            let tests = TargetRestoreTests::from_tags(sets);
+            if every.is_none() && tests.last_result.is_none() && tests.last_success.is_none() {
+                continue;
+            }
+            let state = health(every, &tests, t.oldest_backup, now);
+            let (is_due, next_due, reason) = match every {
+                Some(e) => {
+                    let d = due(e, &tests, now);
+                    // Nothing to test until the target has a backup (or this run makes one).
+                    let can = t.newest_backup.is_some() || t.create.is_some();
+                    (d.due && can, Some(d.next_due), d.reason)
+                }
+                None => (false, None, "the policy asks for no restore tests".into()),
+            };
+            t.restore_test = Some(TargetRestoreTest {
+                every: option.map(|o| o.every.clone()),
+                due: is_due,
+                next_due,
+                reason,
+                last_success: tests.last_success,
+                last_result: tests.last_result,
+                health: state,
+            });
+        }
     }
 }
 
@@ -743,7 +804,7 @@ mod tests {
         // A failure after a recent pass does not wait for `every`: tried at the next run.
         let failed = TargetRestoreTests {
             last_result: Some(RecordedResult::failed(t("2026-12-02T00:00:00Z"), "x")),
-            last_success: Some(t("2026-11-20T00:00:00Z")),
+            last_success: Some(t("2026-12-01T00:00:00Z")),
         };
         let d = due(every, &failed, now);
         assert!(d.due, "{d:?}");

@@ -294,6 +294,50 @@ pub enum Command {
 
     /// Restore an archive to a new snapshot, an AMI, an image file or a block device
     Restore(RestoreArgs),
+
+    /// Prove a target's newest backup restores: a volume from it, every block read, compared
+    /// with its archive, the filesystem superblock checked; the result tagged on the backup
+    #[command(long_about = TEST_RESTORE_LONG_ABOUT)]
+    TestRestore(TestRestoreArgs),
+}
+
+const TEST_RESTORE_LONG_ABOUT: &str = "\
+Prove that the newest backup of TARGET restores. For each of its snapshots: create a volume from \
+it (tagged autosnap:restore-test-run with this run's id), wait until it is available, delete it; \
+read every block through the EBS direct APIs, each checked against the SHA-256 EBS sends; with \
+--repo, compare the blocks with the snapshot's archive there; check the ext4 or XFS superblock at \
+the start of the volume (another filesystem, or none, is not a failure). The result is tagged on \
+the backup (autosnap:restore-test, and autosnap:restore-test-passed when it passed) for `status`. \
+Restore-test volumes an earlier run left behind (it was killed) are deleted first. Exit 0 when \
+the test passed, 1 when it failed, 130 when interrupted (the volume is deleted first).";
+
+/// `autosnap test-restore TARGET`.
+#[derive(Debug, Args)]
+pub struct TestRestoreArgs {
+    /// Snapshot (snap-…), volume (vol-…) or instance (i-…): its newest completed backup is tested
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Only backups this policy made of TARGET
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Compare the blocks with the snapshot's archive in this repository (directory or s3://…)
+    #[arg(long = "repo", value_name = "REPO")]
+    pub repo: Option<String>,
+    /// File holding the repository passphrase (else $AUTOSNAP_REPO_PASSWORD)
+    #[arg(long, value_name = "FILE", requires = "repo")]
+    pub password_file: Option<PathBuf>,
+    /// Availability zone of the test volume (default: the source volume's, else the region's first)
+    #[arg(long, visible_alias = "az", value_name = "AZ")]
+    pub availability_zone: Option<String>,
+    /// Longest wait for the test volume to become available
+    #[arg(long, value_name = "DURATION", default_value = "30min", value_parser = parse_timeout)]
+    pub wait_timeout: std::time::Duration,
+    /// Blocks read at once
+    #[arg(long, value_name = "N", default_value_t = autosnap_aws::ebs::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Print the backup that would be tested and the left-over volumes that would be deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

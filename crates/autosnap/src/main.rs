@@ -82,6 +82,7 @@ fn holds_keys_or_freezes(command: &Command) -> bool {
         Command::Archive(_) | Command::Restore(_) | Command::Repo(_) => true,
         // Policies may freeze (consistency) and may archive.
         Command::Run(_) | Command::Daemon(_) => true,
+        Command::TestRestore(args) => args.repo.is_some(),
         Command::Snapshot(SnapshotCommand::Create(args)) => {
             let c = &args.consistency;
             c.freeze || !c.pre.is_empty() || !c.post.is_empty()

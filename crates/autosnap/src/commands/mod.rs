@@ -14,6 +14,7 @@ mod policy;
 mod recycle_bin;
 mod repo;
 mod retention;
+pub mod restore_test;
 mod snapshot;
 mod tier;
 mod volume;
@@ -127,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Download(args) => archive::download(&env, &args).await,
         Command::Archive(args) => archive::archive(&env, &args).await,
         Command::Restore(args) => archive::restore(&env, &args).await,
+        Command::TestRestore(args) => restore_test::test_restore(&env, &args).await,
         Command::Completions(_)
         | Command::Man(_)
         | Command::Retention(_)

@@ -97,6 +97,7 @@ async fn make_plan(
         }
     }
     autosnap_core::tier::note_early_deletions(&mut plan, &archived);
+    autosnap_core::restore_test::annotate(&mut plan, policies, &inventory.backups);
     // Where each deletion goes: the Recycle Bin (for how long, by which rule) or for good.
     // Unreadable rules are said on the deletion, never a reason to stop.
     crate::commands::recycle_bin::note_plan(ctx, &mut plan).await;
@@ -216,6 +217,16 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
                 let _ = writeln!(s, "    + copy {what} to {}{key}: {}", c.to_region, c.reason);
                 if let Some(lock) = &c.lock {
                     let _ = writeln!(s, "      then lock: {}", lock.describe());
+                }
+            }
+            if let (true, Some(rt)) = (show_creates, &t.restore_test) {
+                if let Some(every) = &rt.every {
+                    let _ = writeln!(
+                        s,
+                        "    {} restore test (every {every}): {}",
+                        if rt.due { "+ due:" } else { "  not due:" },
+                        rt.reason
+                    );
                 }
             }
             for g in &t.groups {
@@ -367,6 +378,9 @@ struct RunOutput<'a> {
     report: Option<&'a RunReport>,
     /// True when Ctrl-C or SIGTERM stopped the run: `report` is what it did until then.
     interrupted: bool,
+    /// The restore tests the run performed (policies with `restore_test`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    restore_tests: &'a [super::restore_test::PolicyRestoreTest],
 }
 
 /// Table mode prints the plan before acting (so the log lines of the run
@@ -382,6 +396,7 @@ fn print_report(
     plan: &Plan,
     report: Option<&RunReport>,
     dry_run: bool,
+    restore_tests: &[super::restore_test::PolicyRestoreTest],
 ) -> anyhow::Result<()> {
     match env.output {
         OutputFormat::Json => output::print_json(&RunOutput {
@@ -390,6 +405,7 @@ fn print_report(
             summary: summarize(plan),
             report,
             interrupted: false,
+            restore_tests,
         }),
         _ => {
             if let Some(r) = report {
@@ -429,6 +445,22 @@ fn print_report(
                         l.backup_id, l.target_id, l.region, l.policy, l.reason
                     );
                 }
+                for t in restore_tests {
+                    let result = match (&t.report, &t.error) {
+                        (Some(r), _) if r.passed => format!("{} passed", r.backup_id),
+                        (Some(r), _) => format!(
+                            "{} FAILED: {}",
+                            r.backup_id,
+                            r.reason.as_deref().unwrap_or_default()
+                        ),
+                        (None, e) => format!("not done: {}", e.as_deref().unwrap_or_default()),
+                    };
+                    let _ = write!(
+                        s,
+                        "\n  restore test of {} in {} (policy {}): {result}",
+                        t.target_id, t.region, t.policy
+                    );
+                }
                 output::print(&s);
             } else if dry_run {
                 output::print("\ndry run: nothing was changed");
@@ -449,7 +481,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
     print_plan_first(env, &plan, true);
     if args.dry_run {
-        print_report(env, &plan, None, true)?;
+        print_report(env, &plan, None, true, &[])?;
         return Ok(Exit::Success);
     }
     let opts = RunOptions {
@@ -473,6 +505,10 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     // Ctrl-C stops the run (mostly waiting for new snapshots to complete
     // before copying them) and reports what it did; nothing is cancelled.
     let mut interrupt = super::Interrupt::listen()?;
+    if policies.iter().any(|p| p.restore_test.is_some()) {
+        let (sources, _) = inventory::regions(&policies, ctx.region());
+        super::restore_test::clean_up_left_overs(&ctx, &sources).await;
+    }
     let progress = RecordingProgress::default();
     let run = execute::execute(&ctx, &plan, &opts, &progress, local);
     let Some(report) = interrupt.or(run).await else {
@@ -484,8 +520,9 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
                 summary: summarize(&plan),
                 report: Some(&so_far),
                 interrupted: true,
+                restore_tests: &[],
             })?,
-            _ => print_report(env, &plan, Some(&so_far), false)?,
+            _ => print_report(env, &plan, Some(&so_far), false, &[])?,
         }
         super::report_interrupted_with(
             "the run's new snapshots and copies",
@@ -495,11 +532,27 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Interrupted);
     };
     let report = report?;
-    print_report(env, &plan, Some(&report), false)?;
-    Ok(if report.failures.is_empty() {
+    // Restore tests that are due, on the backups the run made (Ctrl-C deletes their volumes).
+    let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
+    let tests =
+        super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+    let Some(restore_tests) = interrupt.or(tests).await else {
+        super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
+        print_report(env, &plan, Some(&report), false, &[])?;
+        return Ok(Exit::Interrupted);
+    };
+    print_report(env, &plan, Some(&report), false, &restore_tests)?;
+    let failed_tests = restore_tests
+        .iter()
+        .filter(|t| super::restore_test::failed(t))
+        .count();
+    Ok(if report.failures.is_empty() && failed_tests == 0 {
         Exit::Success
     } else {
-        exit_for(&report)
+        Exit::from_counts(
+            report.successes().max(1) + restore_tests.len() - failed_tests,
+            report.failures.len() + failed_tests,
+        )
     })
 }
 
@@ -550,7 +603,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
     let (plan, _) = make_plan(env, &ctx, &policies, false, false).await?;
     print_plan_first(env, &plan, false);
     if args.dry_run {
-        print_report(env, &plan, None, true)?;
+        print_report(env, &plan, None, true, &[])?;
         return Ok(Exit::Success);
     }
     if prune_question(env, &plan, args.yes).ask().await? == Consent::Refused {
@@ -565,7 +618,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         pacing: args.ec2_share,
     };
     let report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
-    print_report(env, &plan, Some(&report), false)?;
+    print_report(env, &plan, Some(&report), false, &[])?;
     Ok(if report.failures.is_empty() {
         Exit::Success
     } else {
@@ -587,6 +640,13 @@ struct TargetStatus {
     age_seconds: Option<i64>,
     backup_count: usize,
     oldest_backup: Option<DateTime<Utc>>,
+    /// Restore tests: the last pass and result, and `passed`/`failed`/`overdue`/`untested`
+    /// (absent when the policy asks for none and none was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_test: Option<autosnap_core::restore_test::TargetRestoreTest>,
+    /// Seconds since the last passing restore test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_test_age_seconds: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -713,6 +773,12 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                         age_seconds: t.newest_backup.map(|n| (now - n).num_seconds()),
                         backup_count: t.backup_count,
                         oldest_backup: t.oldest_backup,
+                        restore_test: t.restore_test.clone(),
+                        restore_test_age_seconds: t
+                            .restore_test
+                            .as_ref()
+                            .and_then(|r| r.last_success)
+                            .map(|s| (now - s).num_seconds()),
                     })
                     .collect(),
             })
@@ -737,7 +803,13 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
         .flat_map(|p| &p.targets)
         .all(|t| t.state == HealthState::Ok)
         && report.unprotected.is_empty()
-        && report.unlocked.is_empty();
+        && report.unlocked.is_empty()
+        && !report
+            .policies
+            .iter()
+            .flat_map(|p| &p.targets)
+            .filter_map(|t| t.restore_test.as_ref())
+            .any(|r| r.health.is_problem());
     let report = StatusReport {
         ok: healthy,
         ..report
@@ -783,6 +855,46 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
                 output::print("");
                 output::print_table(&u);
             }
+            let tested: Vec<(&PolicyStatus, &TargetStatus)> = report
+                .policies
+                .iter()
+                .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+                .filter(|(_, t)| t.restore_test.is_some())
+                .collect();
+            if !tested.is_empty() {
+                let mut u = output::table([
+                    "RESTORE TEST",
+                    "TARGET",
+                    "REGION",
+                    "POLICY",
+                    "LAST PASSED",
+                    "AGE",
+                    "DETAIL",
+                ]);
+                for (p, x) in tested {
+                    let rt = x.restore_test.as_ref().expect("filtered");
+                    let detail = match &rt.last_result {
+                        Some(r) if !r.passed => {
+                            format!("failed: {}", r.reason.as_deref().unwrap_or_default())
+                        }
+                        _ => rt.reason.clone(),
+                    };
+                    u.add_row([
+                        serde_json::to_value(rt.health)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        x.target_id.clone(),
+                        x.region.clone(),
+                        p.policy.clone(),
+                        output::time(rt.last_success),
+                        output::age(rt.last_success, now),
+                        detail,
+                    ]);
+                }
+                output::print("");
+                output::print_table(&u);
+            }
             if !report.unlocked.is_empty() {
                 let mut u =
                     output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
@@ -808,8 +920,8 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
     if args.check && !report.ok {
         crate::output::report_error(
             "check_failed",
-            "status check failed: a target is late or missing, a resource is unprotected, or a \
-             backup its policy wants locked is not",
+            "status check failed: a target is late or missing, a resource is unprotected, a \
+             backup its policy wants locked is not, or a restore test failed or is overdue",
             None,
         );
         return Ok(Exit::Failure);
@@ -867,6 +979,45 @@ fn prometheus(r: &StatusReport) -> String {
                     s,
                     "autosnap_target_state{{policy=\"{}\",target=\"{}\",region=\"{}\",state=\"{name}\"}} {}",
                     esc(&p.policy), esc(&t.target_id), esc(&t.region), u8::from(t.state == state)
+                );
+            }
+        }
+    }
+    s.push_str(
+        "# HELP autosnap_restore_test_last_success_timestamp_seconds When the newest backup of a \
+         policy target last passed a restore test.\n",
+    );
+    s.push_str("# TYPE autosnap_restore_test_last_success_timestamp_seconds gauge\n");
+    for p in &r.policies {
+        for t in &p.targets {
+            if let Some(at) = t.restore_test.as_ref().and_then(|x| x.last_success) {
+                let _ = writeln!(
+                    s,
+                    "autosnap_restore_test_last_success_timestamp_seconds{{policy=\"{}\",target=\"{}\",region=\"{}\"}} {}",
+                    esc(&p.policy), esc(&t.target_id), esc(&t.region), at.timestamp()
+                );
+            }
+        }
+    }
+    s.push_str(
+        "# HELP autosnap_restore_test_state Restore-test state of a policy target (1 for the \
+         current state).\n",
+    );
+    s.push_str("# TYPE autosnap_restore_test_state gauge\n");
+    for p in &r.policies {
+        for t in &p.targets {
+            let Some(rt) = &t.restore_test else { continue };
+            use autosnap_core::restore_test::RestoreTestHealth as H;
+            for (name, state) in [
+                ("passed", H::Passed),
+                ("failed", H::Failed),
+                ("overdue", H::Overdue),
+                ("untested", H::Untested),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "autosnap_restore_test_state{{policy=\"{}\",target=\"{}\",region=\"{}\",state=\"{name}\"}} {}",
+                    esc(&p.policy), esc(&t.target_id), esc(&t.region), u8::from(rt.health == state)
                 );
             }
         }
