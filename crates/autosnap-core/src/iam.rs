@@ -128,6 +128,10 @@ enum Cond {
     RepositoryContext,
     /// Grants only for AWS resources (EBS).
     GrantForAwsResource,
+    /// Only volumes a restore test made (they carry its run tag).
+    RestoreTestVolume,
+    /// CreateTags that set only the restore-test result tags.
+    RestoreTestResultTags,
 }
 
 struct Rule {
@@ -272,6 +276,32 @@ const RULES: &[Rule] = &[
         condition: Cond::CreateAction(&["CreateVolume"]),
     },
     Rule {
+        // `test-restore` and `restore_test`: the test volume goes to the source volume's zone,
+        // else the region's first.
+        sid: "AutosnapRestoreTestZones",
+        features: &[Restore],
+        actions: &["ec2:DescribeAvailabilityZones"],
+        resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        // A restore test deletes its own volumes, and those a dead test left: only volumes
+        // carrying a restore test's run tag.
+        sid: "AutosnapDeleteRestoreTestVolumes",
+        features: &[Restore],
+        actions: &["ec2:DeleteVolume"],
+        resource: Res::Ec2(&["volume/*"]),
+        condition: Cond::RestoreTestVolume,
+    },
+    Rule {
+        // A restore test records its result on the backup: those two tags and no others.
+        sid: "AutosnapTagRestoreTestResults",
+        features: &[Restore],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::RestoreTestResultTags,
+    },
+    Rule {
         sid: "AutosnapRestoreImages",
         features: &[Restore],
         actions: &["ec2:CreateRestoreImageTask", "ec2:RegisterImage"],
@@ -334,9 +364,10 @@ const RULES: &[Rule] = &[
         condition: Cond::Managed,
     },
     Rule {
-        // The S3 image tasks read and write snapshots through the EBS direct APIs.
+        // The S3 image tasks read and write snapshots through the EBS direct APIs; restore
+        // tests read every block.
         sid: "AutosnapEbsDirectRead",
-        features: &[Ami, Archive],
+        features: &[Ami, Archive, Restore],
         actions: &[
             "ebs:GetSnapshotBlock",
             "ebs:ListChangedBlocks",
@@ -518,6 +549,14 @@ fn condition_value(c: Cond) -> Option<Value> {
         })),
         Cond::GrantForAwsResource => Some(json!({
             "Bool": { "kms:GrantIsForAWSResource": "true" }
+        })),
+        Cond::RestoreTestVolume => Some(json!({
+            "Null": { format!("ec2:ResourceTag/{}", crate::restore_test::RUN_TAG): "false" }
+        })),
+        Cond::RestoreTestResultTags => Some(json!({
+            "ForAllValues:StringEquals": {
+                "aws:TagKeys": [crate::restore_test::RESULT_TAG, crate::restore_test::PASSED_TAG]
+            }
         })),
     }
 }
@@ -854,6 +893,35 @@ mod tests {
         // Backup never touches a repository key.
         let backup = actions(&[Feature::Backup]);
         assert!(!backup.contains_key("kms:GenerateDataKey"));
+    }
+
+    #[test]
+    fn restore_tests_delete_only_their_volumes_and_tag_only_results() {
+        let restore = actions(&[Feature::Restore]);
+        assert!(restore.contains_key("ec2:DeleteVolume"));
+        assert!(restore.contains_key("ebs:GetSnapshotBlock"));
+        assert!(restore.contains_key("ec2:DescribeAvailabilityZones"));
+        assert!(!actions(&[Feature::Backup]).contains_key("ec2:DeleteVolume"));
+        let p = iam_policy(&[Feature::Restore], &PolicyScope::default()).to_value();
+        let statement = |sid: &str| {
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap()
+                .clone()
+        };
+        let delete = statement("AutosnapDeleteRestoreTestVolumes");
+        assert_eq!(
+            delete["Condition"]["Null"]["ec2:ResourceTag/autosnap:restore-test-run"],
+            "false"
+        );
+        let tag = statement("AutosnapTagRestoreTestResults");
+        assert_eq!(
+            tag["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+            json!(["autosnap:restore-test", "autosnap:restore-test-passed"])
+        );
     }
 
     #[test]
