@@ -891,6 +891,121 @@ mod tests {
     }
 
     #[test]
+    fn policies_check_the_option_at_config_time() {
+        let policy = |extra: &str| -> crate::policy::PolicyConfig {
+            toml::from_str(&format!(
+                "name = \"p\"\nresource = \"volume\"\nselect = [{{ tags = {{ B = \"*\" }} }}]\n\
+                 schedule = \"1d\"\nretain = {{ last = 3 }}\n{extra}"
+            ))
+            .unwrap()
+        };
+        let ok = policy("restore_test = { every = \"7d\", repo = \"s3://b/p\" }");
+        assert!(ok.validate(Some("us-east-1")).is_ok());
+        assert_eq!(ok.restore_test.unwrap().repo.as_deref(), Some("s3://b/p"));
+        let err = policy("restore_test = { every = \"10min\" }")
+            .validate(Some("us-east-1"))
+            .unwrap_err();
+        assert_eq!(err.field, "restore_test");
+        assert!(err.to_string().contains("at least 1h"), "{err}");
+        // Unknown keys are refused when the file is read.
+        let unknown: Result<crate::policy::PolicyConfig, _> = toml::from_str(
+            "name = \"p\"\nresource = \"volume\"\nselect = []\nschedule = \"1d\"\n\
+             retain = { last = 3 }\nrestore_test = { evry = \"7d\" }",
+        );
+        assert!(unknown.is_err());
+    }
+
+    fn snapshot(id: &str, start: &str, extra: &[(&str, &str)]) -> crate::model::Snapshot {
+        let mut tags = tags(&[
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", "p"),
+            ("autosnap:source-volume", "vol-0000000a"),
+        ]);
+        tags.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        crate::model::Snapshot {
+            snapshot_id: id.into(),
+            volume_id: Some("vol-0000000a".into()),
+            state: "completed".into(),
+            progress: None,
+            start_time: Some(t(start)),
+            size_gib: Some(1),
+            encrypted: false,
+            kms_key_id: None,
+            description: None,
+            owner_id: None,
+            managed: true,
+            tags,
+            storage_tier: Default::default(),
+            restore_expiry: None,
+        }
+    }
+
+    #[test]
+    fn annotate_reads_the_targets_backups_tags_into_the_plan() {
+        let policy = |extra: &str| -> crate::policy::PolicyConfig {
+            toml::from_str(&format!(
+                "name = \"p\"\nresource = \"volume\"\nselect = [{{ tags = {{ B = \"*\" }} }}]\n\
+                 schedule = \"1d\"\nretain = {{ last = 5 }}\n{extra}"
+            ))
+            .unwrap()
+        };
+        let target = crate::plan::Target {
+            id: "vol-0000000a".into(),
+            kind: crate::policy::ResourceKind::Volume,
+            region: "us-east-1".into(),
+            tags: tags(&[("B", "1")]),
+            name: None,
+            volume_ids: Vec::new(),
+        };
+        let now = t("2026-12-03T12:00:00Z");
+        let run = |policies: Vec<crate::policy::PolicyConfig>| {
+            // The builder keeps the result tags even though no retention rule names them.
+            let mut b = crate::plan::BackupBuilder::new(&policies);
+            let backups = vec![
+                b.snapshot(
+                    &snapshot(
+                        "snap-0000000a",
+                        "2026-12-01T03:00:00Z",
+                        &[(RESULT_TAG, "passed 2026-12-01T04:00:00Z")],
+                    ),
+                    "us-east-1",
+                    vec![],
+                ),
+                b.snapshot(
+                    &snapshot("snap-0000000b", "2026-12-03T03:00:00Z", &[]),
+                    "us-east-1",
+                    vec![],
+                ),
+            ];
+            let inventory = crate::plan::Inventory {
+                targets: vec![target.clone()],
+                backups,
+            };
+            let mut plan = crate::plan::plan(
+                &policies,
+                &inventory,
+                "us-east-1",
+                now,
+                &crate::plan::PlanOptions::default(),
+            );
+            annotate(&mut plan, &policies, &inventory.backups);
+            plan.policies[0].targets[0].restore_test.clone()
+        };
+        let rt = run(vec![policy("restore_test = { every = \"7d\" }")]).unwrap();
+        assert_eq!(rt.every.as_deref(), Some("7d"));
+        assert!(!rt.due);
+        assert_eq!(rt.next_due, Some(t("2026-12-08T04:00:00Z")));
+        assert_eq!(rt.last_success, Some(t("2026-12-01T04:00:00Z")));
+        assert_eq!(rt.health, RestoreTestHealth::Passed);
+        let rt = run(vec![policy("restore_test = { every = \"1d\" }")]).unwrap();
+        assert!(rt.due, "{rt:?}");
+        // Without the option: the recorded pass is still shown, nothing is due.
+        let rt = run(vec![policy("")]).unwrap();
+        assert_eq!((rt.every, rt.due), (None, false));
+        assert_eq!(rt.health, RestoreTestHealth::Passed);
+    }
+
+    #[test]
     fn policy_option_validation() {
         let p = |every: &str| RestoreTestPolicy {
             every: every.into(),
