@@ -37,6 +37,10 @@ Choices where AWS does not document the exact answer (see testbed/README.md):
 Test control (AWS IAM is not emulated): a rule created with the rule tag
 `autosnap-testbed:deny=rbin:ListRules` makes every later ListRules and GetRule in its account and
 Region answer 403 AccessDeniedException, as for a caller without those permissions.
+
+Test observation: `GET /_autosnap_testbed/rbin-calls` answers a JSON array of
+`{account, region, action, count}`: how many requests of each rbin action the server answered
+(so a test can prove a client reads the rules once per Region, not once per resource).
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ _lock = threading.Lock()
 _rules: dict[tuple[str, str], dict[str, dict]] = {}
 # (account, region) -> denied actions (test control)
 _denied: dict[tuple[str, str], set[str]] = {}
+# (account, region, action) -> requests answered (test observation)
+_calls: dict[tuple[str, str, str], int] = {}
+CALLS_PATH = "/_autosnap_testbed/rbin-calls"
 _applied = False
 
 
@@ -81,6 +88,7 @@ def reset() -> None:
     with _lock:
         _rules.clear()
         _denied.clear()
+        _calls.clear()
 
 
 # --- matching (the same semantics as autosnap-core's recycle_bin.rs) ---------------------------
@@ -317,6 +325,9 @@ def handle_rbin(environ: dict, start_response: Callable, region: str) -> Iterabl
         except ValueError:
             raise _validation("The request body is not JSON.") from None
         action, identifier = _route(method, path)
+        with _lock:
+            key = (account, region, action or "unknown")
+            _calls[key] = _calls.get(key, 0) + 1
         if action == "CreateRule":
             status, payload = 201, create_rule(account, region, body)
         elif action == "ListRules":
@@ -351,6 +362,14 @@ def wsgi(app: Callable) -> Callable:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/moto-api/reset"):
             reset()
+        if path == CALLS_PATH:
+            with _lock:
+                rows = [{"account": a, "region": r, "action": x, "count": n}
+                        for (a, r, x), n in sorted(_calls.items())]
+            data = json.dumps(rows).encode()
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(data)))])
+            return [data]
         service, region = _scope(environ)
         if service == "rbin" and region:
             return handle_rbin(environ, start_response, region)

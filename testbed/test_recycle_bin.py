@@ -3,6 +3,9 @@ loopback port: the rbin service's rules (validation, tag-level and Region-level 
 exclusion tags, lock, paging), deletes that a rule retains going to the bin, listing and restoring
 snapshots and AMIs, and the denied-ListRules test control."""
 
+import json
+import urllib.request
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -260,3 +263,15 @@ def test_rules_are_per_account(server, rbin):  # noqa: F811
     rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=days(1))
     other = client("rbin", server, "999999999999")
     assert other.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"] == []
+
+
+def test_calls_are_counted_per_account_region_and_action(server, rbin, account):  # noqa: F811
+    rid = rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=days(1))["Identifier"]
+    rbin.list_rules(ResourceType="EBS_SNAPSHOT")
+    rbin.get_rule(Identifier=rid)
+    rbin.get_rule(Identifier=rid)
+    with urllib.request.urlopen(f"{server}/_autosnap_testbed/rbin-calls") as r:
+        rows = json.load(r)
+    mine = {x["action"]: x["count"] for x in rows
+            if x["account"] == account and x["region"] == "us-east-1"}
+    assert mine == {"CreateRule": 1, "ListRules": 1, "GetRule": 2}

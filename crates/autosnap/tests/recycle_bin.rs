@@ -383,3 +383,68 @@ fn recover_refuses_an_id_of_the_wrong_kind_before_any_call() {
         "{err}"
     );
 }
+
+/// How many requests of each rbin action the test bed answered (its observation endpoint).
+fn rbin_calls(bed: &TestBed) -> std::collections::BTreeMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
+    write!(
+        s,
+        "GET /_autosnap_testbed/rbin-calls HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    let rows: Value = serde_json::from_str(body).expect("json");
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["region"] == REGION && r["account"] == support::ACCOUNT)
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_rules_are_read_once_per_region_not_per_deletion() {
+    let bed = TestBed::start();
+    let a = bed.volume(1, &[("Backup", "daily")]);
+    let b = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    let mut old = Vec::new();
+    for vol in [&a, &b] {
+        backup(&bed, vol, 1, &[]);
+        for days in [5, 6, 7, 8] {
+            old.push(backup(&bed, vol, days, &[("tier", "gold")]));
+        }
+    }
+    rule(
+        &bed,
+        aws_sdk_rbin::types::ResourceType::EbsSnapshot,
+        7,
+        &[("tier", "gold")],
+        &[],
+    );
+    rule(
+        &bed,
+        aws_sdk_rbin::types::ResourceType::EbsSnapshot,
+        2,
+        &[],
+        &[],
+    );
+
+    let plan = bed.cmd().args(["plan"]).assert().success();
+    let text = stdout(&plan);
+    for id in &old {
+        assert!(line(&text, id).contains("→ Recycle Bin 7d"), "{text}");
+    }
+    let calls = rbin_calls(&bed);
+    // Eight deletions, two rules: one ListRules, one GetRule per rule.
+    assert_eq!(calls.get("ListRules"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("GetRule"), Some(&2), "{calls:?}");
+}

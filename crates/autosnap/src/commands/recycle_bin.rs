@@ -469,7 +469,11 @@ async fn recover(env: &Env, kind: BinResource, args: &RecoverArgs) -> anyhow::Re
         tracing::info!("recover {} from the Recycle Bin", r.id);
     }
     if args.dry_run {
-        return finish(env, kind, &results);
+        let exit = finish(env, kind, &results)?;
+        if env.output != crate::cli::OutputFormat::Json {
+            output::print("dry run: nothing was recovered");
+        }
+        return Ok(exit);
     }
     for r in results.iter_mut().filter(|r| r.result == "would_recover") {
         let done = match kind {
