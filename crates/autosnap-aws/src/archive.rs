@@ -368,17 +368,23 @@ async fn store_block(
     volume: usize,
     index: u64,
     data: bytes::Bytes,
+    sha256: [u8; 32],
 ) -> Result<(), ArchiveError> {
     use autosnap_repo::BlockStep;
     let s3 = match store {
         ChunkStore::S3(s3) => s3,
         ChunkStore::Blocking => {
             let writer = Arc::clone(writer);
-            return blocking(move || writer.add_block(volume, index, &data).map(|_| ())).await;
+            return blocking(move || {
+                writer
+                    .add_block_hashed(volume, index, &data, &sha256)
+                    .map(|_| ())
+            })
+            .await;
         }
     };
     // Hashing (and the lock's trust check) inline: a fraction of a millisecond per block.
-    let pending = match writer.prepare_block(volume, index, &data)? {
+    let pending = match writer.prepare_block_hashed(volume, index, &data, &sha256)? {
         BlockStep::Done(_) => return Ok(()),
         BlockStep::Store(pending) => pending,
     };
@@ -949,8 +955,8 @@ async fn archive_volume(
     let blocks_read = blocks
         .map_err(ArchiveError::from)
         .map_ok(|block| async move {
-            let data = ebs.get_block_bytes(snapshot_id, &block).await?;
-            store_block(writer, store, volume, block.index, data).await
+            let (data, sha256) = ebs.get_block_hashed(snapshot_id, &block).await?;
+            store_block(writer, store, volume, block.index, data, sha256).await
         })
         .try_buffer_unordered(concurrency.max(1))
         .try_fold(0u64, |n, ()| {

@@ -495,6 +495,16 @@ impl Ebs {
         snapshot: &str,
         block: &BlockEntry,
     ) -> Result<bytes::Bytes, EbsError> {
+        Ok(self.get_block_hashed(snapshot, block).await?.0)
+    }
+
+    /// [`Ebs::get_block_bytes`] and the block's SHA-256, checked against the one EBS sent
+    /// (an unencrypted archive repository's chunk id: not computed twice).
+    pub async fn get_block_hashed(
+        &self,
+        snapshot: &str,
+        block: &BlockEntry,
+    ) -> Result<(bytes::Bytes, [u8; 32]), EbsError> {
         const READS: u32 = 3;
         let mut last = (String::new(), String::new());
         for attempt in 1..=READS {
@@ -542,9 +552,10 @@ impl Ebs {
                     continue;
                 }
             }
-            let actual = aws_smithy_types::base64::encode(hasher.finalize());
+            let digest: [u8; 32] = hasher.finalize().into();
+            let actual = aws_smithy_types::base64::encode(digest);
             if !oversized && data.len() == BLOCK_SIZE && actual == expected {
-                return Ok(data.freeze());
+                return Ok((data.freeze(), digest));
             }
             tracing::warn!(
                 "GetSnapshotBlock {snapshot} block {}: checksum mismatch (attempt {attempt})",

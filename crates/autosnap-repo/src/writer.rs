@@ -402,7 +402,29 @@ impl ArchiveWriter {
     /// write, `commit_block`) are public for callers that write through their own async
     /// client.
     pub fn add_block(&self, volume: usize, index: u64, data: &[u8]) -> Result<AddedBlock> {
-        let pending = match self.prepare_block(volume, index, data)? {
+        self.add(volume, index, data, None)
+    }
+
+    /// [`ArchiveWriter::add_block`] with the block's SHA-256, computed and checked by the
+    /// caller (see [`ArchiveWriter::prepare_block_hashed`]).
+    pub fn add_block_hashed(
+        &self,
+        volume: usize,
+        index: u64,
+        data: &[u8],
+        sha256: &[u8; 32],
+    ) -> Result<AddedBlock> {
+        self.add(volume, index, data, Some(sha256))
+    }
+
+    fn add(
+        &self,
+        volume: usize,
+        index: u64,
+        data: &[u8],
+        sha256: Option<&[u8; 32]>,
+    ) -> Result<AddedBlock> {
+        let pending = match self.prepare(volume, index, data, sha256)? {
             BlockStep::Done(added) => return Ok(added),
             BlockStep::Store(pending) => pending,
         };
@@ -423,6 +445,29 @@ impl ArchiveWriter {
     /// records the block when it is all zeros or its chunk is known to be stored (no
     /// request); otherwise says that its chunk must be stored.
     pub fn prepare_block(&self, volume: usize, index: u64, data: &[u8]) -> Result<BlockStep> {
+        self.prepare(volume, index, data, None)
+    }
+
+    /// [`ArchiveWriter::prepare_block`] for a block whose SHA-256 the caller has computed and
+    /// checked (EBS sends it with every block): in an unencrypted repository that is the
+    /// chunk id, so the block is not hashed a second time. (Debug builds check it.)
+    pub fn prepare_block_hashed(
+        &self,
+        volume: usize,
+        index: u64,
+        data: &[u8],
+        sha256: &[u8; 32],
+    ) -> Result<BlockStep> {
+        self.prepare(volume, index, data, Some(sha256))
+    }
+
+    fn prepare(
+        &self,
+        volume: usize,
+        index: u64,
+        data: &[u8],
+        sha256: Option<&[u8; 32]>,
+    ) -> Result<BlockStep> {
         let state = self.volume(volume)?;
         {
             let state = state.lock().unwrap();
@@ -453,7 +498,13 @@ impl ArchiveWriter {
             };
             return Ok(BlockStep::Done(self.record_block(volume, index, added)?));
         }
-        let id = self.repo.chunk_id(data);
+        let id = match sha256 {
+            Some(sha256) if !self.repo.is_encrypted() => {
+                debug_assert_eq!(self.repo.chunk_id(data).0, *sha256, "wrong SHA-256 given");
+                ChunkId(*sha256)
+            }
+            _ => self.repo.chunk_id(data),
+        };
         if let Some(known) = &self.index {
             if known.contains(&id) {
                 let added = AddedBlock {
