@@ -693,6 +693,10 @@ pub struct PolicyArgs {
     /// Only this policy (repeatable; default: all policies in the config)
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
+    /// Only this account, by its 12-digit id (repeatable; default: every account the config
+    /// names or the organization lists; only with [[account]] or accounts = "organization")
+    #[arg(long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
 }
 
 #[derive(Debug, Args)]

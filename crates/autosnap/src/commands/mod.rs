@@ -1,6 +1,7 @@
 //! One module per command group; each exposes `run` functions that take
 //! parsed arguments and the resolved settings and return an exit code.
 
+mod accounts;
 mod ami;
 mod archive;
 mod config;

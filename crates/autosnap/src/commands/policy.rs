@@ -55,7 +55,7 @@ fn select_policies(env: &Env, args: &PolicyArgs) -> anyhow::Result<Vec<PolicyCon
 }
 
 /// Reads the account and plans.
-async fn make_plan(
+pub(super) async fn make_plan(
     env: &Env,
     ctx: &AwsContext,
     policies: &[PolicyConfig],
@@ -97,10 +97,10 @@ async fn make_plan(
         }
     }
     autosnap_core::tier::note_early_deletions(&mut plan, &archived);
-    autosnap_core::restore_test::annotate(&mut plan, policies, &inventory.backups);
     // Where each deletion goes: the Recycle Bin (for how long, by which rule) or for good.
     // Unreadable rules are said on the deletion, never a reason to stop.
     crate::commands::recycle_bin::note_plan(ctx, &mut plan).await;
+    autosnap_core::restore_test::annotate(&mut plan, policies, &inventory.backups);
     // `archive_after`: `run` archives (after copies, before pruning); `prune` does not.
     if include_creates {
         autosnap_aws::tier::plan_archives(ctx, &mut plan, policies, &inventory).await?;
@@ -110,7 +110,7 @@ async fn make_plan(
 
 /// Counts of what a plan would do.
 #[derive(Debug, Default, Serialize)]
-struct PlanSummary {
+pub(super) struct PlanSummary {
     creates: usize,
     copies: usize,
     /// Backups `run` moves to the archive tier (`archive_after`).
@@ -118,7 +118,7 @@ struct PlanSummary {
     deletions: usize,
 }
 
-fn summarize(plan: &Plan) -> PlanSummary {
+pub(super) fn summarize(plan: &Plan) -> PlanSummary {
     PlanSummary {
         creates: plan.creates().count(),
         copies: plan.copies().count(),
@@ -133,7 +133,7 @@ fn time(t: DateTime<Utc>) -> String {
 
 /// The human form of a plan: per policy and target, why it is (not) due,
 /// what will be created and copied, and every backup's fate with reasons.
-fn render_plan(plan: &Plan, show_creates: bool) -> String {
+pub(super) fn render_plan(plan: &Plan, show_creates: bool) -> String {
     let mut s = String::new();
     for p in &plan.policies {
         let _ = writeln!(
@@ -289,6 +289,9 @@ fn render_plan(plan: &Plan, show_creates: bool) -> String {
 
 pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, args)?;
+    if super::accounts::configured(env, args)? {
+        return super::accounts::plan(env, args, &policies).await;
+    }
     let ctx = env.connect().await?;
     let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
     match env.output {
@@ -299,18 +302,18 @@ pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
 }
 
 /// Progress of a run: a log line per finished action.
-struct LogProgress;
+pub(super) struct LogProgress;
 impl RunObserver for LogProgress {}
 
 /// Keeps what a run has done so far, for the report when it is stopped
 /// midway (Ctrl-C in `run`, a shutdown timeout in `daemon`).
 #[derive(Default)]
-struct RecordingProgress {
+pub(super) struct RecordingProgress {
     so_far: std::sync::Mutex<RunReport>,
 }
 
 impl RecordingProgress {
-    fn so_far(&self) -> RunReport {
+    pub(super) fn so_far(&self) -> RunReport {
         self.so_far.lock().expect("not poisoned").clone()
     }
 }
@@ -347,7 +350,7 @@ impl RunObserver for RecordingProgress {
 }
 
 /// The planned actions a stopped run did not record, one line per kind.
-fn not_done(plan: &Plan, so_far: &RunReport) -> Vec<String> {
+pub(super) fn not_done(plan: &Plan, so_far: &RunReport) -> Vec<String> {
     let sum = summarize(plan);
     let mut left = Vec::new();
     for (planned, done, what) in [
@@ -476,6 +479,9 @@ fn exit_for(report: &RunReport) -> Exit {
 
 pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
+    if super::accounts::configured(env, &args.policy)? {
+        return super::accounts::run(env, args, &policies).await;
+    }
     let timeout = args.wait_timeout;
     let ctx = env.connect().await?;
     let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
@@ -599,6 +605,9 @@ fn prune_question(env: &Env, plan: &Plan, yes: bool) -> confirm::Question {
 
 pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
+    if super::accounts::configured(env, &args.policy)? {
+        return super::accounts::prune(env, args, &policies).await;
+    }
     let ctx = env.connect().await?;
     let (plan, _) = make_plan(env, &ctx, &policies, false, false).await?;
     print_plan_first(env, &plan, false);
@@ -665,7 +674,7 @@ struct Unprotected {
 }
 
 #[derive(Serialize)]
-struct StatusReport {
+pub(super) struct StatusReport {
     now: DateTime<Utc>,
     policies: Vec<PolicyStatus>,
     unprotected: Vec<Unprotected>,
@@ -673,7 +682,7 @@ struct StatusReport {
     unlocked: Vec<Unlocked>,
     /// Per policy and Region: where deleted backups go (the Recycle Bin's rules).
     recycle_bin: Vec<crate::commands::recycle_bin::PolicyDestination>,
-    ok: bool,
+    pub(super) ok: bool,
 }
 
 #[derive(Serialize)]
@@ -745,8 +754,35 @@ async fn unlocked_backups(
 
 pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
+    if super::accounts::configured(env, &args.policy)? {
+        return super::accounts::status(env, args, &policies).await;
+    }
     let ctx = env.connect().await?;
-    let (plan, inventory) = make_plan(env, &ctx, &policies, true, true).await?;
+    let report = status_report(env, &ctx, &policies).await?;
+    match env.output {
+        OutputFormat::Json => output::print_json(&report)?,
+        OutputFormat::Prometheus => output::print(&prometheus(&report)),
+        OutputFormat::Table => print_status_table(&report),
+    }
+    if args.check && !report.ok {
+        crate::output::report_error(
+            "check_failed",
+            "status check failed: a target is late or missing, a resource is unprotected, a \
+             backup its policy wants locked is not, or a restore test failed or is overdue",
+            None,
+        );
+        return Ok(Exit::Failure);
+    }
+    Ok(Exit::Success)
+}
+
+/// One account's status: its plan, coverage, locks (and what else `status` reports).
+pub(super) async fn status_report(
+    env: &Env,
+    ctx: &AwsContext,
+    policies: &[PolicyConfig],
+) -> anyhow::Result<StatusReport> {
+    let (plan, inventory) = make_plan(env, ctx, policies, true, true).await?;
     let now = plan.now;
     let region = ctx.region().to_string();
     let all_policies = &env.settings.config.file.policies;
@@ -810,127 +846,113 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
             .flat_map(|p| &p.targets)
             .filter_map(|t| t.restore_test.as_ref())
             .any(|r| r.health.is_problem());
-    let report = StatusReport {
+    Ok(StatusReport {
         ok: healthy,
         ..report
-    };
+    })
+}
 
-    match env.output {
-        OutputFormat::Json => output::print_json(&report)?,
-        OutputFormat::Prometheus => output::print(&prometheus(&report)),
-        OutputFormat::Table => {
-            let mut t = output::table([
-                "POLICY", "TARGET", "NAME", "REGION", "STATE", "NEWEST", "AGE", "KEPT", "OLDEST",
-                "DETAIL",
+/// The tables of `status` for one account.
+pub(super) fn print_status_table(report: &StatusReport) {
+    let now = report.now;
+    let mut t = output::table([
+        "POLICY", "TARGET", "NAME", "REGION", "STATE", "NEWEST", "AGE", "KEPT", "OLDEST", "DETAIL",
+    ]);
+    for p in &report.policies {
+        for x in &p.targets {
+            t.add_row([
+                p.policy.clone(),
+                x.target_id.clone(),
+                output::opt(&x.name),
+                x.region.clone(),
+                format!("{:?}", x.state).to_lowercase(),
+                output::time(x.newest_backup),
+                output::age(x.newest_backup, now),
+                x.backup_count.to_string(),
+                output::time(x.oldest_backup),
+                x.reason.clone(),
             ]);
-            for p in &report.policies {
-                for x in &p.targets {
-                    t.add_row([
-                        p.policy.clone(),
-                        x.target_id.clone(),
-                        output::opt(&x.name),
-                        x.region.clone(),
-                        format!("{:?}", x.state).to_lowercase(),
-                        output::time(x.newest_backup),
-                        output::age(x.newest_backup, now),
-                        x.backup_count.to_string(),
-                        output::time(x.oldest_backup),
-                        x.reason.clone(),
-                    ]);
-                }
-            }
-            output::print_table(&t);
-            if report.unprotected.is_empty() {
-                output::print("\nevery volume and instance is covered by a policy");
-            } else {
-                let mut u = output::table(["UNPROTECTED", "KIND", "NAME", "REGION"]);
-                for x in &report.unprotected {
-                    u.add_row([
-                        x.id.clone(),
-                        x.kind.clone(),
-                        output::opt(&x.name),
-                        x.region.clone(),
-                    ]);
-                }
-                output::print("");
-                output::print_table(&u);
-            }
-            let tested: Vec<(&PolicyStatus, &TargetStatus)> = report
-                .policies
-                .iter()
-                .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
-                .filter(|(_, t)| t.restore_test.is_some())
-                .collect();
-            if !tested.is_empty() {
-                let mut u = output::table([
-                    "RESTORE TEST",
-                    "TARGET",
-                    "REGION",
-                    "POLICY",
-                    "LAST PASSED",
-                    "AGE",
-                    "DETAIL",
-                ]);
-                for (p, x) in tested {
-                    let rt = x.restore_test.as_ref().expect("filtered");
-                    let detail = match &rt.last_result {
-                        Some(r) if !r.passed => {
-                            format!("failed: {}", r.reason.as_deref().unwrap_or_default())
-                        }
-                        _ => rt.reason.clone(),
-                    };
-                    u.add_row([
-                        serde_json::to_value(rt.health)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        x.target_id.clone(),
-                        x.region.clone(),
-                        p.policy.clone(),
-                        output::time(rt.last_success),
-                        output::age(rt.last_success, now),
-                        detail,
-                    ]);
-                }
-                output::print("");
-                output::print_table(&u);
-            }
-            if !report.unlocked.is_empty() {
-                let mut u =
-                    output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
-                for x in &report.unlocked {
-                    u.add_row([
-                        x.backup_id.clone(),
-                        x.target_id.clone(),
-                        x.region.clone(),
-                        x.policy.clone(),
-                        x.snapshot_ids.join(", "),
-                    ]);
-                }
-                output::print("");
-                output::print(
-                    "newest backups whose policy has a lock but that are not locked \
-                     (`autosnap snapshot lock` sets it):",
-                );
-                output::print_table(&u);
-            }
-            crate::commands::recycle_bin::print_destinations(&report.recycle_bin);
         }
     }
-    if args.check && !report.ok {
-        crate::output::report_error(
-            "check_failed",
-            "status check failed: a target is late or missing, a resource is unprotected, a \
-             backup its policy wants locked is not, or a restore test failed or is overdue",
-            None,
-        );
-        return Ok(Exit::Failure);
+    output::print_table(&t);
+    if report.unprotected.is_empty() {
+        output::print("\nevery volume and instance is covered by a policy");
+    } else {
+        let mut u = output::table(["UNPROTECTED", "KIND", "NAME", "REGION"]);
+        for x in &report.unprotected {
+            u.add_row([
+                x.id.clone(),
+                x.kind.clone(),
+                output::opt(&x.name),
+                x.region.clone(),
+            ]);
+        }
+        output::print("");
+        output::print_table(&u);
     }
-    Ok(Exit::Success)
+    let tested: Vec<(&PolicyStatus, &TargetStatus)> = report
+        .policies
+        .iter()
+        .flat_map(|p| p.targets.iter().map(move |t| (p, t)))
+        .filter(|(_, t)| t.restore_test.is_some())
+        .collect();
+    if !tested.is_empty() {
+        let mut u = output::table([
+            "RESTORE TEST",
+            "TARGET",
+            "REGION",
+            "POLICY",
+            "LAST PASSED",
+            "AGE",
+            "DETAIL",
+        ]);
+        for (p, x) in tested {
+            let rt = x.restore_test.as_ref().expect("filtered");
+            let detail = match &rt.last_result {
+                Some(r) if !r.passed => {
+                    format!("failed: {}", r.reason.as_deref().unwrap_or_default())
+                }
+                _ => rt.reason.clone(),
+            };
+            u.add_row([
+                serde_json::to_value(rt.health)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                x.target_id.clone(),
+                x.region.clone(),
+                p.policy.clone(),
+                output::time(rt.last_success),
+                output::age(rt.last_success, now),
+                detail,
+            ]);
+        }
+        output::print("");
+        output::print_table(&u);
+    }
+    if !report.unlocked.is_empty() {
+        let mut u = output::table(["NOT LOCKED", "TARGET", "REGION", "POLICY", "SNAPSHOTS"]);
+        for x in &report.unlocked {
+            u.add_row([
+                x.backup_id.clone(),
+                x.target_id.clone(),
+                x.region.clone(),
+                x.policy.clone(),
+                x.snapshot_ids.join(", "),
+            ]);
+        }
+        output::print("");
+        output::print(
+            "newest backups whose policy has a lock but that are not locked \
+             (`autosnap snapshot lock` sets it):",
+        );
+        output::print_table(&u);
+    }
+    crate::commands::recycle_bin::print_destinations(&report.recycle_bin);
 }
 
 /// Prometheus text exposition format (for node-exporter's textfile collector).
-fn prometheus(r: &StatusReport) -> String {
+pub(super) fn prometheus(r: &StatusReport) -> String {
     fn esc(v: &str) -> String {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")
@@ -1044,6 +1066,9 @@ fn prometheus(r: &StatusReport) -> String {
 
 pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
     let policies = select_policies(env, &args.policy)?;
+    if super::accounts::configured(env, &args.policy)? {
+        return super::accounts::daemon(env, args, &policies).await;
+    }
     let shutdown_timeout = args.shutdown_timeout;
     let max_sleep = args.max_sleep;
     let retry_after = args.retry_after;
@@ -1162,7 +1187,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
 }
 
 /// Logs a run's result; true when anything failed.
-fn log_report(r: Result<RunReport, autosnap_aws::AwsError>) -> bool {
+pub(super) fn log_report(r: Result<RunReport, autosnap_aws::AwsError>) -> bool {
     match r {
         Ok(r) => {
             tracing::info!(
@@ -1192,13 +1217,13 @@ fn log_report(r: Result<RunReport, autosnap_aws::AwsError>) -> bool {
 }
 
 /// SIGTERM and SIGINT, as one stream of "please stop".
-struct Shutdown {
+pub(super) struct Shutdown {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Shutdown {
-    fn new() -> std::io::Result<Shutdown> {
+    pub(super) fn new() -> std::io::Result<Shutdown> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Shutdown {
             term: signal(SignalKind::terminate())?,
@@ -1206,7 +1231,7 @@ impl Shutdown {
         })
     }
 
-    async fn signalled(&mut self) {
+    pub(super) async fn signalled(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
@@ -1214,7 +1239,7 @@ impl Shutdown {
     }
 
     /// Sleeps; true when a signal ended the sleep.
-    async fn sleep(&mut self, d: Duration) -> bool {
+    pub(super) async fn sleep(&mut self, d: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             _ = self.signalled() => {

@@ -1,0 +1,428 @@
+//! Policies across accounts through the real binary on the test bed: each account is reached
+//! by assuming its role (the test bed gives an assumed role's credentials the role's account,
+//! and refuses a role that does not exist: testbed/assume_role.py), backed up in that account,
+//! reported per account; one account without its role fails alone (exit 3).
+
+mod support;
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+use support::{TestBed, ACCOUNT, REGION};
+
+const A: &str = "111111111111";
+const B: &str = "222222222222";
+const C: &str = "333333333333";
+
+const POLICY: &str = r#"
+[[policy]]
+name = "daily"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "1d"
+retain = { last = 3 }
+"#;
+
+/// An `[[account]]` entry whose role is `autosnap` in that account.
+fn entry(id: &str) -> String {
+    format!("\n[[account]]\nid = \"{id}\"\nrole_arn = \"arn:aws:iam::{id}:role/autosnap\"\n")
+}
+
+fn config(bed: &TestBed, accounts: &[&str]) {
+    let mut text = POLICY.to_string();
+    for id in accounts {
+        text.push_str(&entry(id));
+    }
+    bed.write_config("autosnap.toml", &text, 0o644);
+}
+
+/// IAM CreateRole in `account` (the test bed's `x-moto-account-id` header), trusting the base
+/// credentials' account, as an administrator of that account would make it. A raw query-API
+/// request: the test bed does not check signatures, only reads the service from the scope.
+fn create_role(bed: &TestBed, account: &str, name: &str) {
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
+        form_encode(&trust)
+    );
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
+    write!(
+        tcp,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        bed.port,
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "CreateRole in {account}: {answer}"
+    );
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A volume tagged `Backup=daily` in `account`.
+fn volume_in(bed: &TestBed, account: &str) -> String {
+    let ec2 = bed.ec2(REGION);
+    let account = account.to_string();
+    bed.block(async move {
+        ec2.create_volume()
+            .size(1)
+            .availability_zone("us-east-1a")
+            .tag_specifications(support::tag_spec(
+                aws_sdk_ec2::types::ResourceType::Volume,
+                &[("Backup", "daily")],
+            ))
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", account.clone());
+            })
+            .send()
+            .await
+            .expect("create volume")
+            .volume_id
+            .expect("id")
+    })
+}
+
+/// The source volumes of the snapshots autosnap's policy made in `account`.
+fn backed_up_volumes(bed: &TestBed, account: &str) -> Vec<String> {
+    let ec2 = bed.ec2(REGION);
+    let header = account.to_string();
+    let owner = account.to_string();
+    let mut vols: Vec<String> = bed.block(async move {
+        ec2.describe_snapshots()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:autosnap:policy")
+                    .values("daily")
+                    .build(),
+            )
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", header.clone());
+            })
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .iter()
+            .filter(|s| s.owner_id() == Some(owner.as_str()))
+            .filter_map(|s| s.volume_id().map(str::to_owned))
+            .collect()
+    });
+    vols.sort();
+    vols
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn account<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["account_id"] == id)
+        .unwrap_or_else(|| panic!("no account {id} in {doc}"))
+}
+
+/// The volumes a plan's policies target.
+fn planned_targets(plan: &Value) -> Vec<String> {
+    let mut t: Vec<String> = plan["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["target_id"].as_str().unwrap().to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn plan_and_run_cover_three_accounts_each_in_its_own_account() {
+    let bed = TestBed::start();
+    let vols: Vec<(&str, String)> = [A, B, C]
+        .into_iter()
+        .map(|id| {
+            create_role(&bed, id, "autosnap");
+            (id, volume_in(&bed, id))
+        })
+        .collect();
+    // The base account's own tagged volume is not one of the configured accounts.
+    let base = bed.volume(1, &[("Backup", "daily")]);
+    config(&bed, &[A, B, C]);
+
+    let plan = bed.json(&["plan"]);
+    assert_eq!(plan["failed_accounts"], 0, "{plan}");
+    for (id, vol) in &vols {
+        let a = account(&plan, id);
+        assert_eq!(a["ok"], true, "{a}");
+        assert_eq!(planned_targets(&a["plan"]), [vol.clone()], "account {id}");
+        assert_eq!(a["summary"]["creates"], 1);
+    }
+
+    let run = bed.json(&["run"]);
+    for (id, vol) in &vols {
+        let a = account(&run, id);
+        assert_eq!(a["report"]["created"].as_array().unwrap().len(), 1, "{a}");
+        assert_eq!(
+            backed_up_volumes(&bed, id),
+            [vol.clone()],
+            "account {id} holds its own volume's snapshot and no other"
+        );
+    }
+    assert!(
+        backed_up_volumes(&bed, ACCOUNT).is_empty(),
+        "{base} untouched"
+    );
+
+    // Table output: a heading per account, in the configured order.
+    let out = bed.cmd().arg("plan").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (ia, ib, ic) = (
+        text.find(&format!("== account {A} ==")).expect(&text),
+        text.find(&format!("== account {B} ==")).expect(&text),
+        text.find(&format!("== account {C} ==")).expect(&text),
+    );
+    assert!(ia < ib && ib < ic, "{text}");
+    assert!(text.contains("accounts: 3 planned, 0 failed"), "{text}");
+}
+
+#[test]
+fn an_account_whose_role_is_missing_is_reported_while_the_others_complete() {
+    let bed = TestBed::start();
+    for id in [A, B] {
+        create_role(&bed, id, "autosnap");
+    }
+    let (va, vb, _vc) = (volume_in(&bed, A), volume_in(&bed, B), volume_in(&bed, C));
+    config(&bed, &[A, B, C]);
+
+    let out = bed.cmd().args(["run", "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "partial failure");
+    let doc = json_of(&out);
+    assert_eq!(doc["failed_accounts"], 1);
+    let c = account(&doc, C);
+    assert_eq!(c["ok"], false);
+    let error = c["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("cannot assume arn:aws:iam::{C}:role/autosnap"))
+            && error.contains("AccessDenied")
+            && error.contains("trust policy"),
+        "{error}"
+    );
+    assert_eq!(backed_up_volumes(&bed, A), [va]);
+    assert_eq!(backed_up_volumes(&bed, B), [vb]);
+    assert!(backed_up_volumes(&bed, C).is_empty());
+
+    // In a table the failed account says why under its heading, and the log names it too.
+    let out = bed.cmd().arg("plan").output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find(&format!("== account {C} ==")).expect(&text);
+    assert!(
+        text[at..].contains("failed: cannot assume"),
+        "{}",
+        &text[at..]
+    );
+    assert!(text.contains("accounts: 2 planned, 1 failed"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("account {C}")));
+}
+
+#[test]
+fn status_prometheus_labels_every_sample_with_its_account() {
+    let bed = TestBed::start();
+    for id in [A, B] {
+        create_role(&bed, id, "autosnap");
+        volume_in(&bed, id);
+    }
+    config(&bed, &[A, B, C]);
+    assert_eq!(
+        bed.cmd().arg("run").output().unwrap().status.code(),
+        Some(3)
+    );
+
+    let out = bed
+        .cmd()
+        .args(["status", "-o", "prometheus"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.contains("{account=\""), "unlabelled sample: {line}");
+    }
+    for id in [A, B] {
+        assert!(
+            text.contains(&format!(
+                "autosnap_backups{{account=\"{id}\",policy=\"daily\""
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("autosnap_account_ok{{account=\"{id}\"}} 1")));
+    }
+    assert!(text.contains(&format!("autosnap_account_ok{{account=\"{C}\"}} 0")));
+    // One HELP and one TYPE per metric, whatever the number of accounts.
+    for family in [
+        "autosnap_backups",
+        "autosnap_target_state",
+        "autosnap_status_ok",
+    ] {
+        assert_eq!(
+            text.matches(&format!("# TYPE {family} ")).count(),
+            1,
+            "{text}"
+        );
+    }
+    let json = bed.cmd().args(["status", "-o", "json"]).output().unwrap();
+    let doc = json_of(&json);
+    assert_eq!(doc["ok"], false, "an account could not be read");
+    assert_eq!(account(&doc, A)["ok"], true);
+    assert_eq!(account(&doc, A)["policies"][0]["policy"], "daily");
+}
+
+#[test]
+fn account_flag_limits_a_run_to_the_accounts_named() {
+    let bed = TestBed::start();
+    for id in [A, B] {
+        create_role(&bed, id, "autosnap");
+    }
+    let (va, _vb) = (volume_in(&bed, A), volume_in(&bed, B));
+    config(&bed, &[A, B]);
+
+    let run = bed.json(&["run", "--account", A]);
+    assert_eq!(run["accounts"].as_array().unwrap().len(), 1, "{run}");
+    assert_eq!(backed_up_volumes(&bed, A), [va]);
+    assert!(backed_up_volumes(&bed, B).is_empty());
+
+    let out = bed.cmd().args(["plan", "--account", C]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "--account {C}: no such account in the config (it has {A}, {B})"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn account_flag_without_accounts_and_invalid_entries_are_usage_errors() {
+    let bed = TestBed::start();
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    let out = bed.cmd().args(["plan", "--account", A]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the config names no accounts"));
+
+    let bad = format!(
+        "{POLICY}\n[[account]]\nid = \"{A}\"\nrole_arn = \"arn:aws:iam::{B}:role/autosnap\"\n"
+    );
+    bed.write_config("autosnap.toml", &bad, 0o644);
+    let out = bed.cmd().arg("plan").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("account \"{A}\": role_arn"))
+            && err.contains(&format!("is a role in account {B}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn organization_accounts_are_discovered_active_members_only() {
+    let bed = TestBed::start();
+    let conf = aws_sdk_organizations::Config::builder()
+        .behavior_version(aws_sdk_organizations::config::BehaviorVersion::latest())
+        .region(aws_sdk_organizations::config::Region::new("us-east-1"))
+        .endpoint_url(bed.endpoint())
+        .credentials_provider(aws_sdk_organizations::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    let org = aws_sdk_organizations::Client::from_conf(conf);
+    let (active, closed) = bed.block(async {
+        org.create_organization()
+            .send()
+            .await
+            .expect("organization");
+        let mut ids = Vec::new();
+        for name in ["prod", "dev", "gone"] {
+            let status = org
+                .create_account()
+                .account_name(name)
+                .email(format!("{name}@example.com"))
+                .send()
+                .await
+                .expect("create account");
+            ids.push(
+                status
+                    .create_account_status()
+                    .and_then(|s| s.account_id())
+                    .expect("account id")
+                    .to_string(),
+            );
+        }
+        let closed = ids.pop().unwrap();
+        org.close_account()
+            .account_id(&closed)
+            .send()
+            .await
+            .expect("close account");
+        (ids, closed)
+    });
+    for id in &active {
+        create_role(&bed, id, "autosnap");
+        volume_in(&bed, id);
+    }
+    bed.write_config(
+        "autosnap.toml",
+        &format!("accounts = \"organization\"\norganization_role = \"autosnap\"\n{POLICY}"),
+        0o644,
+    );
+
+    let plan = bed.json(&["plan"]);
+    let mut listed: Vec<&str> = plan["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account_id"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut want: Vec<&str> = active.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "not the management account {ACCOUNT}, not {closed}"
+    );
+    for id in &active {
+        assert_eq!(account(&plan, id)["ok"], true, "{plan}");
+        assert_eq!(account(&plan, id)["summary"]["creates"], 1);
+    }
+    assert!(plan["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "prod"));
+}
