@@ -81,10 +81,28 @@ def apply() -> None:
         return
     _applied = True
 
-    # moto's own AccessDenied answers 403 (an STS service error would be 400).
     from moto.core.exceptions import AccessDeniedError
     from moto.iam.models import iam_backends
     from moto.sts.responses import TokenResponse
+    from xmltodict import unparse
+
+    class AssumeRoleDenied(AccessDeniedError):
+        """403 (moto's STS service errors are 400) in STS's query error shape,
+        `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>`,
+        which the SDKs parse (moto's generic one nests `<Errors>`, as EC2 does)."""
+
+        def __init__(self, caller_arn: str, role_arn: str):
+            super().__init__(caller_arn, f"sts:AssumeRole on resource: {role_arn}")
+            self.description = unparse(
+                {
+                    "ErrorResponse": {
+                        "@xmlns": "https://sts.amazonaws.com/doc/2011-06-15/",
+                        "Error": {"Type": "Sender", "Code": "AccessDenied", "Message": self.message},
+                        "RequestId": "autosnap-testbed",
+                    }
+                },
+                full_document=True,
+            )
 
     original = TokenResponse.assume_role
 
@@ -93,7 +111,7 @@ def apply() -> None:
         external_id = self._get_param("ExternalId")
         caller = self.current_account
         _, caller_arn, _ = self.backend.get_caller_identity(self.get_access_key(), self.region)
-        denied = AccessDeniedError(caller_arn, f"sts:AssumeRole on resource: {role_arn}")
+        denied = AssumeRoleDenied(caller_arn, role_arn)
         m = _ROLE_ARN.match(role_arn)
         if m is None:
             raise denied

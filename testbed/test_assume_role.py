@@ -94,3 +94,28 @@ def test_a_role_path_is_part_of_the_arn(server, account):  # noqa: F811
             RoleArn=f"arn:aws:iam::{account}:role/autosnap", RoleSessionName="autosnap"
         )
     denied(e.value)
+
+
+def test_the_refusal_has_the_sts_query_error_shape(server, account):  # noqa: F811
+    """The shape the SDKs parse: `ErrorResponse/Error/Code` (not EC2's `Errors/Error`)."""
+    import urllib.error
+    import urllib.request
+    import xml.etree.ElementTree as ET
+
+    body = (
+        "Action=AssumeRole&Version=2011-06-15&RoleSessionName=autosnap"
+        f"&RoleArn=arn%3Aaws%3Aiam%3A%3A{account}%3Arole%2Fmissing"
+    ).encode()
+    req = urllib.request.Request(server + "/", data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sts/aws4_request,"
+        " SignedHeaders=host, Signature=0",
+    })
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 403
+    ns = {"s": "https://sts.amazonaws.com/doc/2011-06-15/"}
+    root = ET.fromstring(e.value.read())
+    assert root.tag == "{https://sts.amazonaws.com/doc/2011-06-15/}ErrorResponse"
+    assert root.find("s:Error/s:Code", ns).text == "AccessDenied"
+    assert root.find("s:Error/s:Type", ns).text == "Sender"
