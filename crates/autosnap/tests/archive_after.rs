@@ -268,3 +268,42 @@ fn iam_policy_for_backups_lets_autosnap_archive_its_own_snapshots() {
         "{statement}"
     );
 }
+
+#[test]
+fn a_locked_backup_is_archived_too() {
+    // A lock forbids deleting a snapshot, not moving it to the archive tier (AWS documents no
+    // rule against it): the locked backup is archived like the others, and stays locked.
+    let bed = TestBed::start();
+    let b = backups(&bed);
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    bed.cmd()
+        .args([
+            "snapshot",
+            "lock",
+            &b.tagged_old,
+            "--mode",
+            "governance",
+            "--for",
+            "30d",
+        ])
+        .assert()
+        .success();
+    let out = bed.json(&["run"]);
+    let archived: Vec<&str> = out["report"]["archived"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["backup_id"].as_str().unwrap())
+        .collect();
+    assert!(archived.contains(&b.tagged_old.as_str()), "{out}");
+    assert_eq!(tier_of(&bed, &b.tagged_old), "archive");
+    let rows = bed.json(&["snapshot", "list"]);
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["snapshot_id"] == b.tagged_old.as_str())
+        .unwrap()
+        .clone();
+    assert!(row.to_string().contains("governance"), "{row}");
+}
