@@ -862,6 +862,25 @@ mod tests {
     }
 
     #[test]
+    fn copy_rules_inherit_archive_after_or_set_their_own() {
+        let after = |p: &PolicyConfig, g: usize| group_rule(p, g).map(|(a, _)| a.num_days());
+        let p = policy(
+            "retain = { monthly = 24 }\narchive_after = \"30d\"\n\
+             copy = [{ region = \"us-west-2\" }, { region = \"eu-west-1\", archive_after = \"60d\" }]",
+        );
+        assert_eq!(
+            (after(&p, 0), after(&p, 1), after(&p, 2)),
+            (Some(30), Some(30), Some(60))
+        );
+        // Only the copies archived: the source region keeps its backups in the standard tier.
+        let p = policy(
+            "retain = { monthly = 24 }\n\
+             copy = [{ region = \"us-west-2\", archive_after = \"45d\" }]",
+        );
+        assert_eq!((after(&p, 0), after(&p, 1)), (None, Some(45)));
+    }
+
+    #[test]
     fn full_snapshot_size_is_used_when_ec2_reports_it() {
         let p = policy("retain = { monthly = 24 }\narchive_after = \"30d\"");
         let mut f = facts(&["snap-aug", "snap-sep", "snap-oct", "snap-nov", "snap-new"]);
