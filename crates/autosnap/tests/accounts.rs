@@ -426,3 +426,150 @@ fn organization_accounts_are_discovered_active_members_only() {
         .iter()
         .any(|a| a["name"] == "prod"));
 }
+
+#[test]
+fn daemon_backs_up_each_account_and_logs_the_one_that_fails() {
+    let bed = TestBed::start();
+    for id in [A, B] {
+        create_role(&bed, id, "autosnap");
+    }
+    let (va, vb) = (volume_in(&bed, A), volume_in(&bed, B));
+    config(&bed, &[A, B, C]);
+    let child = bed
+        .std_cmd()
+        .args(["daemon", "--max-sleep", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first round's backups in both reachable accounts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while backed_up_volumes(&bed, A).is_empty() || backed_up_volumes(&bed, B).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon made no backup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("account {C}: cannot assume")),
+        "the failing account is logged with its cause: {log}"
+    );
+    assert!(log.contains("daemon stopped"), "{log}");
+    assert_eq!(backed_up_volumes(&bed, A), [va], "one backup per slot");
+    assert_eq!(backed_up_volumes(&bed, B), [vb]);
+}
+
+/// A backup of policy `daily` taken `days` ago (the test bed's start-time tag) in `account`.
+fn old_backup(bed: &TestBed, account: &str, volume: &str, days: i64) -> String {
+    let start = (chrono::Utc::now() - chrono::Duration::days(days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let ec2 = bed.ec2(REGION);
+    let account = account.to_string();
+    let volume = volume.to_string();
+    bed.block(async move {
+        ec2.create_snapshot()
+            .volume_id(&volume)
+            .tag_specifications(support::tag_spec(
+                aws_sdk_ec2::types::ResourceType::Snapshot,
+                &[
+                    ("autosnap:managed", "true"),
+                    ("autosnap:policy", "daily"),
+                    ("autosnap:source-volume", &volume),
+                    ("autosnap-testbed:start-time", &start),
+                ],
+            ))
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", account.clone());
+            })
+            .send()
+            .await
+            .expect("create snapshot")
+            .snapshot_id
+            .expect("id")
+    })
+}
+
+#[test]
+fn prune_asks_once_deletes_per_account_and_reports_the_failed_one() {
+    let bed = TestBed::start();
+    for id in [A, B] {
+        create_role(&bed, id, "autosnap");
+    }
+    let (va, vb) = (volume_in(&bed, A), volume_in(&bed, B));
+    // retain = { last = 3 }: A's oldest of four goes, B's two stay.
+    let oldest = old_backup(&bed, A, &va, 4);
+    for days in [3, 2, 1] {
+        old_backup(&bed, A, &va, days);
+    }
+    for days in [2, 1] {
+        old_backup(&bed, B, &vb, days);
+    }
+    config(&bed, &[A, B, C]);
+
+    let dry = bed
+        .cmd()
+        .args(["prune", "--dry-run", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(3));
+    let doc = json_of(&dry);
+    assert_eq!(account(&doc, A)["summary"]["deletions"], 1, "{doc}");
+    assert_eq!(account(&doc, B)["summary"]["deletions"], 0);
+    assert!(
+        snapshot_exists_in(&bed, A, &oldest),
+        "a dry run deletes nothing"
+    );
+
+    let out = bed
+        .cmd()
+        .args(["prune", "--yes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "C failed, A and B pruned");
+    let doc = json_of(&out);
+    let deleted = &account(&doc, A)["report"]["deleted"];
+    assert_eq!(deleted.as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(deleted[0]["backup_id"], oldest.as_str());
+    assert_eq!(account(&doc, B)["report"]["deleted"], serde_json::json!([]));
+    assert_eq!(account(&doc, C)["ok"], false);
+    assert!(!snapshot_exists_in(&bed, A, &oldest));
+    assert_eq!(backed_up_volumes(&bed, A).len(), 3);
+    assert_eq!(backed_up_volumes(&bed, B).len(), 2);
+}
+
+/// Whether snapshot `id` exists in `account`.
+fn snapshot_exists_in(bed: &TestBed, account: &str, id: &str) -> bool {
+    let ec2 = bed.ec2(REGION);
+    let account = account.to_string();
+    let id = id.to_string();
+    bed.block(async move {
+        ec2.describe_snapshots()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("snapshot-id")
+                    .values(&id)
+                    .build(),
+            )
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", account.clone());
+            })
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .iter()
+            .any(|s| s.snapshot_id() == Some(id.as_str()))
+    })
+}
