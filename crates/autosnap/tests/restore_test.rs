@@ -151,7 +151,10 @@ fn init_repo(bed: &TestBed, dir: &Path) -> String {
 fn a_good_snapshot_passes_against_its_archive_and_the_result_is_tagged() {
     let bed = TestBed::start();
     let dir = tempfile::tempdir().unwrap();
-    let snap = upload(&bed, &write(dir.path(), "disk.img", &image_bytes(&ext4_head(), 7)));
+    let snap = upload(
+        &bed,
+        &write(dir.path(), "disk.img", &image_bytes(&ext4_head(), 7)),
+    );
     let repo = init_repo(&bed, dir.path());
     bed.json(&["archive", &snap, "--repo", &repo]);
 
@@ -244,7 +247,10 @@ fn blocks_that_differ_from_the_archive_fail_the_test_and_the_failure_is_tagged()
     assert_eq!(check["archive"]["mismatched_blocks"], 1, "{check}");
     assert_eq!(check["archive"]["mismatches"], serde_json::json!([3]));
     let reason = report["reason"].as_str().unwrap();
-    assert!(reason.contains("1 of 3 block(s) differ from archive"), "{reason}");
+    assert!(
+        reason.contains("1 of 3 block(s) differ from archive"),
+        "{reason}"
+    );
     // The error object on stderr names the backup and why.
     assert!(stderr.contains("restore_test_failed"), "{stderr}");
     let result = tag_of(&bed, &snap, RESULT_TAG).unwrap();
@@ -312,7 +318,10 @@ fn start_held_test(bed: &TestBed, snap: &str) -> (std::process::Child, String) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("test-restore ended ({status}) before it made its volume");
         }
-        assert!(start.elapsed() < PATIENCE, "test-restore never made a volume");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "test-restore never made a volume"
+        );
         // Poll pace only: readiness is the volume existing.
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -322,7 +331,10 @@ fn start_held_test(bed: &TestBed, snap: &str) -> (std::process::Child, String) {
 fn a_test_killed_mid_wait_leaves_its_volume_and_the_next_run_deletes_it() {
     let bed = TestBed::start();
     let dir = tempfile::tempdir().unwrap();
-    let snap = upload(&bed, &write(dir.path(), "disk.img", &image_bytes(&ext4_head(), 1)));
+    let snap = upload(
+        &bed,
+        &write(dir.path(), "disk.img", &image_bytes(&ext4_head(), 1)),
+    );
     let (mut child, volume) = start_held_test(&bed, &snap);
     child.kill().unwrap(); // SIGKILL: no cleanup can run
     child.wait().unwrap();
@@ -360,7 +372,10 @@ fn ctrl_c_mid_wait_deletes_the_volume_and_exits_130() {
         !test_volumes(&bed).contains(&volume),
         "its own volume is deleted before it exits"
     );
-    assert!(tag_of(&bed, &snap, RESULT_TAG).is_none(), "nothing recorded");
+    assert!(
+        tag_of(&bed, &snap, RESULT_TAG).is_none(),
+        "nothing recorded"
+    );
 }
 
 const POLICY: &str = r#"
@@ -412,7 +427,10 @@ fn a_policy_run_tests_when_due_skips_a_recent_test_and_status_reports_it() {
     assert_eq!(tests.len(), 1, "{run}");
     assert_eq!(tests[0]["target_id"], vol.as_str());
     assert_eq!(tests[0]["report"]["passed"], true, "{}", tests[0]);
-    let backup = tests[0]["report"]["backup_id"].as_str().unwrap().to_string();
+    let backup = tests[0]["report"]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         run["report"]["created"][0]["snapshot_ids"][0],
         backup.as_str(),
@@ -427,7 +445,10 @@ fn a_policy_run_tests_when_due_skips_a_recent_test_and_status_reports_it() {
     let plan = bed.json(&["plan"]);
     let rt = &plan["policies"][0]["targets"][0]["restore_test"];
     assert_eq!(rt["due"], false, "{rt}");
-    assert!(rt["reason"].as_str().unwrap().starts_with("passed "), "{rt}");
+    assert!(
+        rt["reason"].as_str().unwrap().starts_with("passed "),
+        "{rt}"
+    );
     let run = bed.json(&["run"]);
     assert!(run.get("restore_tests").is_none(), "{run}");
 
@@ -466,7 +487,10 @@ fn a_policy_run_tests_when_due_skips_a_recent_test_and_status_reports_it() {
         ),
     );
     let status = status_json(&bed);
-    assert_eq!(target_status(&status, &vol)["restore_test"]["health"], "failed");
+    assert_eq!(
+        target_status(&status, &vol)["restore_test"]["health"],
+        "failed"
+    );
     assert_eq!(status["ok"], false);
     let check = bed.cmd().args(["status", "--check"]).assert().code(1);
     let stderr = String::from_utf8_lossy(&check.get_output().stderr).to_string();
@@ -501,9 +525,7 @@ fn an_overdue_restore_test_fails_the_check() {
     };
     let passed = format!("passed {old}");
     mk(&old, &[(RESULT_TAG, passed.as_str())]);
-    let now = chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     mk(&now, &[]);
     let status = status_json(&bed);
     assert_eq!(
