@@ -307,3 +307,79 @@ fn a_locked_backup_is_archived_too() {
         .clone();
     assert!(row.to_string().contains("governance"), "{row}");
 }
+
+fn tier_in(bed: &TestBed, region: &str, snapshot_id: &str) -> String {
+    let ec2 = bed.ec2(region);
+    bed.block(async {
+        ec2.describe_snapshots()
+            .snapshot_ids(snapshot_id)
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .first()
+            .and_then(|s| s.storage_tier().map(|t| t.as_str().to_string()))
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn a_copy_rule_archives_the_copies_in_its_region() {
+    // Only the copy rule has archive_after: the copies in us-west-2 are archived as they age,
+    // the source region's backups stay in the standard tier.
+    const COPY_REGION: &str = "us-west-2";
+    let bed = TestBed::start();
+    let vol = bed.volume(8, &[("Backup", "daily")]);
+    let start = |days: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let source_old = start(200);
+    let source_new = start(35);
+    fn own<'a>(vol: &'a str, at: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", "p"),
+            ("autosnap:source-volume", vol),
+            ("autosnap-testbed:start-time", at),
+            ("Keep", "forever"),
+        ]
+    }
+    let old = bed.snapshot_with_tags(REGION, &vol, &own(&vol, &source_old));
+    let newest = bed.snapshot_with_tags(REGION, &vol, &own(&vol, &source_new));
+    let there = bed.volume_in(COPY_REGION, 8);
+    let copy = |of: &str, at: &str| {
+        let mut tags = own(&vol, at);
+        tags.push(("autosnap:source-snapshot", of));
+        bed.snapshot_with_tags(COPY_REGION, &there, &tags)
+    };
+    let old_copy = copy(&old, &source_old);
+    let newest_copy = copy(&newest, &source_new);
+    let policy = POLICY.replace(
+        "archive_after = \"30d\"",
+        "copy = [{ region = \"us-west-2\", archive_after = \"30d\" }]",
+    );
+    bed.write_config("autosnap.toml", &policy, 0o644);
+
+    let out = bed.cmd().args(["plan"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let west = text
+        .split("backups in us-west-2")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no us-west-2 group:\n{text}"));
+    assert!(
+        west.contains(&format!("~ archive {old_copy} (200 days old")),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("archive {old} ")), "{text}");
+
+    let out = bed.json(&["run"]);
+    let archived = out["report"]["archived"].as_array().unwrap();
+    assert_eq!(archived.len(), 1, "{out}");
+    assert_eq!(archived[0]["backup_id"], old_copy.as_str());
+    assert_eq!(archived[0]["region"], COPY_REGION);
+    assert_eq!(tier_in(&bed, COPY_REGION, &old_copy), "archive");
+    assert_eq!(tier_in(&bed, COPY_REGION, &newest_copy), "standard");
+    assert_eq!(tier_in(&bed, REGION, &old), "standard");
+}
