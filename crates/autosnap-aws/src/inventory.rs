@@ -56,6 +56,11 @@ pub async fn gather(
             let mut out = Vec::new();
             if want_volumes {
                 for v in ec2.list_volumes(&Default::default()).await? {
+                    // A restore test's volume lives minutes and is deleted by autosnap: not a
+                    // target, and not "unprotected".
+                    if v.tags.contains_key(autosnap_core::restore_test::RUN_TAG) {
+                        continue;
+                    }
                     out.push(Target {
                         id: v.volume_id.clone(),
                         kind: ResourceKind::Volume,

@@ -355,6 +355,32 @@ fn a_test_killed_mid_wait_leaves_its_volume_and_the_next_run_deletes_it() {
 }
 
 #[test]
+fn a_restore_test_volume_is_not_a_target_or_unprotected() {
+    let bed = TestBed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    let snap = upload(&bed, &write(dir.path(), "disk.img", &image_bytes(&[], 4)));
+    // A test held in its wait: its volume exists while `status` runs.
+    let (mut child, volume) = start_held_test(&bed, &snap);
+    let status = status_json(&bed);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let unprotected: Vec<&str> = status["unprotected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    assert!(!unprotected.contains(&volume.as_str()), "{status}");
+    assert!(status["policies"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["target_id"] == vol.as_str()));
+}
+
+#[test]
 fn ctrl_c_mid_wait_deletes_the_volume_and_exits_130() {
     let bed = TestBed::start();
     let dir = tempfile::tempdir().unwrap();
