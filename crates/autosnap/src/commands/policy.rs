@@ -540,7 +540,8 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let report = report?;
     // Restore tests that are due, on the backups the run made (Ctrl-C deletes their volumes).
     let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
-    let tests = super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+    let tests =
+        super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
     let Some(restore_tests) = interrupt.or(tests).await else {
         super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
         print_report(env, &plan, Some(&report), false, &[])?;
