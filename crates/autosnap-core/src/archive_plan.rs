@@ -521,6 +521,8 @@ fn decide(
         .collect();
     let horizon = now + TimeDelta::days(MIN_ARCHIVE_DAYS);
     let mut at_horizon: Option<HashMap<String, bool>> = None;
+    // Retention on each of the 90 days, worked out once per group when some backup needs it.
+    let mut by_day: Vec<Option<HashMap<String, bool>>> = vec![None; MIN_ARCHIVE_DAYS as usize + 1];
     let mut out = Vec::new();
     for b in old_enough(backups, after, now) {
         let ids: Vec<String> = b.snapshot_ids.iter().map(|s| s.to_string()).collect();
@@ -568,7 +570,8 @@ fn decide(
                 let day = (1..=MIN_ARCHIVE_DAYS)
                     .find(|d| {
                         let at = now + TimeDelta::days(*d);
-                        !kept_at(retain, &staying, future, at)
+                        !by_day[*d as usize]
+                            .get_or_insert_with(|| kept_at(retain, &staying, future, at))
                             .get(b.backup_id.as_str())
                             .copied()
                             .unwrap_or(false)
