@@ -181,7 +181,11 @@ fn plan_and_run_cover_three_accounts_each_in_its_own_account() {
     for (id, vol) in &vols {
         let a = account(&plan, id);
         assert_eq!(a["ok"], true, "{a}");
-        assert_eq!(planned_targets(&a["plan"]), [vol.clone()], "account {id}");
+        assert_eq!(
+            planned_targets(&a["plan"]),
+            std::slice::from_ref(vol),
+            "account {id}"
+        );
         assert_eq!(a["summary"]["creates"], 1);
     }
 
@@ -191,7 +195,7 @@ fn plan_and_run_cover_three_accounts_each_in_its_own_account() {
         assert_eq!(a["report"]["created"].as_array().unwrap().len(), 1, "{a}");
         assert_eq!(
             backed_up_volumes(&bed, id),
-            [vol.clone()],
+            std::slice::from_ref(vol),
             "account {id} holds its own volume's snapshot and no other"
         );
     }

@@ -786,7 +786,7 @@ pub(super) async fn status_report(
     let now = plan.now;
     let region = ctx.region().to_string();
     let all_policies = &env.settings.config.file.policies;
-    let unlocked = unlocked_backups(&ctx, &plan, &policies).await?;
+    let unlocked = unlocked_backups(ctx, &plan, policies).await?;
     let report = StatusReport {
         now,
         policies: plan
@@ -830,7 +830,7 @@ pub(super) async fn status_report(
             })
             .collect(),
         unlocked,
-        recycle_bin: crate::commands::recycle_bin::destinations(&ctx, &plan).await,
+        recycle_bin: crate::commands::recycle_bin::destinations(ctx, &plan).await,
         ok: false,
     };
     let healthy = report
