@@ -561,3 +561,63 @@ fn an_overdue_restore_test_fails_the_check() {
     );
     bed.cmd().args(["status", "--check"]).assert().code(1);
 }
+
+/// The result tag of each snapshot of `volume`.
+fn results_of_volume(bed: &TestBed, volume: &str) -> Vec<Option<String>> {
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.describe_snapshots()
+            .filters(Filter::builder().name("volume-id").values(volume).build())
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .iter()
+            .map(|s| {
+                s.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(RESULT_TAG))
+                    .and_then(|t| t.value().map(String::from))
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn the_daemon_tests_the_backup_it_made() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config("autosnap.toml", POLICY, 0o644);
+    let mut child = bed
+        .std_cmd()
+        .args(["daemon", "--max-sleep", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first round's backup to carry a result.
+    let start = Instant::now();
+    while !results_of_volume(&bed, &vol).iter().any(Option::is_some) {
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon recorded no restore test");
+        }
+        // Poll pace only: readiness is the tag being there.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("): passed"), "{log}");
+    let results = results_of_volume(&bed, &vol);
+    assert_eq!(results.len(), 1, "one backup: {results:?}");
+    assert!(results[0].as_deref().unwrap().starts_with("passed "));
+    assert!(test_volumes(&bed).is_empty());
+}

@@ -540,8 +540,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     let report = report?;
     // Restore tests that are due, on the backups the run made (Ctrl-C deletes their volumes).
     let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
-    let tests =
-        super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+    let tests = super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
     let Some(restore_tests) = interrupt.or(tests).await else {
         super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
         print_report(env, &plan, Some(&report), false, &[])?;
@@ -1159,14 +1158,40 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
             };
             failed = log_report(report);
         }
-        // Sleep until the next target is due, re-reading the account at
+        // Restore tests that are due, after this round's backups. A failed test is tried again
+        // at the next wake-up, not at --retry-after: each test makes a volume.
+        let tests_due = plan
+            .policies
+            .iter()
+            .flat_map(|p| &p.targets)
+            .any(|t| t.restore_test.as_ref().is_some_and(|r| r.due));
+        if tests_due {
+            let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
+            let (sources, _) = inventory::regions(&policies, ctx.region());
+            super::restore_test::clean_up_left_overs(&ctx, &sources).await;
+            let tests =
+                super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+            tokio::pin!(tests);
+            tokio::select! {
+                _ = &mut tests => {}
+                _ = shutdown.signalled() => {
+                    tracing::info!("signal received: stopping the restore tests");
+                    super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
+                    break;
+                }
+            }
+        }
+        // Sleep until the next target (or restore test) is due, re-reading the account at
         // least every --max-sleep, and sooner after a failure.
         let now = Utc::now();
         let next = plan
             .policies
             .iter()
             .flat_map(|p| &p.targets)
-            .map(|t| t.next_due)
+            .flat_map(|t| {
+                std::iter::once(t.next_due)
+                    .chain(t.restore_test.as_ref().and_then(|r| r.next_due))
+            })
             .filter(|t| *t > now)
             .min();
         let mut sleep = next
