@@ -113,6 +113,9 @@ struct AccountJson<'a, T: Serialize> {
 struct AccountsJson<T: Serialize> {
     accounts: Vec<T>,
     failed_accounts: usize,
+    /// `run` only: Ctrl-C or SIGTERM stopped it; each report is what was done until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
 }
 
 fn account_json<'a, T: Serialize>(
@@ -165,6 +168,7 @@ pub(super) async fn plan(
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             failed_accounts: failed,
+            interrupted: false,
         })?,
         _ => {
             let mut s = String::new();
@@ -258,6 +262,7 @@ fn print_runs(
     results: &[(Account, Result<AccountRun, anyhow::Error>)],
     show_creates: bool,
     dry_run: bool,
+    interrupted: bool,
 ) -> anyhow::Result<()> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     match env.output {
@@ -276,6 +281,7 @@ fn print_runs(
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             failed_accounts: failed,
+            interrupted,
         }),
         _ => {
             let mut s = String::new();
@@ -392,7 +398,7 @@ pub(super) async fn run(
                 ))
             })
             .collect();
-        print_runs(env, &stopped, true, false)?;
+        print_runs(env, &stopped, true, false, true)?;
         super::report_interrupted_with(
             "the run's new snapshots and copies",
             "autosnap plan",
@@ -400,7 +406,7 @@ pub(super) async fn run(
         );
         return Ok(Exit::Interrupted);
     };
-    print_runs(env, &results, true, dry_run)?;
+    print_runs(env, &results, true, dry_run, false)?;
     report_failed_accounts(&results);
     Ok(run_exit(&results))
 }
@@ -435,7 +441,7 @@ pub(super) async fn prune(
         })
         .collect();
     if args.dry_run {
-        print_runs(env, &views, false, true)?;
+        print_runs(env, &views, false, true, false)?;
         report_failed_accounts(&views);
         return Ok(run_exit(&views));
     }
@@ -510,7 +516,7 @@ pub(super) async fn prune(
         .await;
     // The plans are on the screen already in table mode: print the results only.
     match env.output {
-        OutputFormat::Json => print_runs(env, &results, false, false)?,
+        OutputFormat::Json => print_runs(env, &results, false, false, false)?,
         _ => {
             let mut s = String::new();
             for (a, r) in &results {
