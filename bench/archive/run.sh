@@ -20,7 +20,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # PutObject slow down the GetSnapshotBlock calls of the same archive.
 s3_endpoint="$AWS_ENDPOINT_URL"
 if [[ "${SHARED_S3:-0}" != 1 ]]; then
-    "$venv/bin/python" testbed/autosnap_testbed.py --port 0 --port-file "$work/s3port" \
+    # --verbose: one log line per request, counted below for the S3 measurements.
+    "$venv/bin/python" testbed/autosnap_testbed.py --port 0 --port-file "$work/s3port" --verbose \
         2>"$work/s3bed.log" >/dev/null &
     for _ in $(seq 1 100); do [[ -s "$work/s3port" ]] && break; sleep 0.1; done
     s3_endpoint="http://127.0.0.1:$(cat "$work/s3port")"
@@ -55,9 +56,28 @@ fi
 measure "archive (local repo)" "$size_mib" "$autosnap" --no-progress archive "$snap" --repo "$work/repo" --concurrency "$concurrency"
 measure "restore --to-file (local repo)" "$size_mib" "$autosnap" --no-progress restore "$snap" --repo "$work/repo" --to-file "$work/r.img" --concurrency "$concurrency"
 same "$work/r.img"
+# s3_requests: the S3 requests since the last call, by kind (from the S3 test bed's request
+# log; empty when the bed is shared and not verbose).
+s3_seen=0
+s3_requests() {
+    local log="$work/s3bed.log"
+    [[ -f "$log" ]] || { echo "n/a"; return; }
+    local lines
+    lines=$(grep -E '"(GET|PUT|HEAD|POST|DELETE) ' "$log" | tail -n +"$((s3_seen + 1))" || true)
+    s3_seen=$((s3_seen + $(printf '%s' "$lines" | grep -c . || true)))
+    printf '%s\n' "$lines" | awk '
+        /"GET [^"]*list-type=2/ { list++; next }
+        /"GET / { get++ } /"PUT / { put++ } /"HEAD / { head++ } /"DELETE / { del++ } /"POST / { post++ }
+        END { printf "PUT %d, HEAD %d, GET %d, LIST %d, DELETE %d, POST %d\n", put, head, get, list, del, post }'
+}
 "$autosnap" repo init s3://bench-archive/r >/dev/null
+s3_requests >/dev/null
 measure "archive (s3:// repo)" "$size_mib" "$autosnap" --no-progress archive "$snap" --repo s3://bench-archive/r --concurrency "$concurrency"
+echo "  S3 requests of the archive: $(s3_requests)"
+measure "archive again (s3:// repo, every chunk known)" "$size_mib" "$autosnap" --no-progress archive "$snap" --repo s3://bench-archive/r --concurrency "$concurrency"
+echo "  S3 requests of the second archive: $(s3_requests)"
 measure "restore --to-snapshot (s3:// repo)" "$size_mib" "$autosnap" --no-progress restore "$snap" --repo s3://bench-archive/r --to-snapshot --concurrency "$concurrency"
+echo "  S3 requests of the restore: $(s3_requests)"
 
 echo "load average after: $(uptime | sed 's/.*load average: //')"
 echo
@@ -68,4 +88,5 @@ fraction "upload" "raw client put (ceiling)"
 fraction "download" "raw client get (ceiling)"
 fraction "archive (local repo)" "raw client get (ceiling)"
 fraction "archive (s3:// repo)" "raw client get (ceiling)"
+fraction "archive again (s3:// repo, every chunk known)" "raw client get (ceiling)"
 fraction "restore --to-snapshot (s3:// repo)" "raw client put (ceiling)"

@@ -108,6 +108,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(0)
     }
 
+    /// [`Backend::create`], except that the new object's *name* may become durable only at
+    /// the next [`Backend::sync_dirs`] naming its directory; its content is durable before it
+    /// gets the name, so a crash loses the object or keeps it whole. An archive writes its
+    /// chunks so and syncs their directories once, before its manifest. Default: `create`.
+    fn create_deferred(&self, name: &str, data: &[u8]) -> Result<bool, BackendError> {
+        self.create(name, data)
+    }
+
+    /// Makes the names in directories `dirs` (such as `chunks/ab`) durable: every object
+    /// created there, by this process or another, survives a crash once this returns.
+    /// Default: nothing to do (every write is durable when acknowledged).
+    fn sync_dirs(&self, _dirs: &[String]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// The backend as [`std::any::Any`], for a caller that has a faster path for a backend
     /// type it knows (the AWS layer sends an archive's chunks to S3 without leaving async
     /// code). `None` (the default): use the methods above.
@@ -248,6 +263,41 @@ impl LocalBackend {
     }
 }
 
+impl LocalBackend {
+    /// [`Backend::create`]; the directory is `fsync`ed only when `sync_name` (else the caller
+    /// syncs it later with [`Backend::sync_dirs`]). The file's content is synced either way
+    /// before it gets its name, so a name that survives a crash never holds a torn object.
+    fn create_synced(
+        &self,
+        name: &str,
+        data: &[u8],
+        sync_name: bool,
+    ) -> Result<bool, BackendError> {
+        let path = self.path(name)?;
+        if path.exists() {
+            return Ok(false);
+        }
+        let temp = self.write_temp(&path, name, data)?;
+        // A hard link fails if the target exists: an atomic create-only rename.
+        let created = match fs::hard_link(&temp, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // File systems without hard links: fall back to exists + rename. Objects written
+            // with `create` are content-addressed or uniquely named, so the small race only
+            // ever replaces an object with identical content.
+            Err(_) if !path.exists() => fs::rename(&temp, &path).map(|()| true),
+            Err(_) => Ok(false),
+        };
+        let _ = fs::remove_file(&temp);
+        let created = created.map_err(|e| BackendError::io("create", name, e))?;
+        if created && sync_name {
+            let dir = path.parent().unwrap_or(&self.root);
+            sync_dir(dir).map_err(|e| BackendError::io("sync directory of", name, e))?;
+        }
+        Ok(created)
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -301,28 +351,23 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self, name: &str, data: &[u8]) -> Result<bool, BackendError> {
-        let path = self.path(name)?;
-        if path.exists() {
-            return Ok(false);
+        self.create_synced(name, data, true)
+    }
+
+    fn create_deferred(&self, name: &str, data: &[u8]) -> Result<bool, BackendError> {
+        self.create_synced(name, data, false)
+    }
+
+    fn sync_dirs(&self, dirs: &[String]) -> Result<(), BackendError> {
+        for dir in dirs {
+            let path = self.path(dir)?;
+            match sync_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BackendError::io("sync directory", dir, e)),
+            }
         }
-        let temp = self.write_temp(&path, name, data)?;
-        // A hard link fails if the target exists: an atomic create-only rename.
-        let created = match fs::hard_link(&temp, &path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            // File systems without hard links: fall back to exists + rename. Objects written
-            // with `create` are content-addressed or uniquely named, so the small race only
-            // ever replaces an object with identical content.
-            Err(_) if !path.exists() => fs::rename(&temp, &path).map(|()| true),
-            Err(_) => Ok(false),
-        };
-        let _ = fs::remove_file(&temp);
-        let created = created.map_err(|e| BackendError::io("create", name, e))?;
-        if created {
-            let dir = path.parent().unwrap_or(&self.root);
-            sync_dir(dir).map_err(|e| BackendError::io("sync directory of", name, e))?;
-        }
-        Ok(created)
+        Ok(())
     }
 
     fn exists(&self, name: &str) -> Result<bool, BackendError> {

@@ -12,6 +12,7 @@
 //! manifest back: the caller is told the truth about whether the archive was committed.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -108,6 +109,11 @@ pub struct ArchiveWriter {
     volumes: Vec<Mutex<VolumeState>>,
     /// Chunks known to be stored, listed under this archive's lock.
     index: Option<ChunkIndex>,
+    /// Bit `n`: a block references a chunk under `chunks/<n as 2 hex>/`, whose directory is
+    /// synced before the manifest (chunks are created with [`Backend::create_deferred`]).
+    ///
+    /// [`Backend::create_deferred`]: crate::Backend::create_deferred
+    fans: [AtomicU64; 4],
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -295,6 +301,7 @@ impl Repository {
             parent: None,
             volumes: Vec::new(),
             index: None,
+            fans: Default::default(),
         })
     }
 }
@@ -433,7 +440,8 @@ impl ArchiveWriter {
             return self.commit_block(pending, None);
         }
         let sealed = self.seal_chunk(&pending, data)?;
-        let mut created = backend.create(pending.name(), &sealed)?;
+        // The directory entry is synced once per directory before the manifest (`finish`).
+        let mut created = backend.create_deferred(pending.name(), &sealed)?;
         if !created && pending.replace_existing() {
             backend.write(pending.name(), &sealed)?;
             created = true;
@@ -550,6 +558,10 @@ impl ArchiveWriter {
     }
 
     fn record_block(&self, volume: usize, index: u64, added: AddedBlock) -> Result<AddedBlock> {
+        if let BlockRef::Chunk(id) = added.block {
+            let fan = id.0[0];
+            self.fans[usize::from(fan / 64)].fetch_or(1 << (fan % 64), Ordering::Relaxed);
+        }
         let mut state = self.volume(volume)?.lock().unwrap();
         let block_size = u64::from(state.block_size);
         let stats = &mut state.stats;
@@ -615,6 +627,14 @@ impl ArchiveWriter {
             volumes,
             stats,
         };
+        // Every chunk the manifest references keeps its name across a crash from here on.
+        let dirs: Vec<String> = (0..=255u8)
+            .filter(|fan| {
+                self.fans[usize::from(fan / 64)].load(Ordering::Relaxed) & (1 << (fan % 64)) != 0
+            })
+            .map(|fan| format!("{}{fan:02x}", crate::repository::CHUNKS_PREFIX))
+            .collect();
+        self.repo.backend().sync_dirs(&dirs)?;
         // The last check before the write that makes everything above reachable: had this
         // lock been lost, a gc might have removed chunks that this archive reuses.
         self.lock.refresh()?;

@@ -183,3 +183,96 @@ fn block_zero(repo: &autosnap_repo::Repository, manifest: autosnap_repo::Manifes
     assert!(matches!(block, BlockRef::Chunk(_)));
     reader.read_block(&block).unwrap()
 }
+
+/// Records the order of creates, deferred creates and directory syncs over a memory backend.
+#[derive(Debug, Default)]
+struct Recording {
+    inner: autosnap_repo::MemoryBackend,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+impl autosnap_repo::Backend for Recording {
+    fn location(&self) -> String {
+        "recording".into()
+    }
+    fn read(&self, name: &str) -> Result<Vec<u8>, autosnap_repo::BackendError> {
+        self.inner.read(name)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), autosnap_repo::BackendError> {
+        self.inner.write(name, data)
+    }
+    fn create(&self, name: &str, data: &[u8]) -> Result<bool, autosnap_repo::BackendError> {
+        self.log.lock().unwrap().push(format!("create {name}"));
+        self.inner.create(name, data)
+    }
+    fn create_deferred(
+        &self,
+        name: &str,
+        data: &[u8],
+    ) -> Result<bool, autosnap_repo::BackendError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("create_deferred {name}"));
+        self.inner.create(name, data)
+    }
+    fn sync_dirs(&self, dirs: &[String]) -> Result<(), autosnap_repo::BackendError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("sync_dirs {}", dirs.join(" ")));
+        Ok(())
+    }
+    fn exists(&self, name: &str) -> Result<bool, autosnap_repo::BackendError> {
+        self.inner.exists(name)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(autosnap_repo::ObjectInfo) -> Result<(), autosnap_repo::BackendError>,
+    ) -> Result<(), autosnap_repo::BackendError> {
+        self.inner.list(prefix, visit)
+    }
+    fn delete(&self, name: &str) -> Result<(), autosnap_repo::BackendError> {
+        self.inner.delete(name)
+    }
+}
+
+#[test]
+fn chunk_directories_are_synced_once_before_the_manifest() {
+    let backend = std::sync::Arc::new(Recording::default());
+    let repo =
+        autosnap_repo::Repository::init(backend.clone(), options(EncryptionInit::None)).unwrap();
+    archive_one(&repo, Fill::Random(1));
+    let mut writer = repo.begin_archive(source("snap-2")).unwrap();
+    let volume = writer.add_volume(VolumeSource::ebs(1)).unwrap();
+    writer
+        .add_block(volume, 0, &block(Fill::Random(1)))
+        .unwrap(); // reused
+    writer
+        .add_block(volume, 1, &block(Fill::Random(2)))
+        .unwrap(); // new
+    writer.add_block(volume, 2, &block(Fill::Zero)).unwrap();
+    let start = backend.log.lock().unwrap().len();
+    writer.finish().unwrap();
+    let log = backend.log.lock().unwrap()[start..].to_vec();
+
+    let chunks = names(&*backend, "chunks/");
+    let mut dirs: Vec<String> = chunks
+        .iter()
+        .map(|n| n.rsplit_once('/').unwrap().0.to_owned())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    // Both chunks' directories (the reused one too: its name must be durable before a
+    // manifest that needs it), once, before the manifest.
+    let sync = log
+        .iter()
+        .position(|l| l == &format!("sync_dirs {}", dirs.join(" ")));
+    let manifest = log.iter().position(|l| l.starts_with("create manifests/"));
+    assert!(
+        matches!((sync, manifest), (Some(s), Some(m)) if s < m),
+        "{log:#?}"
+    );
+    assert_eq!(log.iter().filter(|l| l.starts_with("sync_dirs")).count(), 1);
+}
