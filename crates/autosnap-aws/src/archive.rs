@@ -17,7 +17,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::ebs::{
-    block_checksum, BlockEntry, Ebs, EbsError, LinearChecksum, NewSnapshot, BLOCK_SIZE,
+    block_checksum, BlockBuffers, BlockEntry, Ebs, EbsError, LinearChecksum, NewSnapshot,
+    BLOCK_SIZE,
 };
 use crate::error::AwsError;
 
@@ -117,37 +118,37 @@ pub async fn upload_file(
     // checksum is folded in as they arrive (no per-block state is kept).
     let mut linear = LinearChecksum::default();
     let mut zero_blocks = 0u64;
+    let buffers = &BlockBuffers::new(options.concurrency.max(1) + 2);
     let mut results = stream::iter(0..blocks)
         .map(|index| {
             let file = Arc::clone(&file);
             let snapshot = snapshot.clone();
+            let mut buf = buffers.take_block();
             async move {
                 let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; BLOCK_SIZE];
                     let offset = index * BLOCK_SIZE as u64;
                     let mut filled = 0;
                     while filled < BLOCK_SIZE {
                         let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
                         if n == 0 {
-                            break; // end of file: the rest stays zero (padding)
+                            break; // end of file: the rest is padding
                         }
                         filled += n;
                     }
+                    buf[filled..].fill(0); // the buffer held an earlier block
                     let digest = (!is_zero_block(&buf)).then(|| block_checksum(&buf));
-                    Ok::<_, std::io::Error>((buf, filled as u64, digest))
+                    Ok::<_, std::io::Error>((buf.freeze(), filled as u64, digest))
                 })
                 .await
                 .expect("block reader does not panic")
                 .map_err(io_err("cannot read", path))?;
                 let (buf, filled, digest) = read;
-                match digest {
-                    None => Ok::<_, EbsError>((filled, None)),
-                    Some((checksum, raw)) => {
-                        ebs.put_block(&snapshot, index, buf.into(), &checksum, started)
-                            .await?;
-                        Ok((filled, Some(raw)))
-                    }
+                if let Some((checksum, _)) = &digest {
+                    ebs.put_block(&snapshot, index, buf.clone(), checksum, started)
+                        .await?;
                 }
+                buffers.give(buf);
+                Ok::<_, EbsError>((filled, digest.map(|(_, raw)| raw)))
             }
         })
         .buffered(options.concurrency.max(1));
@@ -231,20 +232,24 @@ pub async fn download_snapshot(
     file.set_len(size).map_err(io_err("cannot write", path))?;
     progress.start(size);
 
+    let buffers = &BlockBuffers::new(concurrency.max(1) + 2);
     let blocks_read = block_stream(ebs, snapshot, first)
         .map_ok(|block| {
             let file = Arc::clone(&file);
             async move {
-                let data = ebs.get_block_bytes(snapshot, &block).await?;
-                tokio::task::spawn_blocking(move || {
-                    if is_zero_block(&data) {
-                        return Ok(());
+                let data = ebs
+                    .get_block_into(snapshot, &block, buffers.take())
+                    .await?;
+                let data = tokio::task::spawn_blocking(move || {
+                    if !is_zero_block(&data) {
+                        file.write_all_at(&data, block.index * BLOCK_SIZE as u64)?;
                     }
-                    file.write_all_at(&data, block.index * BLOCK_SIZE as u64)
+                    Ok(data)
                 })
                 .await
                 .expect("block writer does not panic")
                 .map_err(io_err("cannot write", path))?;
+                buffers.give(data);
                 Ok::<_, EbsError>(())
             }
         })

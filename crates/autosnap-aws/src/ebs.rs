@@ -135,6 +135,52 @@ impl LinearChecksum {
     }
 }
 
+/// Block buffers one transfer reuses: a block's 512 KiB comes back once its request is done, so
+/// a transfer allocates about as many buffers as it has blocks in flight instead of one per
+/// block (each fresh one costs the allocator a trip to the kernel: page faults and zeroing).
+pub struct BlockBuffers {
+    free: std::sync::Mutex<Vec<bytes::BytesMut>>,
+    keep: usize,
+}
+
+impl BlockBuffers {
+    /// A pool that keeps at most `keep` idle buffers.
+    pub fn new(keep: usize) -> BlockBuffers {
+        BlockBuffers {
+            free: std::sync::Mutex::new(Vec::with_capacity(keep)),
+            keep,
+        }
+    }
+
+    /// A buffer with room for one block; its length and content are whatever it last held.
+    pub fn take(&self) -> bytes::BytesMut {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| bytes::BytesMut::with_capacity(BLOCK_SIZE))
+    }
+
+    /// A buffer of exactly one block, for reading into (stale content: overwrite all of it).
+    pub fn take_block(&self) -> bytes::BytesMut {
+        let mut buf = self.take();
+        buf.resize(BLOCK_SIZE, 0); // zeroes only what was never written
+        buf
+    }
+
+    /// Gives a block back, if nothing else holds it any more (a clone still in a request's
+    /// body keeps it out of the pool; it is then freed as usual).
+    pub fn give(&self, block: bytes::Bytes) {
+        let Ok(buf) = block.try_into_mut() else {
+            return;
+        };
+        if buf.capacity() < BLOCK_SIZE {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+    }
+}
+
 /// An EBS direct client. Clones share the adaptive limit on block requests.
 #[derive(Clone)]
 pub struct Ebs {
@@ -498,12 +544,33 @@ impl Ebs {
         Ok(self.get_block_hashed(snapshot, block).await?.0)
     }
 
+    /// [`Ebs::get_block_bytes`] received into `buf` (its capacity reused: see
+    /// [`BlockBuffers`]).
+    pub async fn get_block_into(
+        &self,
+        snapshot: &str,
+        block: &BlockEntry,
+        buf: bytes::BytesMut,
+    ) -> Result<bytes::Bytes, EbsError> {
+        Ok(self.get_block_hashed_into(snapshot, block, buf).await?.0)
+    }
+
     /// [`Ebs::get_block_bytes`] and the block's SHA-256, checked against the one EBS sent
     /// (an unencrypted archive repository's chunk id: not computed twice).
     pub async fn get_block_hashed(
         &self,
         snapshot: &str,
         block: &BlockEntry,
+    ) -> Result<(bytes::Bytes, [u8; 32]), EbsError> {
+        let buf = bytes::BytesMut::with_capacity(BLOCK_SIZE);
+        self.get_block_hashed_into(snapshot, block, buf).await
+    }
+
+    async fn get_block_hashed_into(
+        &self,
+        snapshot: &str,
+        block: &BlockEntry,
+        mut data: bytes::BytesMut,
     ) -> Result<(bytes::Bytes, [u8; 32]), EbsError> {
         const READS: u32 = 3;
         let mut last = (String::new(), String::new());
@@ -523,7 +590,7 @@ impl Ebs {
             // block, then dropped, so the connection's read buffer is free again at once;
             // collecting the pieces first and joining them costs a second copy and twice the
             // memory per block in flight. The slot covers the body: it is most of the request.
-            let mut data = bytes::BytesMut::with_capacity(BLOCK_SIZE);
+            data.clear();
             let mut hasher = Sha256::new();
             let mut oversized = false;
             let body = loop {
