@@ -237,9 +237,7 @@ pub async fn download_snapshot(
         .map_ok(|block| {
             let file = Arc::clone(&file);
             async move {
-                let data = ebs
-                    .get_block_into(snapshot, &block, buffers.take())
-                    .await?;
+                let data = ebs.get_block_into(snapshot, &block, buffers.take()).await?;
                 let data = tokio::task::spawn_blocking(move || {
                     if !is_zero_block(&data) {
                         file.write_all_at(&data, block.index * BLOCK_SIZE as u64)?;
