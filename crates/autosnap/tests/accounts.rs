@@ -40,8 +40,13 @@ fn config(bed: &TestBed, accounts: &[&str]) {
 /// credentials' account, as an administrator of that account would make it. A raw query-API
 /// request: the test bed does not check signatures, only reads the service from the scope.
 fn create_role(bed: &TestBed, account: &str, name: &str) {
+    create_role_trusting(bed, account, name, ACCOUNT);
+}
+
+/// The same, trusting `trusted` instead of the base credentials' account.
+fn create_role_trusting(bed: &TestBed, account: &str, name: &str, trusted: &str) {
     let trust = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{trusted}:root"}},"Action":"sts:AssumeRole"}}]}}"#
     );
     let body = format!(
         "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
@@ -576,4 +581,35 @@ fn snapshot_exists_in(bed: &TestBed, account: &str, id: &str) -> bool {
             .iter()
             .any(|s| s.snapshot_id() == Some(id.as_str()))
     })
+}
+
+#[test]
+fn member_roles_are_assumed_from_a_base_role_when_aws_role_arn_is_set() {
+    let bed = TestBed::start();
+    // The chain: keys (123456789012) → aws.role_arn in a hub account → each member's role, which
+    // trusts only the hub: assuming it straight from the keys would be refused.
+    const HUB: &str = "444444444444";
+    create_role(&bed, HUB, "base");
+    create_role_trusting(&bed, A, "autosnap", HUB);
+    let va = volume_in(&bed, A);
+    let text = format!(
+        "[aws]\nrole_arn = \"arn:aws:iam::{HUB}:role/base\"\n{POLICY}{}",
+        entry(A)
+    );
+    bed.write_config("autosnap.toml", &text, 0o644);
+    bed.json(&["run"]);
+    assert_eq!(backed_up_volumes(&bed, A), [va]);
+
+    // Without the hub role the member role refuses the keys' account.
+    bed.write_config("autosnap.toml", &format!("{POLICY}{}", entry(A)), 0o644);
+    let out = bed.cmd().args(["plan", "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the only account failed");
+    let doc = json_of(&out);
+    assert!(
+        account(&doc, A)["error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{doc}"
+    );
 }
