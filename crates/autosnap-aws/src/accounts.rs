@@ -11,7 +11,8 @@ use std::future::Future;
 use autosnap_core::accounts::{Account, OrganizationAccount};
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::Region;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
 use futures::stream::{self, StreamExt};
 
 use crate::context::{credential_error_detail, AwsContext};
@@ -63,8 +64,9 @@ pub async fn assume(base: &AwsContext, account: &Account) -> Result<AwsContext, 
     }
     let provider = builder.build().await;
     // Asked once now, so a missing role or a refusing trust policy is this account's error
-    // before any work starts; the provider then refreshes on its own.
-    provider
+    // before any work starts; those first credentials are handed to the SDK's cache, which
+    // asks the provider again before they expire.
+    let first = provider
         .provide_credentials()
         .await
         .map_err(|e| AccountError::AssumeRole {
@@ -72,7 +74,10 @@ pub async fn assume(base: &AwsContext, account: &Account) -> Result<AwsContext, 
             role_arn: account.role_arn.clone(),
             detail: credential_error_detail(&e),
         })?;
-    let ctx = base.with_credentials(SharedCredentialsProvider::new(provider));
+    let ctx = base.with_credentials(SharedCredentialsProvider::new(FirstThen {
+        first: std::sync::Mutex::new(Some(first)),
+        then: provider,
+    }));
     let actual = ctx.account_id().await?;
     if actual != account.id {
         return Err(AccountError::WrongAccount {
@@ -82,6 +87,27 @@ pub async fn assume(base: &AwsContext, account: &Account) -> Result<AwsContext, 
         });
     }
     Ok(ctx)
+}
+
+/// Credentials already fetched, then the provider's: the check in [`assume`] is the session
+/// the account's first calls use, not an AssumeRole of its own.
+#[derive(Debug)]
+struct FirstThen {
+    first: std::sync::Mutex<Option<Credentials>>,
+    then: AssumeRoleProvider,
+}
+
+impl ProvideCredentials for FirstThen {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self.first.lock().expect("not poisoned").take();
+        match first {
+            Some(c) => future::ProvideCredentials::ready(Ok(c)),
+            None => self.then.provide_credentials(),
+        }
+    }
 }
 
 /// Runs `work` in every account, at most [`ACCOUNTS_AT_ONCE`] at a time, each with its own
