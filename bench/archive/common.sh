@@ -2,7 +2,7 @@
 # autosnap (and the raw EBS client example), starts a fresh test bed on a loopback port,
 # makes a scratch directory ($work, removed on exit) and defines `measure` and `make_image`.
 #
-# Env: PROFILE=release (default) or debug; CARGO_TARGET_DIR (default
+# Env: PROFILE=release (default) or debug; NO_BUILD=1; CARGO_TARGET_DIR (default
 # $HOME/.cache/autosnap/target); TMPDIR for the scratch directory.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -12,8 +12,11 @@ venv_line="$(testbed/setup.sh)"; venv="${venv_line#AUTOSNAP_TESTBED_VENV=}"
 profile="${PROFILE:-release}"
 if [[ "$profile" == release ]]; then cargo_profile=(--release); else cargo_profile=(); fi
 # Separate invocations: the example pulls in dev-dependency features the CLI must not get.
-cargo build "${cargo_profile[@]}" --quiet --bin autosnap
-cargo build "${cargo_profile[@]}" --quiet -p autosnap-aws --example raw_ebs
+# NO_BUILD=1: use the binaries already built (e.g. while another build holds the target dir).
+if [[ "${NO_BUILD:-0}" != 1 ]]; then
+    cargo build "${cargo_profile[@]}" --quiet --bin autosnap
+    cargo build "${cargo_profile[@]}" --quiet -p autosnap-aws --example raw_ebs
+fi
 autosnap="$CARGO_TARGET_DIR/$profile/autosnap"
 raw_ebs="$CARGO_TARGET_DIR/$profile/examples/raw_ebs"
 work="$(mktemp -d "${TMPDIR:-/tmp}/autosnap-bench.XXXXXX")"
