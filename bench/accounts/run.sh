@@ -6,7 +6,9 @@
 # [[account]] entries. Reports wall time, peak RSS, and AWS requests per account.
 #
 #   bench/accounts/run.sh [A] [V]     (default A=20, V=100; PROFILE=release for a release build,
-#                                      default debug: the time is the test bed's, not autosnap's CPU)
+#                                      default debug: the time is the test bed's, not autosnap's CPU;
+#                                      LOG_TO=FILE keeps autosnap's log, e.g. with
+#                                      AUTOSNAP_LOG=aws_smithy_runtime=debug,aws_config=debug)
 #
 # Needs: the test bed (testbed/setup.sh) and a build of autosnap.
 set -euo pipefail
@@ -64,7 +66,7 @@ export AWS_ENDPOINT_URL="$proxy"
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/rss" "$autosnap" -q -c "$work/autosnap.toml" plan -o json >"$work/plan.json" \
+/usr/bin/time -f "%M" -o "$work/rss" "$autosnap" -q -c "$work/autosnap.toml" plan -o json >"$work/plan.json" 2>"${LOG_TO:-/dev/stderr}" \
     || echo "autosnap plan exited with $?"
 end=$(date +%s.%N)
 "$py" -c "import json,sys,urllib.request; json.dump(json.load(urllib.request.urlopen('$proxy/_stats')), sys.stdout)" >"$work/stats"
