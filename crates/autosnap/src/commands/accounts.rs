@@ -21,8 +21,8 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::policy::{
-    log_report, make_plan, not_done, render_plan, status_report, summarize, PlanSummary,
-    RecordingProgress, Shutdown,
+    log_report, make_plan, not_done, render_plan, report_text, status_report, summarize,
+    PlanSummary, RecordingProgress, Shutdown,
 };
 use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
 use crate::commands::confirm::{self, Consent};
@@ -224,33 +224,7 @@ struct RunJson<'a> {
 fn render_run(r: &AccountRun, show_creates: bool, dry_run: bool) -> String {
     let mut s = render_plan(&r.plan, show_creates);
     match &r.report {
-        Some(rep) => {
-            let _ = write!(
-                s,
-                "\ndone: {} created, {} copied, {} deleted, {} failed",
-                rep.created.len(),
-                rep.copied.len(),
-                rep.deleted.len(),
-                rep.failures.len()
-            );
-            for f in &rep.failures {
-                let _ = write!(
-                    s,
-                    "\n  failed: policy {} {} {} in {}: {}",
-                    f.policy, f.action, f.target_id, f.region, f.error
-                );
-            }
-            for skipped in &rep.skipped_prunes {
-                let _ = write!(s, "\n  skipped: {skipped}");
-            }
-            for l in &rep.locked {
-                let _ = write!(
-                    s,
-                    "\n  kept {} of {} in {} (policy {}): {}",
-                    l.backup_id, l.target_id, l.region, l.policy, l.reason
-                );
-            }
-        }
+        Some(rep) => s.push_str(&report_text(rep)),
         None if dry_run => s.push_str("\ndry run: nothing was changed"),
         None => {}
     }

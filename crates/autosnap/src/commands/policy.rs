@@ -412,42 +412,7 @@ fn print_report(
         }),
         _ => {
             if let Some(r) = report {
-                let mut s = format!(
-                    "\ndone: {} created, {} copied, {}{} deleted, {} failed",
-                    r.created.len(),
-                    r.copied.len(),
-                    match r.archived.len() {
-                        0 => String::new(),
-                        n => format!("{n} archived, "),
-                    },
-                    r.deleted.len(),
-                    r.failures.len()
-                );
-                for f in &r.failures {
-                    let _ = write!(
-                        s,
-                        "\n  failed: policy {} {} {} in {}: {}",
-                        f.policy, f.action, f.target_id, f.region, f.error
-                    );
-                }
-                for a in &r.archived {
-                    let _ = write!(
-                        s,
-                        "\n  archived {} of {} in {} (policy {})",
-                        a.backup_id, a.target_id, a.region, a.policy
-                    );
-                }
-                for skipped in &r.skipped_prunes {
-                    let _ = write!(s, "\n  skipped: {skipped}");
-                }
-                // Retention wanted these gone; a snapshot lock keeps them (not a failure).
-                for l in &r.locked {
-                    let _ = write!(
-                        s,
-                        "\n  kept {} of {} in {} (policy {}): {}",
-                        l.backup_id, l.target_id, l.region, l.policy, l.reason
-                    );
-                }
+                let mut s = report_text(r);
                 for t in restore_tests {
                     let result = match (&t.report, &t.error) {
                         (Some(r), _) if r.passed => format!("{} passed", r.backup_id),
@@ -471,6 +436,48 @@ fn print_report(
             Ok(())
         }
     }
+}
+
+/// What a run did, as the lines printed after its plan: counts, then each failure, archive,
+/// skipped prune and locked backup (one account's run or the only one).
+pub(super) fn report_text(r: &RunReport) -> String {
+    let mut s = format!(
+        "\ndone: {} created, {} copied, {}{} deleted, {} failed",
+        r.created.len(),
+        r.copied.len(),
+        match r.archived.len() {
+            0 => String::new(),
+            n => format!("{n} archived, "),
+        },
+        r.deleted.len(),
+        r.failures.len()
+    );
+    for f in &r.failures {
+        let _ = write!(
+            s,
+            "\n  failed: policy {} {} {} in {}: {}",
+            f.policy, f.action, f.target_id, f.region, f.error
+        );
+    }
+    for a in &r.archived {
+        let _ = write!(
+            s,
+            "\n  archived {} of {} in {} (policy {})",
+            a.backup_id, a.target_id, a.region, a.policy
+        );
+    }
+    for skipped in &r.skipped_prunes {
+        let _ = write!(s, "\n  skipped: {skipped}");
+    }
+    // Retention wanted these gone; a snapshot lock keeps them (not a failure).
+    for l in &r.locked {
+        let _ = write!(
+            s,
+            "\n  kept {} of {} in {} (policy {}): {}",
+            l.backup_id, l.target_id, l.region, l.policy, l.reason
+        );
+    }
+    s
 }
 
 fn exit_for(report: &RunReport) -> Exit {
