@@ -540,20 +540,8 @@ async fn run_target(
                 let mut ok = true;
                 for id in &backup.snapshot_ids {
                     let bucket = &regions.limits(&group.region).delete_snapshot;
-                    let mut throttles = 0;
-                    let result = loop {
-                        bucket.acquire().await;
-                        match ec2.delete_snapshot(id).await {
-                            Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
-                                throttles += 1;
-                                tracing::info!(
-                                    "EC2 is throttling DeleteSnapshot: slowing down (retry {throttles} for {id})"
-                                );
-                                bucket.throttled().await;
-                            }
-                            result => break result,
-                        }
-                    };
+                    let result =
+                        paced(bucket, "DeleteSnapshot", id, || ec2.delete_snapshot(id)).await;
                     if let Err(e) = result {
                         fail(&mut report, &group.region, "delete", e.to_string());
                         ok = false;
@@ -584,6 +572,34 @@ async fn run_target(
     report
 }
 
+/// One call on `id` when `bucket` allows it; a throttled call did nothing at EC2, so the bucket
+/// slows down and the call is tried again, at most [`THROTTLED_RETRIES`] times.
+async fn paced<T, F, Fut>(
+    bucket: &crate::rate::TokenBucket,
+    operation: &str,
+    id: &str,
+    mut call: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    let mut throttles = 0;
+    loop {
+        bucket.acquire().await;
+        match call().await {
+            Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
+                throttles += 1;
+                tracing::info!(
+                    "EC2 is throttling {operation}: slowing down (retry {throttles} for {id})"
+                );
+                bucket.throttled().await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Archives every snapshot of one backup (ModifySnapshotTier), paced; the error names the
 /// snapshot and says what to do.
 async fn archive_backup(
@@ -594,20 +610,10 @@ async fn archive_backup(
     let ec2 = regions.ec2(region);
     let bucket = &regions.limits(region).modify_snapshot_tier;
     for id in &backup.snapshot_ids {
-        let mut throttles = 0;
-        let result = loop {
-            bucket.acquire().await;
-            match ec2.archive_snapshot(id).await {
-                Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
-                    throttles += 1;
-                    tracing::info!(
-                        "EC2 is throttling ModifySnapshotTier: slowing down (retry {throttles} for {id})"
-                    );
-                    bucket.throttled().await;
-                }
-                result => break result,
-            }
-        };
+        let result = paced(bucket, "ModifySnapshotTier", id, || {
+            ec2.archive_snapshot(id)
+        })
+        .await;
         if let Err(e) = result {
             return Err(format!(
                 "{id} was not archived: {e}; it stays in the standard tier (`autosnap plan` \
