@@ -396,7 +396,7 @@ async fn store_block(
         && s3
             .exists_async(pending.name())
             .await
-            .map_err(|e| remote(e))?
+            .map_err(remote)?
     {
         writer.commit_block(pending, None)?;
         return Ok(());
@@ -406,11 +406,11 @@ async fn store_block(
     let mut created = s3
         .create_async(pending.name(), sealed.clone())
         .await
-        .map_err(|e| remote(e))?;
+        .map_err(remote)?;
     if !created && pending.replace_existing() {
         s3.write_async(pending.name(), sealed)
             .await
-            .map_err(|e| remote(e))?;
+            .map_err(remote)?;
         created = true;
     }
     writer.commit_block(pending, created.then_some(len))?;
