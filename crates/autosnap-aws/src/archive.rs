@@ -392,12 +392,7 @@ async fn store_block(
         BlockStep::Store(pending) => pending,
     };
     let remote = |e: autosnap_repo::BackendError| ArchiveError::Repo(e.into());
-    if pending.check_first()
-        && s3
-            .exists_async(pending.name())
-            .await
-            .map_err(remote)?
-    {
+    if pending.check_first() && s3.exists_async(pending.name()).await.map_err(remote)? {
         writer.commit_block(pending, None)?;
         return Ok(());
     }

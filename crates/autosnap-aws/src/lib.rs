@@ -21,9 +21,9 @@ pub mod kms;
 pub mod lock;
 pub mod rate;
 pub mod recycle_bin;
+pub mod restore_test;
 pub mod s3;
 pub mod s3_backend;
-pub mod restore_test;
 pub mod tier;
 
 pub use context::{AwsContext, AwsSettings, CallerIdentity, StaticKeys};

@@ -410,14 +410,18 @@ regions = ["eu-west-1"]
         assert_eq!(c.account_entries[0].regions, ["eu-west-1"]);
         assert!(!format!("{c:?}").contains("shared-secret"));
         assert!(!parse("").unwrap().has_accounts());
-        let msg = parse("[[account]]\nid = \"111111111111\"\nrole_arn = \"arn:aws:iam::222222222222:role/a\"\n")
-            .unwrap_err()
-            .to_string();
+        let msg = parse(
+            "[[account]]\nid = \"111111111111\"\nrole_arn = \"arn:aws:iam::222222222222:role/a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             msg.contains(": account \"111111111111\": role_arn"),
             "{msg}"
         );
-        let msg = parse("accounts = \"organization\"\n").unwrap_err().to_string();
+        let msg = parse("accounts = \"organization\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(": organization_role is missing"), "{msg}");
         let msg = parse("accounts = \"all\"\n").unwrap_err().to_string();
         assert!(msg.contains("organization"), "{msg}");

@@ -369,12 +369,16 @@ impl PolicyConfig {
                         .into(),
                 ));
             }
-            rt.validate().map_err(|e| fail("restore_test", e.to_string()))?;
+            rt.validate()
+                .map_err(|e| fail("restore_test", e.to_string()))?;
         }
 
         // archive_after: an archive that is a loss every time is refused before any run.
         let copy_archives = self.copy.iter().enumerate().filter_map(|(i, rule)| {
-            let after = rule.archive_after.as_ref().or(self.archive_after.as_ref())?;
+            let after = rule
+                .archive_after
+                .as_ref()
+                .or(self.archive_after.as_ref())?;
             let field = match rule.archive_after {
                 Some(_) => format!("copy[{i}].archive_after"),
                 None => "archive_after".to_string(),

@@ -51,7 +51,10 @@ fn reused_block_buffers_carry_nothing_from_one_block_into_the_next() {
     assert_eq!(down["blocks_read"], 4, "{down}");
     let got = std::fs::read(&out).unwrap();
     assert_eq!(got.len(), 1 << 30);
-    assert!(got[..src.len()] == src[..], "the image differs from the upload");
+    assert!(
+        got[..src.len()] == src[..],
+        "the image differs from the upload"
+    );
     let first_stale = got[src.len()..].iter().position(|&b| b != 0);
     assert_eq!(first_stale, None, "the padding after the tail is not zero");
 }

@@ -236,19 +236,16 @@ pub(super) fn render_plan(plan: &Plan, show_creates: bool) -> String {
                 let _ = writeln!(s, "    backups in {} ({}):", g.region, g.retention);
                 for b in &g.backups {
                     let (mark, why) = match (b.delete, &b.protected, b.keep) {
-                        (true, _, _) => (
-                            "- delete",
-                            {
-                                let mut why = match &b.archive_charge {
-                                    Some(c) => format!("no rule keeps it; {c}"),
-                                    None => "no rule keeps it".to_string(),
-                                };
-                                if let Some(f) = &b.recycle_bin {
-                                    why = format!("{why}; {}", f.note);
-                                }
-                                why
-                            },
-                        ),
+                        (true, _, _) => ("- delete", {
+                            let mut why = match &b.archive_charge {
+                                Some(c) => format!("no rule keeps it; {c}"),
+                                None => "no rule keeps it".to_string(),
+                            };
+                            if let Some(f) = &b.recycle_bin {
+                                why = format!("{why}; {}", f.note);
+                            }
+                            why
+                        }),
                         (false, Some(p), false) => ("  keep  ", format!("protected: {p}")),
                         (false, Some(p), true) => (
                             "  keep  ",
@@ -260,7 +257,11 @@ pub(super) fn render_plan(plan: &Plan, show_creates: bool) -> String {
                 }
                 // `archive_after`: what `run` archives, with the cost trade-off, and why not.
                 for a in &g.archives {
-                    let mark = if a.archive { "~ archive" } else { "  not archived" };
+                    let mark = if a.archive {
+                        "~ archive"
+                    } else {
+                        "  not archived"
+                    };
                     let _ = writeln!(s, "      {mark} {}", a.describe());
                 }
             }
@@ -1196,8 +1197,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
             .iter()
             .flat_map(|p| &p.targets)
             .flat_map(|t| {
-                std::iter::once(t.next_due)
-                    .chain(t.restore_test.as_ref().and_then(|r| r.next_due))
+                std::iter::once(t.next_due).chain(t.restore_test.as_ref().and_then(|r| r.next_due))
             })
             .filter(|t| *t > now)
             .min();
