@@ -591,3 +591,54 @@ impl TestBed {
         })
     }
 }
+
+/// A Recycle Bin client for the test bed (rules are created with it; autosnap only reads them).
+pub fn rbin(bed: &TestBed) -> aws_sdk_rbin::Client {
+    let conf = aws_sdk_rbin::Config::builder()
+        .behavior_version(aws_sdk_rbin::config::BehaviorVersion::latest())
+        .region(aws_sdk_rbin::config::Region::new(REGION))
+        .endpoint_url(bed.endpoint())
+        .credentials_provider(aws_sdk_rbin::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_rbin::Client::from_conf(conf)
+}
+
+pub fn rbin_tag(key: &str, value: &str) -> aws_sdk_rbin::types::ResourceTag {
+    aws_sdk_rbin::types::ResourceTag::builder()
+        .resource_tag_key(key)
+        .resource_tag_value(value)
+        .build()
+        .expect("tag")
+}
+
+/// Creates a retention rule; returns its id.
+pub fn rbin_rule(
+    bed: &TestBed,
+    kind: aws_sdk_rbin::types::ResourceType,
+    days: i32,
+    tags: &[(&str, &str)],
+    exclude: &[(&str, &str)],
+) -> String {
+    let client = rbin(bed);
+    let period = aws_sdk_rbin::types::RetentionPeriod::builder()
+        .retention_period_value(days)
+        .retention_period_unit(aws_sdk_rbin::types::RetentionPeriodUnit::Days)
+        .build()
+        .expect("period");
+    let mut req = client
+        .create_rule()
+        .resource_type(kind)
+        .retention_period(period);
+    for (k, v) in tags {
+        req = req.resource_tags(rbin_tag(k, v));
+    }
+    for (k, v) in exclude {
+        req = req.exclude_resource_tags(rbin_tag(k, v));
+    }
+    bed.block(async { req.send().await.expect("create rule") })
+        .identifier()
+        .expect("id")
+        .to_string()
+}
