@@ -39,19 +39,8 @@ struct Backups {
 fn backups(bed: &TestBed) -> Backups {
     let vol = bed.volume(8, &[("Backup", "daily")]);
     let backup = |days: i64, keep: bool| {
-        let start = (chrono::Utc::now() - chrono::Duration::days(days))
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        let mut tags = vec![
-            ("autosnap:managed", "true"),
-            ("autosnap:policy", "p"),
-            ("autosnap:source-volume", vol.as_str()),
-            ("autosnap-testbed:start-time", start.as_str()),
-        ];
-        if keep {
-            tags.push(("Keep", "forever"));
-        }
-        bed.snapshot_with_tags(REGION, &vol, &tags)
+        let extra: &[(&str, &str)] = if keep { &[("Keep", "forever")] } else { &[] };
+        bed.policy_backup("p", &vol, days, extra)
     };
     Backups {
         tagged_old: backup(200, true),

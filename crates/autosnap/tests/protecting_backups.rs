@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{rbin_rule, TestBed, REGION};
+use support::{rbin_rule, TestBed};
 
 /// Due (the newest backup is 35 days old, the schedule 30 days), so the plan creates one backup
 /// and locks it; `within = "100d"` keeps what is younger than 100 days before the newest, the
@@ -34,19 +34,8 @@ fn one_policy_plans_lock_archive_recycle_bin_and_restore_test() {
     );
     let vol = bed.volume(8, &[("Backup", "daily")]);
     let backup = |days: i64, keep: bool| {
-        let start = (chrono::Utc::now() - chrono::Duration::days(days))
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        let mut tags = vec![
-            ("autosnap:managed", "true"),
-            ("autosnap:policy", "p"),
-            ("autosnap:source-volume", vol.as_str()),
-            ("autosnap-testbed:start-time", start.as_str()),
-        ];
-        if keep {
-            tags.push(("Keep", "forever"));
-        }
-        bed.snapshot_with_tags(REGION, &vol, &tags)
+        let extra: &[(&str, &str)] = if keep { &[("Keep", "forever")] } else { &[] };
+        bed.policy_backup("p", &vol, days, extra)
     };
     let old_kept = backup(200, true);
     let doomed = backup(150, false);

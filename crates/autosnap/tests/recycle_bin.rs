@@ -45,17 +45,7 @@ retain = { last = 1 }
 
 /// A backup of `volume` by policy `p`, `days` old, with `extra` tags.
 fn backup(bed: &TestBed, volume: &str, days: i64, extra: &[(&str, &str)]) -> String {
-    let start = (chrono::Utc::now() - chrono::Duration::days(days))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    let mut tags = vec![
-        ("autosnap:managed", "true"),
-        ("autosnap:policy", "p"),
-        ("autosnap:source-volume", volume),
-        ("autosnap-testbed:start-time", start.as_str()),
-    ];
-    tags.extend_from_slice(extra);
-    bed.snapshot_with_tags(REGION, volume, &tags)
+    bed.policy_backup("p", volume, days, extra)
 }
 
 fn line(text: &str, id: &str) -> String {

@@ -302,6 +302,28 @@ impl TestBed {
         })
     }
 
+    /// A backup of `volume` by policy `policy` in [`REGION`], `days` old (the test bed's
+    /// start-time tag), with `extra` tags.
+    pub fn policy_backup(
+        &self,
+        policy: &str,
+        volume: &str,
+        days: i64,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let start = (chrono::Utc::now() - chrono::Duration::days(days))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let mut tags = vec![
+            ("autosnap:managed", "true"),
+            ("autosnap:policy", policy),
+            ("autosnap:source-volume", volume),
+            ("autosnap-testbed:start-time", start.as_str()),
+        ];
+        tags.extend_from_slice(extra);
+        self.snapshot_with_tags(REGION, volume, &tags)
+    }
+
     /// Registers an AMI that uses the given snapshot.
     pub fn image_using(&self, snapshot_id: &str) -> String {
         let ec2 = self.ec2(REGION);
