@@ -189,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, what in assume_role.CORRECTIONS.items():
             print(f"autosnap-testbed: STS correction {name}: {what}", file=sys.stderr)
 
+    # CopySnapshot of another account's snapshot only when shared (backup accounts):
+    # cross_account_copy.py.
+    import cross_account_copy
+
+    cross_account_copy.apply()
+    if args.verbose:
+        for name, what in cross_account_copy.CORRECTIONS.items():
+            print(f"autosnap-testbed: EC2 correction {name}: {what}", file=sys.stderr)
+
     app = DomainDispatcherApplication(create_backend_app)
     # moto has no rbin service: requests signed for `rbin` are answered by recycle_bin.py.
     app = recycle_bin.wsgi(app)

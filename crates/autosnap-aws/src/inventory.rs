@@ -28,7 +28,8 @@ pub fn regions(policies: &[PolicyConfig], default_region: &str) -> (Vec<String>,
         for r in p.regions_or(default_region) {
             sources.insert(r);
         }
-        for c in &p.copy {
+        // Copies into other accounts are listed there, with that account's role.
+        for c in p.copy.iter().filter(|c| c.account.is_none()) {
             copies.insert(c.region.clone());
         }
     }

@@ -322,12 +322,17 @@ impl ArchiveDecision {
 }
 
 /// The `archive_after` and retention of a plan's group: group 0 is the source region, group
-/// i is copy rule i − 1 (whose own `archive_after` wins over the policy's).
+/// i is this account's copy rule i − 1 (whose own `archive_after` wins over the policy's).
 fn group_rule(policy: &PolicyConfig, group: usize) -> Option<(TimeDelta, &KeepPolicy)> {
     let (after, retain) = match group {
         0 => (policy.archive_after.as_ref(), &policy.retain),
         i => {
-            let rule = policy.copy.get(i - 1)?;
+            // Copies into other accounts have no group here (see `TargetPlan::account_copies`).
+            let rule = policy
+                .copy
+                .iter()
+                .filter(|r| r.account.is_none())
+                .nth(i - 1)?;
             (
                 rule.archive_after
                     .as_ref()

@@ -32,6 +32,14 @@ pub struct ConfigFile {
     /// `[[account]]` tables: accounts reached by assuming a role (see [`crate::accounts`]).
     #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
     pub account_entries: Vec<crate::accounts::AccountConfig>,
+    /// `[[backup_account]]` tables: accounts that receive copies (a copy rule's `account`),
+    /// reached by assuming a role (see [`crate::backup_account`]).
+    #[serde(
+        default,
+        rename = "backup_account",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub backup_account_entries: Vec<crate::backup_account::BackupAccountConfig>,
 }
 
 /// `[aws]`: where and as whom autosnap talks to AWS. Everything is optional:
@@ -261,6 +269,22 @@ impl ConfigFile {
                     .unwrap_or(&message)
                     .to_owned(),
             )
+        })?;
+        // Reads `config file F: backup_account "222222222222": role_arn problem` or
+        // `config file F: policy "daily": copy [0].account problem`.
+        crate::backup_account::validate_backup_accounts(
+            &self.backup_account_entries,
+            &self.account_entries,
+            &self.policies,
+        )
+        .map_err(|e| {
+            let message = e.to_string();
+            let (field, rest) = match message.split_once(' ') {
+                Some(("policy", rest)) => ("policy", rest),
+                Some((_, rest)) => ("backup_account", rest),
+                None => ("backup_account", message.as_str()),
+            };
+            invalid(field, rest.to_owned())
         })?;
         Ok(())
     }

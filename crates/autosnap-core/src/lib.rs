@@ -17,6 +17,7 @@ pub mod archive_plan;
 pub mod iam;
 
 pub mod accounts;
+pub mod backup_account;
 pub mod config;
 pub mod deletion;
 pub mod ids;

@@ -509,6 +509,11 @@ pub struct TargetPlan {
     /// backups' tags say of the last ones; filled in by [`crate::restore_test::annotate`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test: Option<crate::restore_test::TargetRestoreTest>,
+    /// Copy rules into other accounts: the copy to make there and the copies' fate, filled in
+    /// from what those accounts hold (see [`crate::backup_account`]). Not in `copies`/`groups`,
+    /// which are this account's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub account_copies: Vec<crate::backup_account::AccountCopies>,
 }
 
 /// A backup to take.
@@ -1273,7 +1278,8 @@ fn plan_target(
         archives: Vec::new(),
     }];
     let mut copies = Vec::new();
-    for rule in &policy.copy {
+    // Copies into other accounts are planned from those accounts' listings.
+    for rule in policy.copy.iter().filter(|r| r.account.is_none()) {
         let copies_there = Group::new(policy, index.get(p, &target.id, &rule.region), backups);
         if let Some(action) = copy_action(
             rule,
@@ -1311,7 +1317,44 @@ fn plan_target(
         copies,
         groups,
         restore_test: None,
+        account_copies: Vec::new(),
     }
+}
+
+/// A copy rule into another account (`rule.account`), for each of `targets` (target id,
+/// source region, whether a create is planned): the copy to make there and the fate of the
+/// copies already there. `source` is the source account's backups, `there` the backup
+/// account's copies of this policy from this source account (in `rule.region`). The same rules
+/// as a copy region of this account (see "Copies" above), except that no lock is put on them.
+pub fn plan_account_copies(
+    policy: &PolicyConfig,
+    rule: &CopyRule,
+    targets: &[(&str, ResourceKind, &str, bool)],
+    source: &[ExistingBackup],
+    there: &[ExistingBackup],
+    now: DateTime<Utc>,
+) -> Vec<(Option<CopyAction>, Vec<BackupDecision>)> {
+    let policies = std::slice::from_ref(policy);
+    let source_index = BackupIndex::build(policies, source);
+    let there_index = BackupIndex::build(policies, there);
+    let retain = policy.copy_retention(rule);
+    targets
+        .iter()
+        .map(|&(id, kind, region, create_planned)| {
+            let target = Target {
+                id: id.to_owned(),
+                kind,
+                region: region.to_owned(),
+                tags: Tags::new(),
+                name: None,
+                volume_ids: Vec::new(),
+            };
+            let from = Group::new(policy, source_index.get(0, id, region), source);
+            let copies = Group::new(policy, there_index.get(0, id, &rule.region), there);
+            let action = copy_action(rule, None, &target, &from, &copies, create_planned, now);
+            (action, decide_group(retain, &copies, now, None))
+        })
+        .collect()
 }
 
 fn create_action(

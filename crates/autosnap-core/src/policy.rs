@@ -104,6 +104,10 @@ impl Exclude {
 #[serde(deny_unknown_fields)]
 pub struct CopyRule {
     pub region: String,
+    /// Copy into this other account (a `[[backup_account]]`) instead of this account: see
+    /// [`crate::backup_account`]. `kms_key` is then a key ARN of that account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// KMS key (id, ARN or alias) that encrypts the copies; the default EBS key when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key: Option<String>,
@@ -640,7 +644,8 @@ impl PolicyConfig {
             if let Some(problem) = crate::region::region_problem(&rule.region) {
                 return Err(fail(&format!("copy[{i}].region"), problem));
             }
-            if sources.contains(&rule.region.as_str()) {
+            // A copy into another account may stay in the source's region.
+            if rule.account.is_none() && sources.contains(&rule.region.as_str()) {
                 return Err(fail(
                     &format!("copy[{i}].region"),
                     format!(
@@ -649,11 +654,41 @@ impl PolicyConfig {
                     ),
                 ));
             }
-            if !copy_regions.insert(rule.region.as_str()) {
+            if !copy_regions.insert((rule.account.as_deref(), rule.region.as_str())) {
                 return Err(fail(
                     &format!("copy[{i}].region"),
                     format!("{:?} has more than one copy rule", rule.region),
                 ));
+            }
+            if let Some(account) = &rule.account {
+                if !crate::accounts::is_account_id(account) {
+                    return Err(fail(
+                        &format!("copy[{i}].account"),
+                        format!("'{account}' is not an AWS account id: expected 12 digits"),
+                    ));
+                }
+                // Copies in another account are pruned there by retention alone for now.
+                for (set, field) in [
+                    (rule.lock.is_some(), "lock"),
+                    (rule.archive_after.is_some(), "archive_after"),
+                ] {
+                    if set {
+                        return Err(fail(
+                            &format!("copy[{i}].{field}"),
+                            "is not supported on a copy into another account yet: leave it out \
+                             (the backup account's own role is what keeps its copies safe)"
+                                .into(),
+                        ));
+                    }
+                }
+                if self.kind == BackupKind::Ami {
+                    return Err(fail(
+                        &format!("copy[{i}].account"),
+                        "applies to snapshot policies only for now: AMIs are not copied into \
+                         another account"
+                            .into(),
+                    ));
+                }
             }
             if let Some(key) = &rule.kms_key {
                 if key.trim().is_empty() {
