@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the autosnap local AWS test bed (moto server + pytest) into a project-local venv.
+# Installs the autosnap local AWS test bed (moto server + pytest, and cfn-lint for the Lambda
+# templates) into a project-local venv.
 #
 #   testbed/setup.sh            # idempotent; a fast no-op when already installed
 #
@@ -14,7 +15,9 @@ set -euo pipefail
 # Pinned versions: change them here only (the stamp file makes a version change reinstall).
 MOTO_VERSION="5.2.5"
 PYTEST_VERSION="8.4.2"
-STAMP_CONTENT="moto[server]==${MOTO_VERSION} pytest==${PYTEST_VERSION} v1"
+# Lints the Lambda deployment templates (contrib/lambda/, crates/autosnap/tests/lambda_templates.rs).
+CFN_LINT_VERSION="1.58.0"
+STAMP_CONTENT="moto[server]==${MOTO_VERSION} pytest==${PYTEST_VERSION} cfn-lint==${CFN_LINT_VERSION} v1"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -54,10 +57,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 
 "$venv/bin/python" -m pip install --disable-pip-version-check -q \
-    "moto[server]==${MOTO_VERSION}" "pytest==${PYTEST_VERSION}" >>"$log" 2>&1 \
-    || fail "pip install moto[server]==${MOTO_VERSION} pytest==${PYTEST_VERSION} failed"
+    "moto[server]==${MOTO_VERSION}" "pytest==${PYTEST_VERSION}" "cfn-lint==${CFN_LINT_VERSION}" >>"$log" 2>&1 \
+    || fail "pip install moto[server]==${MOTO_VERSION} pytest==${PYTEST_VERSION} cfn-lint==${CFN_LINT_VERSION} failed"
 
-"$venv/bin/python" -c 'import moto, werkzeug, boto3, pytest' >>"$log" 2>&1 || fail "installed packages do not import"
+"$venv/bin/python" -c 'import moto, werkzeug, boto3, pytest, cfnlint' >>"$log" 2>&1 || fail "installed packages do not import"
 
 printf '%s' "$STAMP_CONTENT" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "AUTOSNAP_TESTBED_VENV=$venv"
