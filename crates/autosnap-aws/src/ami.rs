@@ -84,36 +84,8 @@ pub struct NewRegisteredImage {
     pub tags: Tags,
 }
 
-/// A new AMI registered from snapshots with every block device of an original: what
-/// `restore --to-ami` rebuilds from an archived metadata document.
-#[derive(Debug, Clone, Default)]
-pub struct NewImageFromMappings {
-    pub name: String,
-    pub description: Option<String>,
-    pub root_device_name: String,
-    pub architecture: Option<String>,
-    /// `hvm` when absent.
-    pub virtualization_type: Option<String>,
-    pub ena_support: Option<bool>,
-    pub boot_mode: Option<String>,
-    pub mappings: Vec<RegisteredMapping>,
-    /// Tags of the new AMI (applied on create).
-    pub tags: Tags,
-}
-
-/// One block device of [`NewImageFromMappings`]: an EBS snapshot, or an instance store
-/// device (`virtual_name`, no snapshot).
-#[derive(Debug, Clone, Default)]
-pub struct RegisteredMapping {
-    pub device_name: String,
-    pub snapshot_id: Option<String>,
-    pub volume_size_gib: Option<i32>,
-    pub volume_type: Option<String>,
-    pub iops: Option<i32>,
-    pub throughput: Option<i32>,
-    pub delete_on_termination: Option<bool>,
-    pub virtual_name: Option<String>,
-}
+// What `restore --to-ami` registers is the engine's type (this module sends it).
+pub use autosnap_engine::ports::{NewImageFromMappings, RegisteredMapping};
 
 /// An AMI copy (in the same or from another region), optionally encrypted.
 #[derive(Debug, Clone, Default)]

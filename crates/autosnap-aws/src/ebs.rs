@@ -25,7 +25,7 @@ use crate::context::AwsContext;
 use crate::error::{AwsError, CallSite};
 
 /// EBS direct block size (AWS documents only this one; responses are checked against it).
-pub const BLOCK_SIZE: usize = 524_288;
+pub const BLOCK_SIZE: usize = autosnap_engine::BLOCK_SIZE;
 /// Blocks in flight at once by default (AWS: ~1000 Get/Put per second per account; 64 workers
 /// have been seen to exceed the per-snapshot rate).
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -76,36 +76,10 @@ pub enum EbsError {
     ImageFile(#[from] autosnap_repo::ImageFileError),
 }
 
-/// One block of a snapshot listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockEntry {
-    pub index: u64,
-    pub token: String,
-}
-
-/// One page of ListSnapshotBlocks / ListChangedBlocks.
-#[derive(Debug, Clone, Default)]
-pub struct BlockPage {
-    /// Volume size in GiB.
-    pub volume_size_gib: u64,
-    /// Blocks present (in the second snapshot, for changed blocks), in index order.
-    pub blocks: Vec<BlockEntry>,
-    /// Changed blocks absent from the second snapshot (only for changed blocks).
-    pub removed: Vec<u64>,
-    pub next_token: Option<String>,
-}
-
-/// What a new snapshot is started with.
-#[derive(Debug, Clone, Default)]
-pub struct NewSnapshot {
-    pub volume_size_gib: u64,
-    pub description: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub parent_snapshot_id: Option<String>,
-    pub encrypted: bool,
-    pub kms_key_arn: Option<String>,
-    pub client_token: Option<String>,
-}
+// Listings and new snapshots are the engine's types (this module fills them from the SDK).
+pub use autosnap_engine::ports::{BlockEntry, BlockPage, NewSnapshot};
+// The engine's transfers own the block buffer pool; re-exported for this crate's callers.
+pub use autosnap_engine::BlockBuffers;
 
 /// Base64 SHA-256 of a block, as EBS sends and expects it.
 pub fn block_checksum(data: &[u8]) -> (String, [u8; 32]) {
@@ -113,71 +87,21 @@ pub fn block_checksum(data: &[u8]) -> (String, [u8; 32]) {
     (aws_smithy_types::base64::encode(digest), digest)
 }
 
-/// The LINEAR aggregate checksum: SHA-256 over the concatenated raw 32-byte digests of the
-/// written blocks in block-index order, base64 (what AWS's own coldsnap sends).
+/// The LINEAR aggregate checksum (see [`autosnap_engine::LinearChecksum`]), base64 as
+/// CompleteSnapshot takes it.
 #[derive(Default)]
-pub struct LinearChecksum {
-    hasher: Sha256,
-    blocks: u64,
-}
+pub struct LinearChecksum(autosnap_engine::LinearChecksum);
 
 impl LinearChecksum {
     /// Adds the next written block's digest (call in ascending block-index order).
     pub fn push(&mut self, digest: &[u8; 32]) {
-        self.hasher.update(digest);
-        self.blocks += 1;
+        self.0.push(digest);
     }
     pub fn blocks(&self) -> u64 {
-        self.blocks
+        self.0.blocks()
     }
     pub fn finish(self) -> String {
-        aws_smithy_types::base64::encode(self.hasher.finalize())
-    }
-}
-
-/// Block buffers one transfer reuses: a block's 512 KiB comes back once its request is done, so
-/// a transfer allocates about as many buffers as it has blocks in flight instead of one per
-/// block (each fresh one costs the allocator a trip to the kernel: page faults and zeroing).
-pub struct BlockBuffers {
-    free: std::sync::Mutex<Vec<bytes::BytesMut>>,
-    keep: usize,
-}
-
-impl BlockBuffers {
-    /// A pool that keeps at most `keep` idle buffers.
-    pub fn new(keep: usize) -> BlockBuffers {
-        BlockBuffers {
-            free: std::sync::Mutex::new(Vec::with_capacity(keep)),
-            keep,
-        }
-    }
-
-    /// A buffer with room for one block; its length and content are whatever it last held.
-    pub fn take(&self) -> bytes::BytesMut {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        reused.unwrap_or_else(|| bytes::BytesMut::with_capacity(BLOCK_SIZE))
-    }
-
-    /// A buffer of exactly one block, for reading into (stale content: overwrite all of it).
-    pub fn take_block(&self) -> bytes::BytesMut {
-        let mut buf = self.take();
-        buf.resize(BLOCK_SIZE, 0); // zeroes only what was never written
-        buf
-    }
-
-    /// Gives a block back, if nothing else holds it any more (a clone still in a request's
-    /// body keeps it out of the pool; it is then freed as usual).
-    pub fn give(&self, block: bytes::Bytes) {
-        let Ok(buf) = block.try_into_mut() else {
-            return;
-        };
-        if buf.capacity() < BLOCK_SIZE {
-            return;
-        }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.keep {
-            free.push(buf);
-        }
+        aws_smithy_types::base64::encode(self.0.finish())
     }
 }
 
@@ -566,7 +490,7 @@ impl Ebs {
         self.get_block_hashed_into(snapshot, block, buf).await
     }
 
-    async fn get_block_hashed_into(
+    pub(crate) async fn get_block_hashed_into(
         &self,
         snapshot: &str,
         block: &BlockEntry,

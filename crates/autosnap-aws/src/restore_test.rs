@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::ebs::{Ebs, EbsError};
+use crate::ebs::Ebs;
 use crate::ec2::{NewVolume, SnapshotQuery, VolumeQuery};
 use crate::{AwsError, Ec2};
 
@@ -546,11 +546,15 @@ async fn blocks_step(
     let repo = expected.as_ref().map(|(_, _, r)| r.clone());
     let start = std::sync::Mutex::new(Vec::<u8>::new());
     let ebs = ebs.with_concurrency(opts.concurrency.max(1));
-    let read: Result<Vec<ReadBlock>, EbsError> = crate::archive::block_stream(&ebs, id, first)
+    let read: Result<Vec<ReadBlock>, autosnap_engine::RemoteError> =
+        autosnap_engine::block_stream(&ebs, id, first)
         .map_ok(|entry| {
             let (ebs, repo, start) = (&ebs, repo.clone(), &start);
             async move {
-                let data = ebs.get_block_bytes(id, &entry).await?;
+                let data = ebs
+                    .get_block_bytes(id, &entry)
+                    .await
+                    .map_err(crate::engine_ports::remote_ebs)?;
                 if entry.index == 0 {
                     let n = data.len().min(core_rt::SUPERBLOCK_BYTES);
                     *start.lock().expect("not poisoned") = data[..n].to_vec();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autosnap_aws::archive::{download_snapshot, NoProgress};
+use autosnap_engine::{download_snapshot, NoProgress};
 use autosnap_aws::ebs::{block_checksum, Ebs, BLOCK_SIZE};
 use autosnap_aws::CallSite;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -216,7 +216,8 @@ async fn a_throttling_server_lowers_the_concurrency_and_the_download_completes()
         seen: Seen::default(),
     });
     let addr = start(Arc::clone(&server)).await;
-    let ebs = ebs_at(addr);
+    // The transfer's own limit, as the CLI sets it from --concurrency.
+    let ebs = ebs_at(addr).with_concurrency(CONCURRENCY);
     let out = Scratch(std::env::temp_dir().join(format!(
         "autosnap-adaptive-{}-{}.img",
         std::process::id(),

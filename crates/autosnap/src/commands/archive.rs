@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use autosnap_aws::archive::{self as engine, TransferProgress, UploadOptions};
 use autosnap_aws::ebs::Ebs;
+use autosnap_aws::engine_ports::engine_repo;
+use autosnap_engine::{self as engine, TransferProgress, UploadOptions};
 use autosnap_repo::Overwrite;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -138,7 +139,8 @@ pub async fn upload(env: &Env, args: &UploadArgs) -> anyhow::Result<Exit> {
     if args.dry_run {
         return upload_dry_run(env, &ctx, args, tags).await;
     }
-    let ebs = Ebs::new(&ctx);
+    // The transfer's own adaptive limit on block requests, at most --concurrency in flight.
+    let ebs = Ebs::new(&ctx).with_concurrency(args.concurrency.max(1));
     let bar = TransferBar::new(format!("upload {}", args.file.display()), env.progress);
     // Ctrl-C during the transfer stops it and names the unfinished snapshot
     // (it exists from StartSnapshot on); during --wait, it stops the wait.
@@ -462,7 +464,7 @@ pub async fn download(env: &Env, args: &DownloadArgs) -> anyhow::Result<Exit> {
     let snapshot: autosnap_core::ids::SnapshotId = args.snapshot.parse()?;
     let snapshot = snapshot.to_string();
     let ctx = env.connect().await?;
-    let ebs = Ebs::new(&ctx);
+    let ebs = Ebs::new(&ctx).with_concurrency(args.concurrency.max(1));
     let bar = TransferBar::new(format!("download {snapshot}"), env.progress);
     let report = engine::download_snapshot(
         &ebs,
@@ -610,7 +612,9 @@ pub async fn archive(env: &Env, args: &ArchiveArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let bar = TransferBar::new(format!("archive {}", plan.source_id), env.progress);
-    let report = engine::run_archive(&ebs, &repo, plan, args.concurrency, &bar).await?;
+    let ebs = ebs.with_concurrency(args.concurrency.max(1));
+    let report =
+        engine::run_archive(&ebs, engine_repo(&repo), plan, args.concurrency, &bar).await?;
     bar.finish();
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
@@ -776,12 +780,18 @@ pub async fn restore(env: &Env, args: &RestoreArgs) -> anyhow::Result<Exit> {
             }
             return Ok(Exit::Success);
         }
-        let ebs = Ebs::new(&ctx);
+        let ebs = Ebs::new(&ctx).with_concurrency(args.concurrency.max(1));
         let bar = TransferBar::new(format!("restore {id}"), env.progress);
         // Ctrl-C during the transfer names the snapshot it started.
         let mut interrupt = crate::commands::Interrupt::listen()?;
-        let transfer =
-            engine::restore_to_snapshot(&ebs, &repo, &manifest, &target, args.concurrency, &bar);
+        let transfer = engine::restore_to_snapshot(
+            &ebs,
+            engine_repo(&repo),
+            &manifest,
+            &target,
+            args.concurrency,
+            &bar,
+        );
         let Some(r) = interrupt.or(transfer).await else {
             bar.finish();
             return transfer_stopped(env, &ctx, &bar, "restore", &format!("archive {id}")).await;
@@ -932,7 +942,8 @@ async fn restore_to_ami(
         }
         return Ok(Exit::Success);
     }
-    let ebs = Ebs::new(&ctx);
+    // One adaptive limit for the whole restore: its volumes are restored one after another.
+    let ebs = Ebs::new(&ctx).with_concurrency(args.concurrency.max(1));
     let bar = TransferBar::new(
         format!("restore {} as an AMI", plan.archive_id),
         env.progress,
@@ -940,8 +951,15 @@ async fn restore_to_ami(
     // Ctrl-C stops the restore and names the snapshots made so far (no AMI
     // yet: the engine's cleanup runs only when a step fails).
     let mut interrupt = crate::commands::Interrupt::listen()?;
-    let restore =
-        engine::restore_image(&ebs, &ec2, &repo, &manifest, &plan, args.concurrency, &bar);
+    let restore = engine::restore_image(
+        &ebs,
+        &ec2,
+        engine_repo(&repo),
+        &manifest,
+        &plan,
+        args.concurrency,
+        &bar,
+    );
     let Some(report) = interrupt.or(restore).await else {
         bar.finish();
         return ami_restore_stopped(env, &ec2, &bar, &plan.archive_id.to_string()).await;
