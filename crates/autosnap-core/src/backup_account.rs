@@ -253,6 +253,10 @@ pub struct AccountCopies {
     /// removes their share.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unshare: Vec<String>,
+    /// Why the account's copies could not be read (its role, its access): nothing is copied
+    /// or deleted there this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The copy rules of `policy` that go to another account, with their positions.
@@ -310,7 +314,9 @@ mod tests {
 
     #[test]
     fn a_copy_into_an_account_needs_its_entry_and_a_key_it_owns() {
-        let ok = format!("{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{KEY}\" }}");
+        let ok = format!(
+            "{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{KEY}\" }}"
+        );
         assert_eq!(check(&[entry("222222222222")], &ok), Ok(()));
         let msg = check(&[], &ok).unwrap_err();
         assert!(
@@ -332,21 +338,27 @@ mod tests {
         let other = KEY.replace("222222222222", "111111111111");
         let msg = check(
             &[entry("222222222222")],
-            &format!("{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{other}\" }}"),
+            &format!(
+                "{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{other}\" }}"
+            ),
         )
         .unwrap_err();
         assert!(msg.contains("is a key of account 111111111111"), "{msg}");
         let east = KEY.replace("us-west-2", "us-east-1");
         let msg = check(
             &[entry("222222222222")],
-            &format!("{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{east}\" }}"),
+            &format!(
+                "{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{east}\" }}"
+            ),
         )
         .unwrap_err();
         assert!(msg.contains("KMS keys are regional"), "{msg}");
         let managed = "arn:aws:kms:us-west-2:222222222222:alias/aws/ebs";
         let msg = check(
             &[entry("222222222222")],
-            &format!("{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{managed}\" }}"),
+            &format!(
+                "{{ region = \"us-west-2\", account = \"222222222222\", kms_key = \"{managed}\" }}"
+            ),
         )
         .unwrap_err();
         assert!(msg.contains("AWS managed key aws/ebs"), "{msg}");
