@@ -210,3 +210,167 @@ pub fn engine_repo(repo: &autosnap_repo::Repository) -> Repo<'_> {
         None => Repo::blocking(repo),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine's archive over the real EBS adapter, its HTTP answered in memory: throttling
+    //! is retried by the adapter (and lowers its concurrency), never seen by the engine.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ebs::{block_checksum, BLOCK_SIZE};
+    use crate::error::CallSite;
+
+    const SNAPSHOT: &str = "snap-0123456789abcdef0";
+    const BLOCKS: u64 = 6;
+    const THROTTLES: usize = 3;
+
+    fn block(index: u64) -> Vec<u8> {
+        (0..BLOCK_SIZE)
+            .map(|i| (i as u64 * 31 + index * 7 + 1) as u8)
+            .collect()
+    }
+
+    /// An EBS endpoint holding one snapshot of `BLOCKS` blocks, whose first `THROTTLES`
+    /// GetSnapshotBlock answers are ThrottlingException. Counts block requests.
+    fn throttling_ebs() -> (Ebs, Arc<AtomicUsize>) {
+        let gets = Arc::new(AtomicUsize::new(0));
+        let counter = gets.clone();
+        let http = aws_smithy_http_client::test_util::infallible_client_fn(move |req| {
+            let path = req.uri().path().to_string();
+            let prefix = format!("/snapshots/{SNAPSHOT}/blocks");
+            let rest = path
+                .strip_prefix(&prefix)
+                .expect("a request for the snapshot");
+            if rest.is_empty() {
+                let blocks: Vec<String> = (0..BLOCKS)
+                    .map(|i| format!(r#"{{"BlockIndex":{i},"BlockToken":"t{i}"}}"#))
+                    .collect();
+                let body = format!(
+                    r#"{{"Blocks":[{}],"BlockSize":{BLOCK_SIZE},"VolumeSize":1}}"#,
+                    blocks.join(",")
+                );
+                return http::Response::builder()
+                    .status(200)
+                    .body(body.into_bytes())
+                    .unwrap();
+            }
+            let index: u64 = rest.trim_start_matches('/').parse().expect("a block index");
+            if counter.fetch_add(1, Ordering::SeqCst) < THROTTLES {
+                return http::Response::builder()
+                    .status(400)
+                    .header("x-amzn-ErrorType", "ThrottlingException")
+                    .body(br#"{"message":"Rate exceeded"}"#.to_vec())
+                    .unwrap();
+            }
+            let data = block(index);
+            let (checksum, _) = block_checksum(&data);
+            http::Response::builder()
+                .status(200)
+                .header("x-amz-Checksum", checksum)
+                .header("x-amz-Checksum-Algorithm", "SHA256")
+                .header("x-amz-Data-Length", data.len().to_string())
+                .body(data)
+                .unwrap()
+        });
+        let conf = aws_sdk_ebs::Config::builder()
+            .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ebs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ebs::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .retry_config(aws_sdk_ebs::config::retry::RetryConfig::disabled())
+            .http_client(http)
+            .build();
+        let site = CallSite {
+            service: "EBS",
+            region: "us-east-1".into(),
+            account: None,
+            endpoint: None,
+        };
+        (
+            Ebs::from_client(aws_sdk_ebs::Client::from_conf(conf), site),
+            gets,
+        )
+    }
+
+    /// The snapshot, as DescribeSnapshots would show it.
+    struct OneSnapshot;
+    impl Snapshots for OneSnapshot {
+        fn region(&self) -> &str {
+            "us-east-1"
+        }
+        fn account(&self) -> &str {
+            "111122223333"
+        }
+        async fn describe_snapshots(
+            &self,
+            _ids: &[String],
+        ) -> Result<Vec<autosnap_core::model::Snapshot>, RemoteError> {
+            Ok(vec![autosnap_core::model::Snapshot {
+                snapshot_id: SNAPSHOT.into(),
+                volume_id: Some("vol-0123456789abcdef0".into()),
+                state: "completed".into(),
+                progress: None,
+                start_time: None,
+                size_gib: Some(1),
+                encrypted: false,
+                kms_key_id: None,
+                description: None,
+                owner_id: None,
+                managed: false,
+                tags: Default::default(),
+                storage_tier: Default::default(),
+                restore_expiry: None,
+            }])
+        }
+        async fn delete_snapshot(&self, _id: &str) -> Result<(), RemoteError> {
+            unreachable!("an archive deletes nothing")
+        }
+        async fn wait_completed(&self, _: &[String], _: Duration) -> Result<(), RemoteError> {
+            unreachable!("an archive waits for nothing")
+        }
+        async fn tag(
+            &self,
+            _: &[String],
+            _: &autosnap_core::tags::Tags,
+        ) -> Result<(), RemoteError> {
+            unreachable!("an archive tags nothing")
+        }
+    }
+
+    // Paused time: the adapter's backoff between retries passes at once.
+    #[tokio::test(start_paused = true)]
+    async fn throttled_block_reads_are_retried_by_the_adapter_and_the_archive_completes() {
+        let (ebs, gets) = throttling_ebs();
+        let ebs = ebs.with_concurrency(4);
+        let repo = autosnap_repo::Repository::init(
+            Arc::new(autosnap_repo::MemoryBackend::new()),
+            autosnap_repo::InitOptions::default(),
+        )
+        .unwrap();
+        let report = autosnap_engine::archive_snapshot(
+            &ebs,
+            &OneSnapshot,
+            Repo::blocking(&repo),
+            SNAPSHOT,
+            4,
+            &autosnap_engine::NoProgress,
+        )
+        .await
+        .expect("throttling is retried, not reported");
+        assert_eq!(report.blocks_read, BLOCKS);
+        assert_eq!(report.new_chunks, BLOCKS);
+        // Every throttled read was sent again: one request per block, plus one per throttle.
+        assert_eq!(gets.load(Ordering::SeqCst), BLOCKS as usize + THROTTLES);
+        let manifest = autosnap_engine::find_archive(&repo, &report.archive_id).unwrap();
+        let reader = autosnap_repo::ArchiveReader::new(&repo, manifest);
+        for (index, item) in reader.blocks(0).unwrap().enumerate() {
+            let (at, block_ref) = item.unwrap();
+            assert_eq!(at, index as u64);
+            assert_eq!(reader.read_block(&block_ref).unwrap(), block(at));
+        }
+    }
+}
