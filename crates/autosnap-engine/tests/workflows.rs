@@ -255,14 +255,15 @@ async fn an_archive_cut_off_by_failing_writes_completes_next_time_and_the_reposi
         let objects = &both_paths(&backend)[path];
         let cloud = FakeCloud::default();
         let source = cloud.add_snapshot(Some("vol-1"), 1, sparse_blocks(12, 3));
-        // The archive's lock and a few chunks, then every write fails.
+        // The archive's lock and four chunks, then every write fails. One block at a time,
+        // so that no block is still being written after the archive has failed.
         backend.set_write_limit(Some(5));
         let err = archive_snapshot(
             &cloud,
             &cloud,
             repo_with(&repo, objects),
             &source,
-            CONCURRENCY,
+            1,
             &NoProgress,
         )
         .await
@@ -270,7 +271,7 @@ async fn an_archive_cut_off_by_failing_writes_completes_next_time_and_the_reposi
         assert!(matches!(err, ArchiveError::Repo(_)), "{err}");
         assert!(repo.scan_archives().unwrap().manifests.is_empty());
         let left = chunk_names(&backend).len();
-        assert!(left > 0 && left < 12, "cut off after some chunks: {left}");
+        assert_eq!(left, 4, "cut off after four chunks");
 
         backend.set_write_limit(None);
         let report = archive_snapshot(

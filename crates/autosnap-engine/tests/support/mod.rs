@@ -144,15 +144,16 @@ impl FakeCloud {
         self.snapshots.lock().unwrap().get(id).cloned()
     }
 
-    /// The snapshot's bytes as a volume reads them (never-written blocks are zeros).
-    pub fn image(&self, id: &str) -> Vec<u8> {
+    /// The snapshot as a volume reads it: its size and its blocks that are not all zeros
+    /// (a never-written block reads as zeros too), without building the whole volume.
+    pub fn image(&self, id: &str) -> (u64, BTreeMap<u64, Vec<u8>>) {
         let s = self.snapshot(id).expect("snapshot exists");
-        let mut out = vec![0u8; (s.size_gib << 30) as usize];
-        for (i, b) in &s.blocks {
-            let at = *i as usize * BLOCK_SIZE;
-            out[at..at + BLOCK_SIZE].copy_from_slice(b);
-        }
-        out
+        let data = s
+            .blocks
+            .into_iter()
+            .filter(|(_, b)| b.iter().any(|&x| x != 0))
+            .collect();
+        (s.size_gib, data)
     }
 
     fn page_of(
