@@ -139,11 +139,18 @@ pub struct RunReport {
     /// Groups whose deletions were skipped because an earlier step failed.
     pub skipped_prunes: Vec<String>,
     pub failures: Vec<Failure>,
+    /// Copies into backup accounts (copy rules with `account`), and their retention there.
+    #[serde(skip_serializing_if = "crate::backup_account::BackupAccountReport::is_empty")]
+    pub backup_accounts: crate::backup_account::BackupAccountReport,
 }
 
 impl RunReport {
     pub fn successes(&self) -> usize {
-        self.created.len() + self.copied.len() + self.deleted.len() + self.archived.len()
+        self.created.len()
+            + self.copied.len()
+            + self.deleted.len()
+            + self.archived.len()
+            + self.backup_accounts.successes()
     }
 
     fn merge(&mut self, other: RunReport) {
@@ -154,6 +161,7 @@ impl RunReport {
         self.locked.extend(other.locked);
         self.skipped_prunes.extend(other.skipped_prunes);
         self.failures.extend(other.failures);
+        self.backup_accounts.merge(other.backup_accounts);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod adaptive;
+pub mod backup_account;
 pub mod ami;
 pub mod ami_flow;
 pub mod context;

@@ -613,3 +613,145 @@ fn member_roles_are_assumed_from_a_base_role_when_aws_role_arn_is_set() {
         "{doc}"
     );
 }
+
+/// A role in `account` that trusts the base credentials' account only with `external_id`.
+fn create_role_with_external_id(bed: &TestBed, account: &str, name: &str, external_id: &str) {
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole","Condition":{{"StringEquals":{{"sts:ExternalId":"{external_id}"}}}}}}]}}"#
+    );
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
+        form_encode(&trust)
+    );
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
+    write!(
+        tcp,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        bed.port,
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.contains(" 200 "),
+        "CreateRole in {account}: {answer}"
+    );
+}
+
+const BACKUP_ACCOUNT: &str = "444444444444";
+
+/// Three backed-up accounts (C with an external id) and a backup account.
+fn accounts_config(bed: &TestBed, external_id: &str) {
+    let text = format!(
+        "{POLICY}{}{}\n[[account]]\nid = \"{C}\"\nrole_arn = \"arn:aws:iam::{C}:role/autosnap\"\n\
+         external_id = \"{external_id}\"\nregions = [\"us-east-1\"]\npolicies = [\"daily\"]\n\
+         \n[[backup_account]]\nid = \"{BACKUP_ACCOUNT}\"\n\
+         role_arn = \"arn:aws:iam::{BACKUP_ACCOUNT}:role/autosnap-backup\"\n",
+        entry(A),
+        entry(B)
+    );
+    bed.write_config("autosnap.toml", &text, 0o644);
+}
+
+#[test]
+fn config_show_lists_the_accounts_without_their_external_ids() {
+    let bed = TestBed::start();
+    accounts_config(&bed, "s3cret-id");
+    let doc = bed.json(&["config", "show"]);
+    let listed: Vec<(&str, &str)> = doc["accounts"]["accounts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no accounts: {doc}"))
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (A, "backed up"),
+            (B, "backed up"),
+            (C, "backed up"),
+            (BACKUP_ACCOUNT, "backup")
+        ]
+    );
+    let c = &doc["accounts"]["accounts"][2];
+    assert_eq!(c["external_id"], "***");
+    assert_eq!(c["regions"][0], "us-east-1");
+    assert!(!doc.to_string().contains("s3cret-id"), "{doc}");
+
+    let out = bed.cmd().args(["config", "show"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("accounts:"), "{text}");
+    assert!(
+        text.contains(&format!("arn:aws:iam::{C}:role/autosnap (external id ***)")),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-id"));
+
+    // An organization: the role assumed in each member.
+    bed.write_config(
+        "autosnap.toml",
+        &format!("accounts = \"organization\"\norganization_role = \"ops/autosnap\"\n{POLICY}"),
+        0o644,
+    );
+    let doc = bed.json(&["config", "show"]);
+    assert_eq!(doc["accounts"]["discovery"], "organization");
+    assert_eq!(doc["accounts"]["organization_role"], "ops/autosnap");
+}
+
+#[test]
+fn config_check_assumes_each_role_and_says_why_one_fails() {
+    let bed = TestBed::start();
+    create_role(&bed, A, "autosnap");
+    // B has no role; C's asks for another external id; the backup account's role is there.
+    create_role_with_external_id(&bed, C, "autosnap", "right-id");
+    create_role(&bed, BACKUP_ACCOUNT, "autosnap-backup");
+    accounts_config(&bed, "wrong-id");
+
+    let out = bed
+        .cmd()
+        .args(["config", "check", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "some accounts fail");
+    let doc = json_of(&out);
+    let role = |id: &str| {
+        doc.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["account_id"] == id)
+            .unwrap_or_else(|| panic!("no check of {id}: {doc}"))
+            .clone()
+    };
+    assert_eq!(role(A)["ok"], true, "{doc}");
+    assert_eq!(role(A)["check"], "account role");
+    let b = role(B);
+    assert_eq!(b["ok"], false);
+    let detail = b["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("AccessDenied") && detail.contains("the role is missing"),
+        "{detail}"
+    );
+    let c = role(C);
+    assert_eq!(c["ok"], false);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the external id is wrong"),
+        "{c}"
+    );
+    let backup = role(BACKUP_ACCOUNT);
+    assert_eq!(backup["ok"], true, "{backup}");
+    assert_eq!(backup["check"], "backup account role");
+
+    // Every role fixed: all ok, exit 0.
+    create_role(&bed, B, "autosnap");
+    accounts_config(&bed, "right-id");
+    let out = bed.cmd().args(["config", "check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.matches("account role").count(), 4, "{text}");
+}

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::policy::{
-    log_report, make_plan, not_done, render_plan, report_text, status_report, summarize,
+    log_report, not_done, render_plan, report_text, status_report, summarize,
     PlanSummary, RecordingProgress, Shutdown,
 };
 use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
@@ -145,10 +145,13 @@ pub(super) async fn plan(
     selected: &[PolicyConfig],
 ) -> anyhow::Result<Exit> {
     let (base, chosen) = resolve(env, args).await?;
+    let backups = &super::backup_account::connect(env, &base, selected).await;
     let results = aws_accounts::across(&base, &chosen, |account, ctx| async move {
         let policies = policies_of(&account, selected);
-        let (plan, _) = make_plan(env, &ctx, &policies, false, true)
-            .instrument(tracing::info_span!("account", id = %account.id))
+        let id = Some(account.id.as_str());
+        let (plan, _) =
+            super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
+                .instrument(tracing::info_span!("account", id = %account.id))
             .await?;
         Ok::<_, anyhow::Error>(plan)
     })
@@ -328,12 +331,15 @@ pub(super) async fn run(
     };
     let dry_run = args.dry_run;
     let opts = &opts;
+    let backups = &super::backup_account::connect(env, &base, selected).await;
     let work = aws_accounts::across(&base, &chosen, |account, ctx| async move {
         let span = tracing::info_span!("account", id = %account.id);
         let policies = policies_of(&account, selected);
-        let (plan, _) = make_plan(env, &ctx, &policies, false, true)
-            .instrument(span.clone())
-            .await?;
+        let id = Some(account.id.as_str());
+        let (plan, _) =
+            super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
+                .instrument(span.clone())
+                .await?;
         if dry_run {
             return Ok(AccountRun { plan, report: None });
         }
@@ -341,7 +347,10 @@ pub(super) async fn run(
         *seen.lock().expect("not poisoned") = Some(plan.clone());
         // Consistency (freeze, hooks) is for the instance autosnap runs on, in one account;
         // across accounts backups are crash-consistent (see the README's "Many accounts").
-        let report = execute::execute(&ctx, &plan, opts, progress, None)
+        let mut report = execute::execute(&ctx, &plan, opts, progress, None)
+            .instrument(span.clone())
+            .await?;
+        super::backup_account::execute(&ctx, id, backups, &plan, &mut report, opts)
             .instrument(span)
             .await?;
         Ok::<_, anyhow::Error>(AccountRun {
@@ -392,10 +401,13 @@ pub(super) async fn prune(
 ) -> anyhow::Result<Exit> {
     let (base, chosen) = resolve(env, &args.policy).await?;
     // Plan every account first: one question covers them all.
+    let backups = &super::backup_account::connect(env, &base, selected).await;
     let planned = aws_accounts::across(&base, &chosen, |account, ctx| async move {
         let policies = policies_of(&account, selected);
-        let (plan, _) = make_plan(env, &ctx, &policies, false, false)
-            .instrument(tracing::info_span!("account", id = %account.id))
+        let id = Some(account.id.as_str());
+        let (plan, _) =
+            super::backup_account::plan(env, &ctx, id, backups, &policies, false, false)
+                .instrument(tracing::info_span!("account", id = %account.id))
             .await?;
         Ok::<_, anyhow::Error>((ctx, plan))
     })
@@ -471,10 +483,20 @@ pub(super) async fn prune(
                 Ok((ctx, plan)) => {
                     let span = tracing::info_span!("account", id = %a.id);
                     match execute::execute(&ctx, &plan, opts, &super::policy::LogProgress, None)
-                        .instrument(span)
+                        .instrument(span.clone())
                         .await
                     {
-                        Ok(report) => Ok(AccountRun {
+                        Ok(mut report) => super::backup_account::execute(
+                            &ctx,
+                            Some(&a.id),
+                            backups,
+                            &plan,
+                            &mut report,
+                            opts,
+                        )
+                        .instrument(span)
+                        .await
+                        .map(|()| AccountRun {
                             plan,
                             report: Some(report),
                         }),
@@ -700,18 +722,30 @@ pub(super) async fn daemon(
                 continue;
             }
         };
+        let backups = &super::backup_account::connect(env, &base, selected).await;
         let work = aws_accounts::across(&base, &chosen, |account, ctx| async move {
             let span = tracing::info_span!("account", id = %account.id);
             let policies = policies_of(&account, selected);
-            let (plan, _) = make_plan(env, &ctx, &policies, false, true)
-                .instrument(span.clone())
-                .await?;
-            let work = plan.creates().count() + plan.copies().count() + plan.deletions().count();
+            let id = Some(account.id.as_str());
+            let (plan, _) =
+                super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
+                    .instrument(span.clone())
+                    .await?;
+            let work = plan.creates().count()
+                + plan.copies().count()
+                + plan.deletions().count()
+                + super::backup_account::copies(&plan)
+                + super::backup_account::deletions(&plan);
             let failed = if work > 0 {
                 let progress = RecordingProgress::default();
-                let report = execute::execute(&ctx, &plan, opts, &progress, None)
+                let mut report = execute::execute(&ctx, &plan, opts, &progress, None)
                     .instrument(span.clone())
                     .await;
+                if let Ok(r) = &mut report {
+                    super::backup_account::execute(&ctx, id, backups, &plan, r, opts)
+                        .instrument(span.clone())
+                        .await?;
+                }
                 span.in_scope(|| log_report(report))
             } else {
                 false

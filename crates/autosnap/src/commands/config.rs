@@ -67,6 +67,7 @@ pub fn show(env: &Env) -> anyhow::Result<Exit> {
                 "config_origin": shown.config_origin,
                 "settings": map,
                 "defaults": shown.defaults,
+                "accounts": super::config_accounts::shown(&s.config.file),
             }))?;
         }
         OutputFormat::Table | OutputFormat::Prometheus => {
@@ -102,6 +103,10 @@ pub fn show(env: &Env) -> anyhow::Result<Exit> {
                 "config file or default".to_string(),
             ]);
             output::print_table(&t);
+            if let Some(accounts) = super::config_accounts::shown(&s.config.file) {
+                output::print("\naccounts:");
+                output::print_table(&super::config_accounts::table(&accounts));
+            }
         }
     }
     Ok(Exit::Success)
@@ -122,6 +127,9 @@ struct Check {
     check: &'static str,
     ok: bool,
     detail: String,
+    /// The account a role check is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<String>,
 }
 
 /// `config check` when the config file cannot be used (missing, unreadable,
@@ -129,6 +137,7 @@ struct Check {
 /// checked, since every other check depends on the file.
 pub fn report_unusable(format: OutputFormat, error: &anyhow::Error) -> anyhow::Result<Exit> {
     let checks = [Check {
+        account_id: None,
         check: "config file",
         ok: false,
         detail: format!("{error:#}"),
@@ -156,6 +165,7 @@ fn print_checks(format: OutputFormat, checks: &[Check]) -> anyhow::Result<()> {
 pub async fn check(env: &Env) -> anyhow::Result<Exit> {
     let s = &env.settings;
     let mut checks = vec![Check {
+        account_id: None,
         check: "config file",
         ok: true,
         detail: match &s.config.path {
@@ -168,6 +178,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
     match env.connect().await {
         Err(e) => {
             checks.push(Check {
+                account_id: None,
                 check: "region and credentials",
                 ok: false,
                 detail: e.to_string(),
@@ -176,6 +187,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
         }
         Ok(ctx) => {
             checks.push(Check {
+                account_id: None,
                 check: "region",
                 ok: true,
                 detail: ctx.region().to_string(),
@@ -183,6 +195,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
             match ctx.identity().await {
                 Err(e) => {
                     checks.push(Check {
+                        account_id: None,
                         check: "credentials",
                         ok: false,
                         detail: e.to_string(),
@@ -191,6 +204,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                 }
                 Ok(id) => {
                     checks.push(Check {
+                        account_id: None,
                         check: "credentials",
                         ok: true,
                         detail: format!("{} ({})", id.arn, s.credentials.source),
@@ -198,6 +212,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                     if let Some(pinned) = &s.config.file.aws.account_id {
                         let ok = pinned == &id.account;
                         checks.push(Check {
+                            account_id: None,
                             check: "account",
                             ok,
                             detail: if ok {
@@ -229,12 +244,45 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                         ),
                     };
                     checks.push(Check {
+                        account_id: None,
                         check: "EC2 access",
                         ok,
                         detail,
                     });
                     if !ok && exit == Exit::Success {
                         exit = Exit::Failure;
+                    }
+                    // Each account's role, from these credentials; some failing is exit 3.
+                    match super::config_accounts::check(&ctx, &s.config.file).await {
+                        Err(detail) => {
+                            checks.push(Check {
+                                check: "accounts",
+                                ok: false,
+                                detail,
+                                account_id: None,
+                            });
+                            if exit == Exit::Success {
+                                exit = Exit::Failure;
+                            }
+                        }
+                        Ok(roles) => {
+                            let failed = roles.iter().filter(|r| !r.ok).count();
+                            for r in roles {
+                                checks.push(Check {
+                                    check: if r.backup {
+                                        "backup account role"
+                                    } else {
+                                        "account role"
+                                    },
+                                    ok: r.ok,
+                                    detail: format!("{}: {}", r.account_id, r.detail),
+                                    account_id: Some(r.account_id),
+                                });
+                            }
+                            if failed > 0 && exit == Exit::Success {
+                                exit = Exit::Partial;
+                            }
+                        }
                     }
                 }
             }

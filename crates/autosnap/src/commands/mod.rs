@@ -4,7 +4,9 @@
 mod accounts;
 mod ami;
 mod archive;
+mod backup_account;
 mod config;
+mod config_accounts;
 mod confirm;
 mod consistent;
 mod docs;

@@ -116,6 +116,16 @@ pub(super) struct PlanSummary {
     /// Backups `run` moves to the archive tier (`archive_after`).
     archives: usize,
     deletions: usize,
+    /// Copies to make into backup accounts (copy rules with `account`).
+    #[serde(skip_serializing_if = "is_zero")]
+    account_copies: usize,
+    /// Copies in backup accounts that their retention deletes.
+    #[serde(skip_serializing_if = "is_zero")]
+    account_deletions: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub(super) fn summarize(plan: &Plan) -> PlanSummary {
@@ -124,6 +134,8 @@ pub(super) fn summarize(plan: &Plan) -> PlanSummary {
         copies: plan.copies().count(),
         archives: autosnap_core::archive_plan::archives(plan).count(),
         deletions: plan.deletions().count(),
+        account_copies: super::backup_account::copies(plan),
+        account_deletions: super::backup_account::deletions(plan),
     }
 }
 
@@ -265,6 +277,8 @@ pub(super) fn render_plan(plan: &Plan, show_creates: bool) -> String {
                     let _ = writeln!(s, "      {mark} {}", a.describe());
                 }
             }
+            // Copies into backup accounts: `→ 222222222222 us-west-2`.
+            super::backup_account::render_target(&mut s, t, show_creates);
         }
         s.push('\n');
     }
@@ -285,6 +299,13 @@ pub(super) fn render_plan(plan: &Plan, show_creates: bool) -> String {
     } else {
         let _ = write!(s, "plan: {} to delete", sum.deletions);
     }
+    if sum.account_copies + sum.account_deletions > 0 {
+        let _ = write!(
+            s,
+            "; in backup accounts: {} to copy, {} to delete",
+            sum.account_copies, sum.account_deletions
+        );
+    }
     s
 }
 
@@ -294,7 +315,9 @@ pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
         return super::accounts::plan(env, args, &policies).await;
     }
     let ctx = env.connect().await?;
-    let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
+    let backups = super::backup_account::connect(env, &ctx, &policies).await;
+    let (plan, _) =
+        super::backup_account::plan(env, &ctx, None, &backups, &policies, false, true).await?;
     match env.output {
         OutputFormat::Json => output::print_json(&plan)?,
         _ => output::print(&render_plan(&plan, true)),
@@ -478,6 +501,7 @@ pub(super) fn report_text(r: &RunReport) -> String {
             l.backup_id, l.target_id, l.region, l.policy, l.reason
         );
     }
+    super::backup_account::report_lines(&mut s, r);
     s
 }
 
@@ -492,7 +516,9 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     }
     let timeout = args.wait_timeout;
     let ctx = env.connect().await?;
-    let (plan, _) = make_plan(env, &ctx, &policies, false, true).await?;
+    let backups = super::backup_account::connect(env, &ctx, &policies).await;
+    let (plan, _) =
+        super::backup_account::plan(env, &ctx, None, &backups, &policies, false, true).await?;
     print_plan_first(env, &plan, true);
     if args.dry_run {
         print_report(env, &plan, None, true, &[])?;
@@ -545,7 +571,9 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Interrupted);
     };
-    let report = report?;
+    let mut report = report?;
+    // Copies into backup accounts, and their retention there, once this account's are done.
+    super::backup_account::execute(&ctx, None, &backups, &plan, &mut report, &opts).await?;
     // Restore tests that are due, on the backups the run made (Ctrl-C deletes their volumes).
     let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
     let tests = super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
@@ -616,7 +644,9 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         return super::accounts::prune(env, args, &policies).await;
     }
     let ctx = env.connect().await?;
-    let (plan, _) = make_plan(env, &ctx, &policies, false, false).await?;
+    let backups = super::backup_account::connect(env, &ctx, &policies).await;
+    let (plan, _) =
+        super::backup_account::plan(env, &ctx, None, &backups, &policies, false, false).await?;
     print_plan_first(env, &plan, false);
     if args.dry_run {
         print_report(env, &plan, None, true, &[])?;
@@ -633,7 +663,8 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         wait_timeout: Duration::from_secs(0),
         pacing: args.ec2_share,
     };
-    let report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
+    let mut report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
+    super::backup_account::execute(&ctx, None, &backups, &plan, &mut report, &opts).await?;
     print_report(env, &plan, Some(&report), false, &[])?;
     Ok(if report.failures.is_empty() {
         Exit::Success

@@ -1,0 +1,556 @@
+//! Copies into backup accounts (see [`autosnap_core::backup_account`]): each backup account's
+//! role assumed from the base credentials, the listing of its copies that the planner needs,
+//! and the share → copy → unshare flow with retention applied there, with its own role.
+
+use std::collections::HashMap;
+
+use autosnap_core::backup_account::{
+    account_rules, accounts_used, AccountCopies, BackupAccountConfig, SHARED_WITH, SOURCE_ACCOUNT,
+};
+use autosnap_core::model::Snapshot;
+use autosnap_core::plan::{self, BackupBuilder, CopySource, ExistingBackup, Inventory, Plan};
+use autosnap_core::policy::PolicyConfig;
+use autosnap_core::tags::{self, Tags};
+use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
+use serde::Serialize;
+
+use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
+use crate::execute::{Created, Failure, RunOptions};
+use crate::{AwsContext, AwsError};
+
+/// The backup accounts a command works with, each reached by its role (or why not).
+pub struct BackupAccounts {
+    contexts: HashMap<String, Result<AwsContext, String>>,
+}
+
+impl BackupAccounts {
+    /// No backup accounts (no copy rule names one).
+    pub fn none() -> Self {
+        BackupAccounts {
+            contexts: HashMap::new(),
+        }
+    }
+
+    /// Assumes the role of every backup account `policies` copy into, from `base`. An account
+    /// whose role cannot be assumed is remembered with the cause: its copies fail, nothing
+    /// else does.
+    pub async fn connect(
+        base: &AwsContext,
+        entries: &[BackupAccountConfig],
+        policies: &[PolicyConfig],
+    ) -> Self {
+        let mut contexts = HashMap::new();
+        for id in accounts_used(policies) {
+            let result = match entries.iter().find(|e| e.id == id) {
+                None => Err(format!(
+                    "backup account {id} has no [[backup_account]] entry with its role"
+                )),
+                Some(e) => crate::accounts::assume(base, &e.as_account())
+                    .await
+                    .map_err(|e| format!("backup account {id}: {e}")),
+            };
+            if let Err(e) = &result {
+                tracing::error!("{e}");
+            }
+            contexts.insert(id, result);
+        }
+        BackupAccounts { contexts }
+    }
+
+    fn context(&self, account: &str) -> Result<&AwsContext, String> {
+        match self.contexts.get(account) {
+            Some(Ok(ctx)) => Ok(ctx),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("backup account {account} was not connected")),
+        }
+    }
+}
+
+/// Lists what the planner needs and fills in every target's `account_copies`: the copies in
+/// each backup account (owned by it, tagged for the policy and `source_account`) and the
+/// source snapshots still shared with it. A backup account that cannot be read is said on its
+/// copies (`error`), and the rest of the plan stands.
+pub async fn annotate(
+    source: &AwsContext,
+    source_account: &str,
+    accounts: &BackupAccounts,
+    policies: &[PolicyConfig],
+    inventory: &Inventory,
+    plan: &mut Plan,
+) -> Result<(), AwsError> {
+    let now = plan.now;
+    for policy_plan in &mut plan.policies {
+        let Some(policy) = policies.iter().find(|p| p.name == policy_plan.policy) else {
+            continue;
+        };
+        for (_, rule) in account_rules(policy) {
+            let account = rule.account.clone().expect("an account rule");
+            let kms_key = rule.kms_key.clone().unwrap_or_default();
+            let retention = policy.copy_retention(rule).to_string();
+            let listed =
+                list_copies(accounts, &account, &rule.region, policy, source_account).await;
+            let there = match listed {
+                Ok(there) => there,
+                Err(error) => {
+                    for t in &mut policy_plan.targets {
+                        t.account_copies.push(AccountCopies {
+                            account: account.clone(),
+                            region: rule.region.clone(),
+                            kms_key: kms_key.clone(),
+                            copy: None,
+                            retention: retention.clone(),
+                            backups: Vec::new(),
+                            unshare: Vec::new(),
+                            error: Some(error.clone()),
+                        });
+                    }
+                    continue;
+                }
+            };
+            // Source snapshots of this policy shared with the account, per source region.
+            let mut shared: HashMap<String, Vec<String>> = HashMap::new();
+            for region in policy_plan
+                .targets
+                .iter()
+                .map(|t| t.region.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                let ids = source
+                    .ec2_in(&region)
+                    .await?
+                    .list_snapshots(&SnapshotQuery {
+                        tags: vec![
+                            (tags::POLICY.into(), Some(policy.name.clone())),
+                            (SHARED_WITH.into(), Some(account.clone())),
+                        ],
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|s| s.snapshot_id)
+                    .collect();
+                shared.insert(region, ids);
+            }
+            let targets: Vec<(&str, _, &str, bool)> = policy_plan
+                .targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.target_id.as_str(),
+                        t.kind,
+                        t.region.as_str(),
+                        t.create.is_some(),
+                    )
+                })
+                .collect();
+            let planned =
+                plan::plan_account_copies(policy, rule, &targets, &inventory.backups, &there, now);
+            for (t, (copy, backups)) in policy_plan.targets.iter_mut().zip(planned) {
+                // A share is removed once a completed copy of that snapshot is there.
+                let unshare = shared
+                    .get(&t.region)
+                    .map(|ids| {
+                        ids.iter()
+                            .filter(|id| {
+                                there.iter().any(|b| {
+                                    b.copy_of() == Some(id.as_str())
+                                        && b.state == plan::BackupState::Completed
+                                })
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                t.account_copies.push(AccountCopies {
+                    account: account.clone(),
+                    region: rule.region.clone(),
+                    kms_key: kms_key.clone(),
+                    copy,
+                    retention: retention.clone(),
+                    backups,
+                    unshare,
+                    error: None,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The copies in `account`'s `region` that autosnap made for `policy` from `source_account`.
+async fn list_copies(
+    accounts: &BackupAccounts,
+    account: &str,
+    region: &str,
+    policy: &PolicyConfig,
+    source_account: &str,
+) -> Result<Vec<ExistingBackup>, String> {
+    let ctx = accounts.context(account)?;
+    let ec2 = ctx
+        .ec2_in(region)
+        .await
+        .map_err(|e| format!("backup account {account}: {e}"))?;
+    let snaps = ec2
+        .list_snapshots(&SnapshotQuery {
+            tags: vec![
+                (tags::MANAGED.into(), Some(tags::MANAGED_VALUE.into())),
+                (tags::POLICY.into(), Some(policy.name.clone())),
+                (SOURCE_ACCOUNT.into(), Some(source_account.to_owned())),
+            ],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot list the copies in backup account {account}: {e}"))?;
+    let mut builder = BackupBuilder::new(std::slice::from_ref(policy));
+    Ok(snaps
+        .iter()
+        .map(|s| builder.snapshot(s, region, Vec::new()))
+        .collect())
+}
+
+/// A snapshot copied into a backup account.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountCopied {
+    pub policy: String,
+    pub target_id: String,
+    pub account: String,
+    pub from_region: String,
+    pub to_region: String,
+    pub source_snapshot_id: String,
+    /// The copy, owned by `account`.
+    pub snapshot_id: String,
+    /// Whether the share of the source snapshot was removed (the copy completed in time).
+    pub unshared: bool,
+}
+
+/// A copy deleted in a backup account by its retention.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountDeleted {
+    pub policy: String,
+    pub target_id: String,
+    pub account: String,
+    pub region: String,
+    pub snapshot_id: String,
+}
+
+/// What a run did in backup accounts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupAccountReport {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<AccountCopied>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<AccountDeleted>,
+    /// Source snapshots whose share with a backup account was removed (their copy is
+    /// complete), other than those copied in this run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unshared: Vec<String>,
+}
+
+impl BackupAccountReport {
+    pub fn is_empty(&self) -> bool {
+        self.copied.is_empty() && self.deleted.is_empty() && self.unshared.is_empty()
+    }
+
+    pub fn successes(&self) -> usize {
+        self.copied.len() + self.deleted.len() + self.unshared.len()
+    }
+
+    pub fn merge(&mut self, other: BackupAccountReport) {
+        self.copied.extend(other.copied);
+        self.deleted.extend(other.deleted);
+        self.unshared.extend(other.unshared);
+    }
+}
+
+struct NoProgress;
+impl WaitObserver for NoProgress {}
+
+/// Carries out the plan's account copies: shares, copies, unshares and prunes. `created` is
+/// what this run created in the source account (the copies of new backups are made of them).
+/// Failures are returned with the report, one per step that failed.
+pub async fn execute(
+    source: &AwsContext,
+    source_account: &str,
+    accounts: &BackupAccounts,
+    plan: &Plan,
+    created: &[Created],
+    opts: &RunOptions,
+) -> (BackupAccountReport, Vec<Failure>) {
+    let mut report = BackupAccountReport::default();
+    let mut failures = Vec::new();
+    for p in &plan.policies {
+        for t in &p.targets {
+            for ac in &t.account_copies {
+                let fail = |failures: &mut Vec<Failure>, action: &'static str, error: String| {
+                    tracing::warn!(
+                        "policy {}: {action} of {} into account {} in {} failed: {error}",
+                        p.policy,
+                        t.target_id,
+                        ac.account,
+                        ac.region
+                    );
+                    failures.push(Failure {
+                        policy: p.policy.clone(),
+                        target_id: t.target_id.clone(),
+                        region: format!("{} (account {})", ac.region, ac.account),
+                        action,
+                        error,
+                    });
+                };
+                if let Some(e) = &ac.error {
+                    if opts.copy && (ac.copy.is_some() || t.create.is_some()) || opts.prune {
+                        fail(&mut failures, "copy", e.clone());
+                    }
+                    continue;
+                }
+                let backup = match accounts.context(&ac.account) {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        fail(&mut failures, "copy", e);
+                        continue;
+                    }
+                };
+                let (src, dest) = match (
+                    source.ec2_in(&t.region).await,
+                    backup.ec2_in(&ac.region).await,
+                ) {
+                    (Ok(s), Ok(d)) => (s, d),
+                    (Err(e), _) | (_, Err(e)) => {
+                        fail(&mut failures, "copy", e.to_string());
+                        continue;
+                    }
+                };
+                let mut blocked = false;
+                if let (true, Some(copy)) = (opts.copy, &ac.copy) {
+                    let sources = match &copy.source {
+                        CopySource::New => {
+                            let ids: Vec<String> = created
+                                .iter()
+                                .filter(|c| c.policy == p.policy && c.target_id == t.target_id)
+                                .flat_map(|c| c.snapshot_ids.clone())
+                                .collect();
+                            if ids.is_empty() {
+                                // The create was not run or failed: nothing to copy.
+                                blocked = true;
+                                Ok(Vec::new())
+                            } else {
+                                src.wait_snapshots_completed(&ids, opts.wait_timeout, &NoProgress)
+                                    .await
+                            }
+                        }
+                        CopySource::Existing { snapshot_ids, .. } => {
+                            src.list_snapshots(&SnapshotQuery {
+                                snapshot_ids: snapshot_ids.clone(),
+                                ..Default::default()
+                            })
+                            .await
+                        }
+                    };
+                    match sources {
+                        Err(e) => {
+                            fail(&mut failures, "copy", e.to_string());
+                            blocked = true;
+                        }
+                        Ok(sources) => {
+                            for s in sources {
+                                match copy_into(
+                                    &src,
+                                    &dest,
+                                    source_account,
+                                    &ac.account,
+                                    &ac.kms_key,
+                                    &s,
+                                    opts,
+                                )
+                                .await
+                                {
+                                    Ok((id, unshared)) => {
+                                        tracing::info!(
+                                            "policy {}: copied {} into account {} in {} as {id}",
+                                            p.policy,
+                                            s.snapshot_id,
+                                            ac.account,
+                                            ac.region
+                                        );
+                                        report.copied.push(AccountCopied {
+                                            policy: p.policy.clone(),
+                                            target_id: t.target_id.clone(),
+                                            account: ac.account.clone(),
+                                            from_region: t.region.clone(),
+                                            to_region: ac.region.clone(),
+                                            source_snapshot_id: s.snapshot_id.clone(),
+                                            snapshot_id: id,
+                                            unshared,
+                                        })
+                                    }
+                                    Err(e) => {
+                                        fail(&mut failures, "copy", e);
+                                        blocked = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                // Shares whose copies completed after an earlier run stopped waiting.
+                if opts.copy {
+                    for id in &ac.unshare {
+                        match unshare(&src, id, &ac.account).await {
+                            Ok(()) => report.unshared.push(id.clone()),
+                            Err(e) => fail(&mut failures, "unshare", e.to_string()),
+                        }
+                    }
+                }
+                if opts.prune {
+                    let doomed: Vec<_> = ac.backups.iter().filter(|b| b.delete).collect();
+                    if blocked && !doomed.is_empty() {
+                        // Retention assumed the new copy exists.
+                        continue;
+                    }
+                    for b in doomed {
+                        for id in &b.snapshot_ids {
+                            match dest.delete_snapshot(id).await {
+                                Ok(()) => {
+                                    tracing::info!(
+                                        "policy {}: deleted copy {id} of {} in account {} ({})",
+                                        p.policy,
+                                        t.target_id,
+                                        ac.account,
+                                        ac.region
+                                    );
+                                    report.deleted.push(AccountDeleted {
+                                        policy: p.policy.clone(),
+                                        target_id: t.target_id.clone(),
+                                        account: ac.account.clone(),
+                                        region: ac.region.clone(),
+                                        snapshot_id: id.to_string(),
+                                    })
+                                }
+                                Err(e) => fail(&mut failures, "delete", e.to_string()),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (report, failures)
+}
+
+/// Shares `source` with `account`, copies it there (CopySnapshot by the backup account, with
+/// its key) and, once the copy is complete, removes the share. Returns the copy's id and
+/// whether the share was removed (not when the copy did not complete in time: the next run
+/// removes it).
+async fn copy_into(
+    src: &Ec2,
+    dest: &Ec2,
+    source_account: &str,
+    account: &str,
+    kms_key: &str,
+    source: &Snapshot,
+    opts: &RunOptions,
+) -> Result<(String, bool), String> {
+    share(src, &source.snapshot_id, account)
+        .await
+        .map_err(|e| format!("cannot share {} with {account}: {e}", source.snapshot_id))?;
+    let mut t: Tags = source
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX) && k.as_str() != SHARED_WITH)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
+    t.insert(tags::SOURCE_SNAPSHOT.into(), source.snapshot_id.clone());
+    t.insert(tags::SOURCE_REGION.into(), src.region().to_owned());
+    t.insert(SOURCE_ACCOUNT.into(), source_account.to_owned());
+    let id = dest
+        .copy_snapshot_from(
+            src.region(),
+            &source.snapshot_id,
+            &format!(
+                "autosnap copy of {} from {source_account} {}",
+                source.snapshot_id,
+                src.region()
+            ),
+            true,
+            Some(kms_key),
+            &t,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "account {account} could not copy {}: {e} (the source stays shared with it; \
+                 the next run tries again)",
+                source.snapshot_id
+            )
+        })?;
+    if let Err(e) = dest
+        .wait_snapshots_completed(std::slice::from_ref(&id), opts.wait_timeout, &NoProgress)
+        .await
+    {
+        return Err(format!(
+            "copy {id} of {} in account {account} is not complete: {e}; the next run removes \
+             the share once it is",
+            source.snapshot_id
+        ));
+    }
+    unshare(src, &source.snapshot_id, account)
+        .await
+        .map_err(|e| {
+            format!(
+                "copied as {id}, but the share of {} stays: {e}",
+                source.snapshot_id
+            )
+        })?;
+    Ok((id, true))
+}
+
+/// ModifySnapshotAttribute createVolumePermission add `account`, and the `autosnap:shared-with`
+/// tag that lets a later run find the share.
+async fn share(src: &Ec2, snapshot_id: &str, account: &str) -> Result<(), AwsError> {
+    let mut t = Tags::new();
+    t.insert(SHARED_WITH.into(), account.to_owned());
+    src.create_tags(&[snapshot_id.to_owned()], &t).await?;
+    modify_permission(src, snapshot_id, account, OperationType::Add).await
+}
+
+/// Removes the share of `snapshot_id` with `account`, then its tag.
+async fn unshare(src: &Ec2, snapshot_id: &str, account: &str) -> Result<(), AwsError> {
+    modify_permission(src, snapshot_id, account, OperationType::Remove).await?;
+    src.raw()
+        .delete_tags()
+        .resources(snapshot_id)
+        .tags(aws_sdk_ec2::types::Tag::builder().key(SHARED_WITH).build())
+        .send()
+        .await
+        .map_err(|e| {
+            AwsError::from_sdk(e, "DeleteTags", Some(("snapshot", snapshot_id)), src.site())
+        })?;
+    Ok(())
+}
+
+async fn modify_permission(
+    src: &Ec2,
+    snapshot_id: &str,
+    account: &str,
+    op: OperationType,
+) -> Result<(), AwsError> {
+    // The OperationType/UserIds form of the call (equivalent to CreateVolumePermission.Add).
+    src.raw()
+        .modify_snapshot_attribute()
+        .snapshot_id(snapshot_id)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(op)
+        .user_ids(account)
+        .send()
+        .await
+        .map_err(|e| {
+            AwsError::from_sdk(
+                e,
+                "ModifySnapshotAttribute",
+                Some(("snapshot", snapshot_id)),
+                src.site(),
+            )
+        })?;
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Copies into backup accounts in `plan`, `run`, `prune`, `status` and `daemon`: the backup
+//! accounts' roles assumed once per command, each plan completed with what they hold, the copy
+//! lines of the table, and the run's share → copy → unshare and retention there.
+
+use std::fmt::Write as _;
+
+use autosnap_aws::backup_account::{self as aws_backup, BackupAccounts};
+use autosnap_aws::execute::{RunOptions, RunReport};
+use autosnap_aws::AwsContext;
+use autosnap_core::plan::{CopySource, Inventory, Plan, TargetPlan};
+use autosnap_core::policy::PolicyConfig;
+
+use crate::commands::Env;
+
+/// The backup accounts `policies` copy into, each reached by its role from `base` (nothing is
+/// asked of AWS when no copy rule names an account).
+pub(super) async fn connect(
+    env: &Env,
+    base: &AwsContext,
+    policies: &[PolicyConfig],
+) -> BackupAccounts {
+    if !autosnap_core::backup_account::any(policies) {
+        return BackupAccounts::none();
+    }
+    BackupAccounts::connect(
+        base,
+        &env.settings.config.file.backup_account_entries,
+        policies,
+    )
+    .await
+}
+
+/// Completes `plan` (made in the account of `ctx`, `account` when known) with its copies in
+/// backup accounts.
+pub(super) async fn annotate(
+    ctx: &AwsContext,
+    account: Option<&str>,
+    accounts: &BackupAccounts,
+    policies: &[PolicyConfig],
+    inventory: &Inventory,
+    plan: &mut Plan,
+) -> anyhow::Result<()> {
+    if !autosnap_core::backup_account::any(policies) {
+        return Ok(());
+    }
+    let source = match account {
+        Some(a) => a.to_owned(),
+        None => ctx.account_id().await?,
+    };
+    aws_backup::annotate(ctx, &source, accounts, policies, inventory, plan).await?;
+    Ok(())
+}
+
+/// Carries out the copies into backup accounts and their retention after the run in the
+/// source account, adding to its report.
+pub(super) async fn execute(
+    ctx: &AwsContext,
+    account: Option<&str>,
+    accounts: &BackupAccounts,
+    plan: &Plan,
+    report: &mut RunReport,
+    opts: &RunOptions,
+) -> anyhow::Result<()> {
+    if !plan
+        .policies
+        .iter()
+        .any(|p| p.targets.iter().any(|t| !t.account_copies.is_empty()))
+    {
+        return Ok(());
+    }
+    let source = match account {
+        Some(a) => a.to_owned(),
+        None => ctx.account_id().await?,
+    };
+    let (done, failures) =
+        aws_backup::execute(ctx, &source, accounts, plan, &report.created, opts).await;
+    report.backup_accounts.merge(done);
+    report.failures.extend(failures);
+    Ok(())
+}
+
+/// Copies to make into backup accounts.
+pub(super) fn copies(plan: &Plan) -> usize {
+    targets(plan)
+        .flat_map(|t| &t.account_copies)
+        .filter(|c| c.copy.is_some())
+        .count()
+}
+
+/// Copies in backup accounts that retention deletes.
+pub(super) fn deletions(plan: &Plan) -> usize {
+    targets(plan)
+        .flat_map(|t| &t.account_copies)
+        .flat_map(|c| &c.backups)
+        .filter(|b| b.delete)
+        .count()
+}
+
+fn targets(plan: &Plan) -> impl Iterator<Item = &TargetPlan> {
+    plan.policies.iter().flat_map(|p| &p.targets)
+}
+
+/// The table lines of one target's copies in backup accounts: `→ 222222222222 us-west-2`.
+pub(super) fn render_target(s: &mut String, t: &TargetPlan, show_creates: bool) {
+    for c in &t.account_copies {
+        let place = format!("→ {} {}", c.account, c.region);
+        if let Some(e) = &c.error {
+            let _ = writeln!(s, "    ! copies {place}: cannot be read: {e}");
+            continue;
+        }
+        if let Some(copy) = c.copy.as_ref().filter(|_| show_creates) {
+            let what = match &copy.source {
+                CopySource::New => "the new backup".to_string(),
+                CopySource::Existing { backup_id, .. } => backup_id.clone(),
+            };
+            let reason = match &copy.source {
+                CopySource::New => copy.reason.clone(),
+                CopySource::Existing { .. } => format!("{} of account {}", copy.reason, c.account),
+            };
+            let _ = writeln!(
+                s,
+                "    + copy {what} {place} with key {}: {reason}",
+                c.kms_key
+            );
+        }
+        for id in &c.unshare {
+            let _ = writeln!(
+                s,
+                "    ~ unshare {id} from {} (its copy there is complete)",
+                c.account
+            );
+        }
+        if c.backups.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "    copies {place} ({}):", c.retention);
+        for b in &c.backups {
+            let (mark, why) = match (b.delete, &b.protected) {
+                (true, _) => ("- delete", "no rule keeps it".to_string()),
+                (false, Some(p)) if b.keep => (
+                    "  keep  ",
+                    format!("{}; protected: {p}", b.reasons.join(", ")),
+                ),
+                (false, Some(p)) => ("  keep  ", format!("protected: {p}")),
+                (false, None) => ("  keep  ", b.reasons.join(", ")),
+            };
+            let _ = writeln!(
+                s,
+                "      {mark} {}  {}  {why}",
+                b.backup_id,
+                b.time.format("%Y-%m-%d %H:%M UTC")
+            );
+        }
+    }
+}
+
+/// The lines a run's report adds for backup accounts.
+pub(super) fn report_lines(s: &mut String, r: &RunReport) {
+    let b = &r.backup_accounts;
+    for c in &b.copied {
+        let _ = write!(
+            s,
+            "\n  copied {} of {} → {} {} as {}{}",
+            c.source_snapshot_id,
+            c.target_id,
+            c.account,
+            c.to_region,
+            c.snapshot_id,
+            if c.unshared { " (share removed)" } else { "" }
+        );
+    }
+    for d in &b.deleted {
+        let _ = write!(
+            s,
+            "\n  deleted copy {} of {} in {} {} (policy {})",
+            d.snapshot_id, d.target_id, d.account, d.region, d.policy
+        );
+    }
+    for id in &b.unshared {
+        let _ = write!(s, "\n  unshared {id} (its copy is complete)");
+    }
+}
+
+/// [`super::policy::make_plan`], then [`annotate`]: the plan of the account of `ctx` with its
+/// copies in backup accounts.
+pub(super) async fn plan(
+    env: &Env,
+    ctx: &AwsContext,
+    account: Option<&str>,
+    accounts: &BackupAccounts,
+    policies: &[PolicyConfig],
+    all_kinds: bool,
+    include_creates: bool,
+) -> anyhow::Result<(Plan, Inventory)> {
+    let (mut plan, inventory) =
+        super::policy::make_plan(env, ctx, policies, all_kinds, include_creates).await?;
+    annotate(ctx, account, accounts, policies, &inventory, &mut plan).await?;
+    Ok((plan, inventory))
+}

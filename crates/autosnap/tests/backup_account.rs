@@ -1,0 +1,451 @@
+//! Copies into a separate backup account through the real binary on the test bed: the source
+//! account shares each backup with the backup account, the backup account copies it with its
+//! own KMS key (its role assumed from the base credentials) and the share is removed once the
+//! copy is complete. The copies' retention runs in the backup account; nothing in the source
+//! account deletes them. The test bed keeps accounts apart (by the assumed role's account) and
+//! lets an account copy another's snapshot only when it is shared with it
+//! (testbed/cross_account_copy.py).
+
+mod support;
+
+use std::io::{Read, Write};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Snapshot};
+use support::{TestBed, ACCOUNT, REGION};
+
+/// The backup account and the Region its copies go to.
+const BACKUP: &str = "222222222222";
+const TO: &str = "us-west-2";
+const KEY: &str = "arn:aws:kms:us-west-2:222222222222:key/0a1b2c3d-backup";
+
+fn policy(source_keep: u32, copy_keep: u32) -> String {
+    format!(
+        r#"
+[[policy]]
+name = "daily"
+resource = "volume"
+select = [{{ tags = {{ Backup = "daily" }} }}]
+schedule = "1d"
+retain = {{ last = {source_keep} }}
+copy = [{{ region = "{TO}", account = "{BACKUP}", kms_key = "{KEY}", retain = {{ last = {copy_keep} }} }}]
+
+[[backup_account]]
+id = "{BACKUP}"
+role_arn = "arn:aws:iam::{BACKUP}:role/autosnap-backup"
+"#
+    )
+}
+
+/// IAM CreateRole in `account` (the test bed's `x-moto-account-id` header), trusting the base
+/// credentials' account. A raw query-API request: the test bed reads the service from the
+/// signature's scope and checks no signature.
+fn create_role(bed: &TestBed, account: &str, name: &str) {
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    let encoded: String = trust
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={encoded}"
+    );
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
+    write!(
+        tcp,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        bed.port,
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "CreateRole in {account}: {answer}"
+    );
+}
+
+/// The snapshots `account` owns in `region` that carry `autosnap:policy=daily`.
+fn snapshots_in(bed: &TestBed, account: &str, region: &str) -> Vec<Snapshot> {
+    let ec2 = bed.ec2(region);
+    let header = account.to_string();
+    let owner = account.to_string();
+    bed.block(async move {
+        ec2.describe_snapshots()
+            .filters(
+                Filter::builder()
+                    .name("tag:autosnap:policy")
+                    .values("daily")
+                    .build(),
+            )
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", header.clone());
+            })
+            .send()
+            .await
+            .expect("describe snapshots")
+            .snapshots()
+            .iter()
+            .filter(|s| s.owner_id() == Some(owner.as_str()))
+            .cloned()
+            .collect()
+    })
+}
+
+fn tag<'a>(s: &'a Snapshot, key: &str) -> Option<&'a str> {
+    s.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The accounts a snapshot of the base account is shared with.
+fn shared_with(bed: &TestBed, snapshot_id: &str) -> Vec<String> {
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .expect("describe snapshot attribute")
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_owned))
+            .collect()
+    })
+}
+
+/// A copy autosnap would have made in the backup account, `days` old, of `source_snapshot`
+/// (of `volume` in the base account).
+fn seeded_copy(bed: &TestBed, volume: &str, source_snapshot: &str, days: i64) -> String {
+    let ec2 = bed.ec2(TO);
+    let start = (chrono::Utc::now() - chrono::Duration::days(days))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let (volume, source_snapshot) = (volume.to_string(), source_snapshot.to_string());
+    bed.block(async move {
+        let vol = ec2
+            .create_volume()
+            .size(1)
+            .availability_zone("us-west-2a")
+            .customize()
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-moto-account-id", BACKUP);
+            })
+            .send()
+            .await
+            .expect("volume in the backup account")
+            .volume_id
+            .expect("id");
+        ec2.create_snapshot()
+            .volume_id(vol)
+            .tag_specifications(support::tag_spec(
+                ResourceType::Snapshot,
+                &[
+                    ("autosnap:managed", "true"),
+                    ("autosnap:policy", "daily"),
+                    ("autosnap:source-volume", &volume),
+                    ("autosnap:source-snapshot", &source_snapshot),
+                    ("autosnap:source-region", REGION),
+                    ("autosnap:source-account", ACCOUNT),
+                    ("autosnap-testbed:start-time", &start),
+                ],
+            ))
+            .customize()
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-moto-account-id", BACKUP);
+            })
+            .send()
+            .await
+            .expect("copy in the backup account")
+            .snapshot_id
+            .expect("id")
+    })
+}
+
+fn ids(snaps: &[Snapshot]) -> Vec<String> {
+    let mut v: Vec<String> = snaps
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+fn backup_bed(source_keep: u32, copy_keep: u32) -> TestBed {
+    let bed = TestBed::start();
+    create_role(&bed, BACKUP, "autosnap-backup");
+    bed.write_config("autosnap.toml", &policy(source_keep, copy_keep), 0o644);
+    bed
+}
+
+#[test]
+fn a_run_copies_into_the_backup_account_with_its_key_and_removes_the_share() {
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+
+    let plan = bed.json(&["plan"]);
+    let target = &plan["policies"][0]["targets"][0];
+    let there = &target["account_copies"][0];
+    assert_eq!(there["account"], BACKUP, "{target}");
+    assert_eq!(there["region"], TO);
+    assert_eq!(there["copy"]["source"]["kind"], "new", "{there}");
+    let table = bed.cmd().arg("plan").output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "+ copy the new backup → {BACKUP} {TO} with key {KEY}"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("in backup accounts: 1 to copy, 0 to delete"),
+        "{table}"
+    );
+
+    let run = bed.json(&["run"]);
+    let copied = run["report"]["backup_accounts"]["copied"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no copies into the backup account: {run}"));
+    assert_eq!(copied.len(), 1, "{run}");
+    assert_eq!(copied[0]["unshared"], true);
+
+    let sources = snapshots_in(&bed, ACCOUNT, REGION);
+    assert_eq!(sources.len(), 1);
+    let source = sources[0].snapshot_id().unwrap();
+    let copies = snapshots_in(&bed, BACKUP, TO);
+    assert_eq!(copies.len(), 1, "one copy, owned by the backup account");
+    let copy = &copies[0];
+    assert_eq!(copy.snapshot_id(), copied[0]["snapshot_id"].as_str());
+    assert_eq!(copy.kms_key_id(), Some(KEY), "the backup account's key");
+    assert_eq!(copy.encrypted(), Some(true));
+    assert_eq!(tag(copy, "autosnap:managed"), Some("true"));
+    assert_eq!(tag(copy, "autosnap:source-account"), Some(ACCOUNT));
+    assert_eq!(tag(copy, "autosnap:source-snapshot"), Some(source));
+    assert_eq!(tag(copy, "autosnap:source-volume"), Some(vol.as_str()));
+    assert_eq!(tag(copy, "autosnap:shared-with"), None);
+    // The share existed only while the copy was made.
+    assert!(shared_with(&bed, source).is_empty(), "still shared");
+    assert_eq!(tag(&sources[0], "autosnap:shared-with"), None);
+    // Nothing of it in the source account's copy Region.
+    assert!(snapshots_in(&bed, ACCOUNT, TO).is_empty());
+}
+
+#[test]
+fn a_second_run_finds_the_copy_and_makes_no_second_one() {
+    let bed = backup_bed(3, 3);
+    bed.volume(1, &[("Backup", "daily")]);
+    bed.json(&["run"]);
+    assert_eq!(snapshots_in(&bed, BACKUP, TO).len(), 1);
+
+    let plan = bed.json(&["plan"]);
+    let there = &plan["policies"][0]["targets"][0]["account_copies"][0];
+    assert!(there["copy"].is_null(), "{there}");
+    assert_eq!(there["backups"].as_array().unwrap().len(), 1, "{there}");
+    let run = bed.json(&["run"]);
+    assert!(run["report"]["backup_accounts"].is_null(), "{run}");
+    assert_eq!(snapshots_in(&bed, BACKUP, TO).len(), 1, "no second copy");
+}
+
+#[test]
+fn an_existing_backup_without_a_copy_there_is_copied() {
+    // A backup made before the copy rule existed: its newest is copied, nothing older.
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    bed.policy_backup("daily", &vol, 2, &[]);
+    let newest = bed.policy_backup("daily", &vol, 0, &[]);
+    let run = bed.json(&["run"]);
+    let copied = &run["report"]["backup_accounts"]["copied"];
+    assert_eq!(copied.as_array().map(Vec::len), Some(1), "{run}");
+    assert_eq!(copied[0]["source_snapshot_id"], newest.as_str());
+    assert!(shared_with(&bed, &newest).is_empty());
+}
+
+#[test]
+fn prune_in_the_backup_account_deletes_an_expired_copy_there_and_nothing_in_the_source() {
+    let bed = backup_bed(3, 1);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let older_source = bed.policy_backup("daily", &vol, 3, &[]);
+    let newer_source = bed.policy_backup("daily", &vol, 2, &[]);
+    let expired = seeded_copy(&bed, &vol, &older_source, 3);
+    let kept = seeded_copy(&bed, &vol, &newer_source, 2);
+
+    let plan = bed.json(&["prune", "--dry-run"]);
+    let there = &plan["plan"]["policies"][0]["targets"][0]["account_copies"][0];
+    let doomed: Vec<&str> = there["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["delete"] == true)
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(doomed, [expired.as_str()], "{there}");
+
+    let out = bed.json(&["prune", "--yes"]);
+    let deleted = &out["report"]["backup_accounts"]["deleted"];
+    assert_eq!(deleted.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(ids(&snapshots_in(&bed, BACKUP, TO)), [kept]);
+    let mut source = vec![older_source, newer_source];
+    source.sort();
+    assert_eq!(ids(&snapshots_in(&bed, ACCOUNT, REGION)), source);
+    assert!(out["report"]["deleted"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_sources_prune_never_deletes_the_backup_accounts_copies() {
+    // The source keeps 1, the backup account 3: the source's old backups go, their copies stay.
+    let bed = backup_bed(1, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let mut copies = Vec::new();
+    for days in [3, 2, 1] {
+        let s = bed.policy_backup("daily", &vol, days, &[]);
+        copies.push(seeded_copy(&bed, &vol, &s, days));
+    }
+    copies.sort();
+    let out = bed.json(&["prune", "--yes"]);
+    assert_eq!(
+        out["report"]["deleted"].as_array().unwrap().len(),
+        2,
+        "{out}"
+    );
+    assert_eq!(snapshots_in(&bed, ACCOUNT, REGION).len(), 1);
+    assert!(out["report"]["backup_accounts"].is_null(), "{out}");
+    assert_eq!(ids(&snapshots_in(&bed, BACKUP, TO)), copies);
+}
+
+#[test]
+fn config_check_refuses_a_copy_account_without_a_role_and_the_aws_managed_key() {
+    let bed = TestBed::start();
+    let no_entry = policy(3, 3).replace("[[backup_account]]", "[[backup_account_not_here]]");
+    let no_entry = no_entry
+        .split("[[backup_account_not_here]]")
+        .next()
+        .unwrap()
+        .to_string();
+    bed.write_config("autosnap.toml", &no_entry, 0o644);
+    let out = bed.cmd().args(["config", "check"]).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("copy[0].account is 222222222222, which has no [[backup_account]] entry"),
+        "{text}"
+    );
+
+    let managed = policy(3, 3).replace(KEY, "arn:aws:kms:us-west-2:222222222222:alias/aws/ebs");
+    bed.write_config("autosnap.toml", &managed, 0o644);
+    let out = bed.cmd().args(["config", "check"]).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("AWS managed key aws/ebs"), "{text}");
+}
+
+/// A volume tagged `Backup=daily` in `account`.
+fn volume_in(bed: &TestBed, account: &str) -> String {
+    let ec2 = bed.ec2(REGION);
+    let account = account.to_string();
+    bed.block(async move {
+        ec2.create_volume()
+            .size(1)
+            .availability_zone("us-east-1a")
+            .tag_specifications(support::tag_spec(
+                ResourceType::Volume,
+                &[("Backup", "daily")],
+            ))
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("x-moto-account-id", account.clone());
+            })
+            .send()
+            .await
+            .expect("create volume")
+            .volume_id
+            .expect("id")
+    })
+}
+
+#[test]
+fn two_source_accounts_copy_into_a_third_in_one_plan_and_run() {
+    const A: &str = "111111111111";
+    const C: &str = "333333333333";
+    let bed = TestBed::start();
+    create_role(&bed, BACKUP, "autosnap-backup");
+    let mut config = policy(3, 3);
+    let mut vols = Vec::new();
+    for id in [A, C] {
+        create_role(&bed, id, "autosnap");
+        vols.push((id, volume_in(&bed, id)));
+        config.push_str(&format!(
+            "\n[[account]]\nid = \"{id}\"\nrole_arn = \"arn:aws:iam::{id}:role/autosnap\"\n"
+        ));
+    }
+    bed.write_config("autosnap.toml", &config, 0o644);
+
+    let plan = bed.json(&["plan"]);
+    assert_eq!(plan["failed_accounts"], 0, "{plan}");
+    for (id, _) in &vols {
+        let a = plan["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["account_id"] == *id)
+            .unwrap_or_else(|| panic!("no account {id}: {plan}"));
+        let there = &a["plan"]["policies"][0]["targets"][0]["account_copies"][0];
+        assert_eq!(there["account"], BACKUP, "{a}");
+        assert_eq!(there["copy"]["source"]["kind"], "new", "{a}");
+        assert_eq!(a["summary"]["account_copies"], 1, "{a}");
+    }
+    let table = bed.cmd().arg("plan").output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(
+        table
+            .matches(&format!("+ copy the new backup → {BACKUP} {TO}"))
+            .count(),
+        2,
+        "{table}"
+    );
+
+    let run = bed.json(&["run"]);
+    assert_eq!(run["failed_accounts"], 0, "{run}");
+    for a in run["accounts"].as_array().unwrap() {
+        let copied = &a["report"]["backup_accounts"]["copied"];
+        assert_eq!(copied.as_array().map(Vec::len), Some(1), "{a}");
+        assert_eq!(copied[0]["unshared"], true, "{a}");
+    }
+    let copies = snapshots_in(&bed, BACKUP, TO);
+    let mut from: Vec<(String, String)> = copies
+        .iter()
+        .map(|c| {
+            (
+                tag(c, "autosnap:source-account").unwrap().to_owned(),
+                tag(c, "autosnap:source-volume").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    from.sort();
+    let mut want: Vec<(String, String)> = vols
+        .iter()
+        .map(|(a, v)| (a.to_string(), v.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(from, want, "one copy of each source account's backup");
+    for c in &copies {
+        assert_eq!(c.kms_key_id(), Some(KEY));
+    }
+    // Each source account's plan sees only its own copies there: nothing more to copy.
+    let again = bed.json(&["plan"]);
+    for a in again["accounts"].as_array().unwrap() {
+        let there = &a["plan"]["policies"][0]["targets"][0]["account_copies"][0];
+        assert!(there["copy"].is_null(), "{a}");
+        assert_eq!(there["backups"].as_array().unwrap().len(), 1, "{a}");
+    }
+}
