@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Writes the statements `autosnap iam-policy --for backup --for prune` prints into the
-templates (template.yaml's BackupPolicy, member-role.yaml's role), between the lines
+"""Writes the statements `autosnap iam-policy` prints into the templates (template.yaml,
+member-role.yaml), between lines such as
 
     # BEGIN autosnap iam-policy --for backup --for prune ...
     # END autosnap iam-policy
 
-so the roles the templates deploy are the least-privilege policy autosnap documents, not a copy
-that drifts. crates/autosnap/tests/lambda_templates.rs fails when they differ.
+each block with the features its BEGIN line names, so the roles the templates deploy are the
+least-privilege policy autosnap documents, not a copy that drifts.
+crates/autosnap/tests/lambda_templates.rs fails when they differ.
 
     contrib/lambda/sync_iam_policy.py [--autosnap PATH]   # default: autosnap on PATH
 
@@ -23,9 +24,8 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 TEMPLATES = [HERE / "template.yaml", HERE / "member-role.yaml"]
-BEGIN = "# BEGIN autosnap iam-policy --for backup --for prune"
+BEGIN = re.compile(r"# BEGIN autosnap iam-policy((?: --for [a-z-]+)+)")
 END = "# END autosnap iam-policy"
-FEATURES = ["--for", "backup", "--for", "prune"]
 
 PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9:/_.*+=,@-]*")
 YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
@@ -68,19 +68,21 @@ def main():
     args = ap.parse_args()
     if not args.autosnap:
         sys.exit("autosnap not found: build it (cargo build --bin autosnap) and pass --autosnap PATH")
-    out = subprocess.run(
-        [args.autosnap, "iam-policy", *FEATURES], check=True, capture_output=True, text=True
-    ).stdout
-    statements = json.loads(out)["Statement"]
     for path in TEMPLATES:
         lines = path.read_text().split("\n")
-        begin = next(i for i, l in enumerate(lines) if l.strip().startswith(BEGIN))
-        end = next(i for i, l in enumerate(lines) if i > begin and l.strip().startswith(END))
-        indent = len(lines[begin]) - len(lines[begin].lstrip())
-        block = [" " * indent + "Statement:"] + emit(statements, indent + 2)
-        lines[begin + 1 : end] = block
+        begins = [i for i, l in enumerate(lines) if BEGIN.match(l.strip())]
+        # From the last block up, so earlier line numbers stay valid.
+        for begin in reversed(begins):
+            features = BEGIN.match(lines[begin].strip()).group(1).split()
+            out = subprocess.run(
+                [args.autosnap, "iam-policy", *features], check=True, capture_output=True, text=True
+            ).stdout
+            statements = json.loads(out)["Statement"]
+            end = next(i for i, l in enumerate(lines) if i > begin and l.strip().startswith(END))
+            indent = len(lines[begin]) - len(lines[begin].lstrip())
+            lines[begin + 1 : end] = [" " * indent + "Statement:"] + emit(statements, indent + 2)
+            print(f"{path.name}: iam-policy {' '.join(features)}: {len(statements)} statements")
         path.write_text("\n".join(lines))
-        print(f"{path.name}: {len(statements)} statements")
 
 
 if __name__ == "__main__":
