@@ -28,6 +28,12 @@ pub enum Feature {
     Ami,
     /// Archives through the EBS direct APIs into an S3 repository.
     Archive,
+    /// Source accounts of copies into a backup account: share autosnap's snapshots with it and
+    /// remove the share (not part of `all`).
+    Share,
+    /// The backup account's own role: copy shared snapshots in with its key, list and prune
+    /// autosnap's copies there (not part of `all`: a role in another account).
+    BackupAccount,
 }
 
 impl Feature {
@@ -39,6 +45,9 @@ impl Feature {
         Feature::Archive,
     ];
 
+    /// Features asked for by name only (`all` leaves them out).
+    pub const BY_NAME_ONLY: [Feature; 2] = [Feature::Share, Feature::BackupAccount];
+
     pub fn name(self) -> &'static str {
         match self {
             Feature::Backup => "backup",
@@ -46,6 +55,8 @@ impl Feature {
             Feature::Prune => "prune",
             Feature::Ami => "ami",
             Feature::Archive => "archive",
+            Feature::Share => "share",
+            Feature::BackupAccount => "backup-account",
         }
     }
 }
@@ -57,7 +68,10 @@ impl fmt::Display for Feature {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown feature '{0}': expected backup, restore, prune, ami, archive or all")]
+#[error(
+    "unknown feature '{0}': expected backup, restore, prune, ami, archive, share, \
+     backup-account or all"
+)]
 pub struct UnknownFeature(pub String);
 
 /// Parses one `--for` value; `all` expands to every feature.
@@ -66,6 +80,7 @@ pub fn parse_features(s: &str) -> Result<Vec<Feature>, UnknownFeature> {
         "all" => Ok(Feature::ALL.to_vec()),
         other => Feature::ALL
             .iter()
+            .chain(&Feature::BY_NAME_ONLY)
             .copied()
             .find(|f| f.name() == other)
             .map(|f| vec![f])
@@ -78,6 +93,7 @@ impl FromStr for Feature {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Feature::ALL
             .iter()
+            .chain(&Feature::BY_NAME_ONLY)
             .copied()
             .find(|f| f.name() == s.trim().to_ascii_lowercase())
             .ok_or_else(|| UnknownFeature(s.to_string()))
@@ -142,7 +158,7 @@ struct Rule {
     condition: Cond,
 }
 
-use Feature::{Ami, Archive, Backup, Prune, Restore};
+use Feature::{Ami, Archive, Backup, BackupAccount, Prune, Restore, Share};
 
 /// The KMS encryption context key that names an archive repository: `GenerateDataKey` and
 /// `Decrypt` of a repository's key carry `{"autosnap:repository": <repository id>}` (format
@@ -238,6 +254,49 @@ const RULES: &[Rule] = &[
         sid: "AutosnapTagManagedSnapshots",
         features: &[Backup],
         actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
+        // Copies into a backup account: share autosnap's snapshots with it (and remove the
+        // share), and the `autosnap:shared-with` tag that lets a later run find the share.
+        sid: "AutosnapShareManagedSnapshots",
+        features: &[Share],
+        actions: &[
+            "ec2:CreateTags",
+            "ec2:DeleteTags",
+            "ec2:ModifySnapshotAttribute",
+        ],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::Managed,
+    },
+    Rule {
+        sid: "AutosnapBackupAccountDescribe",
+        features: &[BackupAccount],
+        actions: &["ec2:DescribeSnapshots"],
+        resource: Res::Any,
+        condition: Cond::None,
+    },
+    Rule {
+        // The source snapshot (another account's, shared) and the new copy.
+        sid: "AutosnapBackupAccountCopy",
+        features: &[BackupAccount],
+        actions: &["ec2:CopySnapshot"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::None,
+    },
+    Rule {
+        sid: "AutosnapBackupAccountTagOnCopy",
+        features: &[BackupAccount],
+        actions: &["ec2:CreateTags"],
+        resource: Res::Ec2(SNAPSHOTS),
+        condition: Cond::CreateAction(&["CopySnapshot"]),
+    },
+    Rule {
+        // Retention of the copies: only snapshots autosnap made there.
+        sid: "AutosnapBackupAccountPrune",
+        features: &[BackupAccount],
+        actions: &["ec2:DeleteSnapshot"],
         resource: Res::Ec2(SNAPSHOTS),
         condition: Cond::Managed,
     },
@@ -431,7 +490,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         sid: "AutosnapKmsUseThroughEc2",
-        features: &[Backup, Restore, Ami, Archive],
+        features: &[Backup, Restore, Ami, Archive, BackupAccount],
         actions: &[
             "kms:Decrypt",
             "kms:DescribeKey",
@@ -445,7 +504,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         sid: "AutosnapKmsGrantsForEbs",
-        features: &[Backup, Restore, Ami, Archive],
+        features: &[Backup, Restore, Ami, Archive, BackupAccount],
         actions: &["kms:CreateGrant"],
         resource: Res::KmsKeys,
         condition: Cond::GrantForAwsResource,
@@ -929,5 +988,39 @@ mod tests {
         assert_eq!(parse_features("all").unwrap().len(), 5);
         assert_eq!(parse_features("AMI").unwrap(), vec![Feature::Ami]);
         assert!(parse_features("backups").is_err());
+    }
+
+    #[test]
+    fn backup_accounts_have_features_of_their_own_outside_all() {
+        let all = actions(&Feature::ALL);
+        assert!(!all.contains_key("ec2:ModifySnapshotAttribute"));
+        let share = actions(&[Feature::Share]);
+        assert_eq!(
+            share.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["ec2:CreateTags", "ec2:DeleteTags", "ec2:ModifySnapshotAttribute"]
+        );
+        let p = iam_policy(&[Feature::Share], &PolicyScope::default()).to_value();
+        assert_eq!(
+            p["Statement"][0]["Condition"]["StringEquals"]["ec2:ResourceTag/autosnap:managed"],
+            "true"
+        );
+        let backup = actions(&[Feature::BackupAccount]);
+        for a in [
+            "ec2:CopySnapshot",
+            "ec2:CreateTags",
+            "ec2:DeleteSnapshot",
+            "ec2:DescribeSnapshots",
+            "kms:CreateGrant",
+            "kms:ReEncryptTo",
+        ] {
+            assert!(backup.contains_key(a), "{a}");
+        }
+        assert!(!backup.contains_key("ec2:CreateSnapshot"));
+        assert!(!backup.contains_key("ec2:ModifySnapshotAttribute"));
+        assert_eq!(
+            parse_features("backup-account").unwrap(),
+            [Feature::BackupAccount]
+        );
+        assert_eq!(parse_features("all").unwrap(), Feature::ALL.to_vec());
     }
 }

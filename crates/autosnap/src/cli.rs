@@ -1174,6 +1174,12 @@ pub enum PolicyFeature {
     Archive,
     /// Everything above
     All,
+    /// Source accounts of copies into a backup account: share and unshare autosnap's snapshots
+    /// (not in `all`)
+    Share,
+    /// The backup account's role: copy shared snapshots in, prune autosnap's copies there (not
+    /// in `all`)
+    BackupAccount,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,8 @@ pub fn policy(args: &IamPolicyArgs) -> anyhow::Result<Exit> {
             PolicyFeature::Ami => features.push(Feature::Ami),
             PolicyFeature::Archive => features.push(Feature::Archive),
             PolicyFeature::All => features.extend(Feature::ALL),
+            PolicyFeature::Share => features.push(Feature::Share),
+            PolicyFeature::BackupAccount => features.push(Feature::BackupAccount),
         }
     }
     for arn in &args.kms_key_arns {
