@@ -55,6 +55,24 @@ pub struct RunOptions {
 }
 
 #[derive(Debug, Clone, Serialize)]
+    /// No step starts after this instant (`--time-limit`): requests in flight finish, waits
+    /// stop, and what did not start is reported in [`RunReport::left`].
+    pub stop_at: Option<std::time::Instant>,
+}
+
+impl RunOptions {
+    /// Whether the time limit has passed: no new step may start.
+    pub fn out_of_time(&self) -> bool {
+        self.stop_at.is_some_and(|t| std::time::Instant::now() >= t)
+    }
+}
+
+/// Runs `wait` until it ends or the time limit passes (`None`: the limit cut it short).
+async fn until_stop<T>(opts: &RunOptions, wait: impl std::future::Future<Output = T>) -> Option<T> {
+    match opts.stop_at {
+        Some(t) => tokio::time::timeout_at(t.into(), wait).await.ok(),
+        None => Some(wait.await),
+    }
 pub struct Created {
     pub policy: String,
     pub target_id: String,
@@ -129,6 +147,21 @@ pub struct Failure {
 /// What a run did, for output and the exit code.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
+/// A step a run did not start because its time limit had passed; the next run does it (it
+/// plans again from what exists).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotStarted {
+    pub policy: String,
+    pub target_id: String,
+    pub region: String,
+    /// `create`, `copy`, `archive`, `delete` or `restore_test`.
+    pub action: &'static str,
+    /// The backup the step was for, when it exists already (a copy's source, an archive, a
+    /// deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+}
+
     pub created: Vec<Created>,
     pub copied: Vec<Copied>,
     pub deleted: Vec<Deleted>,
@@ -142,6 +175,9 @@ pub struct RunReport {
     /// Copies into backup accounts (copy rules with `account`), and their retention there.
     #[serde(skip_serializing_if = "crate::backup_account::BackupAccountReport::is_empty")]
     pub backup_accounts: crate::backup_account::BackupAccountReport,
+    /// Steps not started because the run's time limit passed (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<NotStarted>,
 }
 
 impl RunReport {
@@ -164,6 +200,7 @@ impl RunReport {
         self.backup_accounts.merge(other.backup_accounts);
     }
 }
+        self.left.extend(other.left);
 
 /// Told as actions finish, so the CLI can show progress.
 pub trait RunObserver: Send + Sync {
@@ -287,7 +324,15 @@ async fn run_target(
 
     // 1. Create.
     let mut created: Vec<Snapshot> = Vec::new();
-    if let (true, Some(create)) = (opts.create, &target.create) {
+    let create_step = target.create.as_ref().filter(|_| opts.create);
+    let create_left = create_step.is_some() && opts.out_of_time();
+    if let Some(create) = create_step.filter(|_| create_left) {
+        left(&mut report, &create.region, "create", None);
+    } else if let Some(create) = create_step {
+    let left = |report: &mut RunReport, region: &str, action: &'static str, b: Option<String>| {
+        record_left(report, policy, target, region, action, b)
+    };
+
         let ec2 = regions.ec2(&create.region);
         let bucket = &regions.limits(&create.region).create_snapshot;
         // Plain snapshots are crash-consistent; a local snapshotter (freeze,
@@ -393,10 +438,33 @@ async fn run_target(
                         continue;
                     }
                     let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
-                    regions
-                        .ec2(&copy.from_region)
-                        .wait_snapshots_completed(&ids, opts.wait_timeout, &NoWaitProgress)
-                        .await
+                        if create_left {
+                            left(&mut report, &copy.to_region, "copy", None);
+                        }
+                    let wait = regions.ec2(&copy.from_region).wait_snapshots_completed(
+                        &ids,
+                        opts.wait_timeout,
+                        &NoWaitProgress,
+                    );
+                    match until_stop(opts, wait).await {
+                        Some(done) => done,
+                        None => {
+                            // The new backup is still completing: its copy is the next run's.
+                            blocked.insert(copy.to_region.clone());
+                            left(&mut report, &copy.to_region, "copy", Some(ids.join(",")));
+                            continue;
+                        }
+                    }
+                }
+                CopySource::Existing { backup_id, .. } if opts.out_of_time() => {
+                    blocked.insert(copy.to_region.clone());
+                    left(
+                        &mut report,
+                        &copy.to_region,
+                        "copy",
+                        Some(backup_id.clone()),
+                    );
+                    continue;
                 }
                 CopySource::Existing { snapshot_ids, .. } => {
                     regions
@@ -420,6 +488,16 @@ async fn run_target(
                 match copy_one(
                     regions,
                     &source,
+                if opts.out_of_time() {
+                    blocked.insert(copy.to_region.clone());
+                    left(
+                        &mut report,
+                        &copy.to_region,
+                        "copy",
+                        Some(source.snapshot_id.clone()),
+                    );
+                    continue;
+                }
                     &copy.from_region,
                     &copy.to_region,
                     copy.kms_key.as_deref(),
@@ -465,6 +543,15 @@ async fn run_target(
                 match archive_backup(regions, &group.region, a).await {
                     Ok(()) => {
                         tracing::info!(
+                if opts.out_of_time() {
+                    left(
+                        &mut report,
+                        &group.region,
+                        "archive",
+                        Some(a.backup_id.clone()),
+                    );
+                    continue;
+                }
                             "policy {}: archived {} of {} in {}",
                             policy.policy,
                             a.backup_id,
@@ -524,6 +611,15 @@ async fn run_target(
                 let ids: Vec<String> = backup.snapshot_ids.iter().map(|s| s.to_string()).collect();
                 let blocking = autosnap_core::lock::blocking(&locks, &ids);
                 if !blocking.is_empty() {
+                if opts.out_of_time() {
+                    left(
+                        &mut report,
+                        &group.region,
+                        "delete",
+                        Some(backup.backup_id.to_string()),
+                    );
+                    continue;
+                }
                     let reason = blocking
                         .iter()
                         .map(|l| format!("{} {}", l.snapshot_id, l.reason()))
@@ -685,6 +781,29 @@ fn record_failure(
 /// Why a group's deletions did not run.
 fn skipped_prune(policy: &PolicyPlan, target: &TargetPlan, region: &str) -> String {
     format!(
+/// Records a step that did not start because the time limit passed.
+fn record_left(
+    report: &mut RunReport,
+    policy: &PolicyPlan,
+    target: &TargetPlan,
+    region: &str,
+    action: &'static str,
+    backup_id: Option<String>,
+) {
+    tracing::info!(
+        "policy {}: time limit reached: {action} for {} in {region} not started",
+        policy.policy,
+        target.target_id
+    );
+    report.left.push(NotStarted {
+        policy: policy.policy.clone(),
+        target_id: target.target_id.clone(),
+        region: region.to_string(),
+        action,
+        backup_id,
+    });
+}
+
         "policy {}: {} in {region}: an earlier step failed, so nothing was deleted",
         policy.policy, target.target_id
     )
@@ -725,12 +844,13 @@ async fn copy_one(
             &t,
         )
         .await?;
-    dest.wait_snapshots_completed(
+    let wait = dest.wait_snapshots_completed(
         std::slice::from_ref(&id),
         opts.wait_timeout,
         &NoWaitProgress,
-    )
-    .await?;
+    );
+    // Cut by the time limit, the copy goes on in AWS and counts as made.
+    until_stop(opts, wait).await.transpose()?;
     Ok(id)
 }
 
@@ -753,11 +873,16 @@ async fn run_ami_target(
 
     // 1. Create. The AMI is waited for only when a copy or encryption needs it.
     let mut created: Option<ImageDetails> = None;
-    if let (true, Some(create), Some(ami)) = (
-        opts.create,
-        &target.create,
-        target.create.as_ref().and_then(|c| c.ami.as_ref()),
-    ) {
+    let left = |report: &mut RunReport, region: &str, action: &'static str, b: Option<String>| {
+        record_left(report, policy, target, region, action, b)
+    };
+    let create_step = target.create.as_ref().filter(|_| opts.create);
+    let create_left = create_step.is_some() && opts.out_of_time();
+    if let Some(create) = create_step.filter(|_| create_left) {
+        left(&mut report, &create.region, "create", None);
+    } else if let (Some(create), Some(ami)) =
+        (create_step, create_step.and_then(|c| c.ami.as_ref()))
+    {
         let wait = opts.copy && !target.copies.is_empty();
         match create_ami(regions, create, ami, wait, opts).await {
             Ok(image) => {
@@ -792,6 +917,16 @@ async fn run_ami_target(
             let source = match &copy.source {
                 CopySource::New => match &created {
                     Some(image) => Ok(image.clone()),
+            let from_new = matches!(copy.source, CopySource::New);
+            if opts.out_of_time() && (created.is_some() || create_left || !from_new) {
+                blocked.insert(copy.to_region.clone());
+                let source = match &copy.source {
+                    CopySource::Existing { backup_id, .. } => Some(backup_id.clone()),
+                    CopySource::New => created.as_ref().map(|i| i.image_id.clone()),
+                };
+                left(&mut report, &copy.to_region, "copy", source);
+                continue;
+            }
                     None => {
                         blocked.insert(copy.to_region.clone());
                         continue;
@@ -847,6 +982,15 @@ async fn run_ami_target(
                 regions
                     .limits(&group.region)
                     .deregister_image
+                if opts.out_of_time() {
+                    left(
+                        &mut report,
+                        &group.region,
+                        "delete",
+                        Some(backup.backup_id.to_string()),
+                    );
+                    continue;
+                }
                     .acquire()
                     .await;
                 let cleanup = remove_owned_image(ec2, &backup.backup_id).await;
@@ -1007,15 +1151,14 @@ async fn copy_ami(
             snapshot_tags: t,
         })
         .await?;
-    if let Err(e) = dest
-        .wait_image_available(
-            &id,
-            opts.wait_timeout,
-            PollSchedule::IMAGES,
-            &NoWaitProgress,
-        )
-        .await
-    {
+    let available = dest.wait_image_available(
+        &id,
+        opts.wait_timeout,
+        PollSchedule::IMAGES,
+        &NoWaitProgress,
+    );
+    // Cut by the time limit, the copy goes on in AWS and counts as made.
+    if let Some(Err(e)) = until_stop(opts, available).await {
         let c = remove_image(dest, &id).await;
         return Err(AwsError::Failed {
             what: format!("copy {id} of AMI {} in {}", source.image_id, copy.to_region),

@@ -10,6 +10,7 @@ pub mod adaptive;
 pub mod backup_account;
 pub mod ami;
 pub mod ami_flow;
+pub mod config_source;
 pub mod context;
 pub mod ebs;
 pub mod ec2;

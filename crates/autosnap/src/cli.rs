@@ -688,6 +688,14 @@ pub struct SnapshotCopyArgs {
     pub wait: WaitArgs,
 }
 
+/// `--time-limit` of `run` and `prune`.
+const TIME_LIMIT_LONG_HELP: &str = "Start no new step (create, copy, archive, delete, restore \
+test) once this long has passed since the command started. Requests already sent finish, waits \
+for snapshots or AMIs to complete stop, and the report lists what was not started (`left` with \
+-o json). Exits 0 when everything that started succeeded: the next run does the rest, since a \
+run finds what exists and never makes a backup twice. For schedulers with a hard stop, such as \
+AWS Lambda's 15 minutes. 0s starts nothing (the plan is still printed).";
+
 #[derive(Debug, Args, Clone)]
 pub struct PolicyArgs {
     /// Only this policy (repeatable; default: all policies in the config)
@@ -706,6 +714,15 @@ pub struct RunArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Start no new step after this long (e.g. 14m); what is left is reported, and the next
+    /// run does it
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = autosnap_core::duration::parse_length,
+        long_help = TIME_LIMIT_LONG_HELP
+    )]
+    pub time_limit: Option<std::time::Duration>,
     /// Longest wait for a new backup to complete before copying it (e.g. 2h)
     #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_timeout)]
     pub wait_timeout: std::time::Duration,
@@ -725,6 +742,15 @@ pub struct PruneArgs {
     /// Do not ask before deleting (asked only when stdin and stderr are terminals)
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Start no new step after this long (e.g. 14m); what is left is reported, and the next
+    /// run does it
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = autosnap_core::duration::parse_length,
+        long_help = TIME_LIMIT_LONG_HELP
+    )]
+    pub time_limit: Option<std::time::Duration>,
     /// Use at most this share of EC2's request budget (0 < FRACTION <= 1; default 1: as fast as
     /// EC2 allows; 0.5 leaves half of every bucket to other tools in the account)
     #[arg(long, value_name = "FRACTION", default_value = "1", value_parser = parse_ec2_share)]

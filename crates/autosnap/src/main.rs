@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod lambda;
 mod output;
 mod progress;
 mod settings;
@@ -29,6 +30,10 @@ fn main() -> ExitCode {
         std::process::exit(code);
     }
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Named `bootstrap` (a Lambda deployment), it is the Lambda runtime loop instead.
+    if let Some(code) = lambda::entry(&args) {
+        return code;
+    }
     // Before clap has parsed anything, a usage error must still come out as
     // JSON when the command line asked for JSON.
     output::set_json_mode(json_requested(&args));

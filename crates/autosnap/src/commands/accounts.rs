@@ -308,6 +308,7 @@ pub(super) async fn run(
     args: &RunArgs,
     selected: &[PolicyConfig],
 ) -> anyhow::Result<Exit> {
+    let stop_at = super::time_limit::stop_at(args.time_limit);
     let (base, chosen) = resolve(env, &args.policy).await?;
     let opts = RunOptions {
         create: true,
@@ -316,6 +317,7 @@ pub(super) async fn run(
         archive: true,
         wait_timeout: args.wait_timeout,
         pacing: args.ec2_share,
+        stop_at,
     };
     // What each account has done so far, for a report after Ctrl-C.
     let so_far: Vec<(Mutex<Option<Plan>>, RecordingProgress)> = chosen
@@ -399,6 +401,7 @@ pub(super) async fn prune(
     args: &PruneArgs,
     selected: &[PolicyConfig],
 ) -> anyhow::Result<Exit> {
+    let stop_at = super::time_limit::stop_at(args.time_limit);
     let (base, chosen) = resolve(env, &args.policy).await?;
     // Plan every account first: one question covers them all.
     let backups = &super::backup_account::connect(env, &base, selected).await;
@@ -475,6 +478,7 @@ pub(super) async fn prune(
         archive: false,
         wait_timeout: Duration::from_secs(0),
         pacing: args.ec2_share,
+        stop_at,
     };
     let opts = &opts;
     let results: Vec<(Account, Result<AccountRun, anyhow::Error>)> = stream::iter(planned)
@@ -703,6 +707,7 @@ pub(super) async fn daemon(
         archive: true,
         wait_timeout: args.wait_timeout,
         pacing: args.ec2_share,
+        stop_at: None,
     };
     let opts = &opts;
     tracing::info!("daemon started across accounts");

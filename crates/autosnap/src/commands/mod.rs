@@ -20,6 +20,7 @@ pub mod restore_test;
 mod retention;
 mod snapshot;
 mod tier;
+mod time_limit;
 mod volume;
 
 use autosnap_aws::AwsContext;

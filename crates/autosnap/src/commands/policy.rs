@@ -501,6 +501,7 @@ pub(super) fn report_text(r: &RunReport) -> String {
             l.backup_id, l.target_id, l.region, l.policy, l.reason
         );
     }
+    s.push_str(&super::time_limit::left_text(&r.left));
     super::backup_account::report_lines(&mut s, r);
     s
 }
@@ -515,6 +516,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         return super::accounts::run(env, args, &policies).await;
     }
     let timeout = args.wait_timeout;
+    let stop_at = super::time_limit::stop_at(args.time_limit);
     let ctx = env.connect().await?;
     let backups = super::backup_account::connect(env, &ctx, &policies).await;
     let (plan, _) =
@@ -531,6 +533,7 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         archive: true,
         wait_timeout: timeout,
         pacing: args.ec2_share,
+        stop_at,
     };
     let freezer = super::consistent::PolicyFreezer::detect(
         &ctx,
@@ -575,12 +578,21 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
     // Copies into backup accounts, and their retention there, once this account's are done.
     super::backup_account::execute(&ctx, None, &backups, &plan, &mut report, &opts).await?;
     // Restore tests that are due, on the backups the run made (Ctrl-C deletes their volumes).
-    let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
-    let tests = super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
-    let Some(restore_tests) = interrupt.or(tests).await else {
-        super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
-        print_report(env, &plan, Some(&report), false, &[])?;
-        return Ok(Exit::Interrupted);
+    let restore_tests = if opts.out_of_time() {
+        report
+            .left
+            .extend(super::time_limit::restore_tests_left(&plan));
+        Vec::new()
+    } else {
+        let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
+        let tests =
+            super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+        let Some(restore_tests) = interrupt.or(tests).await else {
+            super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
+            print_report(env, &plan, Some(&report), false, &[])?;
+            return Ok(Exit::Interrupted);
+        };
+        restore_tests
     };
     print_report(env, &plan, Some(&report), false, &restore_tests)?;
     let failed_tests = restore_tests
@@ -643,6 +655,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
     if super::accounts::configured(env, &args.policy)? {
         return super::accounts::prune(env, args, &policies).await;
     }
+    let stop_at = super::time_limit::stop_at(args.time_limit);
     let ctx = env.connect().await?;
     let backups = super::backup_account::connect(env, &ctx, &policies).await;
     let (plan, _) =
@@ -662,6 +675,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         archive: false,
         wait_timeout: Duration::from_secs(0),
         pacing: args.ec2_share,
+        stop_at,
     };
     let mut report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
     super::backup_account::execute(&ctx, None, &backups, &plan, &mut report, &opts).await?;
@@ -1157,6 +1171,7 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                 archive: true,
                 wait_timeout: timeout,
                 pacing: args.ec2_share,
+                stop_at: None,
             };
             let progress = RecordingProgress::default();
             let work = execute::execute(&ctx, &plan, &opts, &progress, local);
