@@ -498,3 +498,70 @@ async fn a_restore_to_an_ami_whose_name_is_taken_makes_nothing() {
     );
     assert_eq!(count(&cloud.counts.start), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_downloads_as_the_same_image() {
+    use std::os::unix::fs::FileExt;
+    let cloud = FakeCloud::default();
+    let dir = tempfile::tempdir().unwrap();
+    // Two blocks of data, a zero block, data, and a short tail (padded with zeros).
+    let mut file = block(1);
+    file.extend(block(2));
+    file.extend(vec![0u8; BLOCK_SIZE]);
+    file.extend(block(3));
+    file.extend(&block(4)[..1000]);
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, &file).unwrap();
+
+    let options = autosnap_engine::UploadOptions {
+        description: Some("uploaded".into()),
+        tags: vec![("k".into(), "v".into())],
+        concurrency: CONCURRENCY,
+    };
+    let up = autosnap_engine::upload_file(&cloud, &path, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(up.blocks_written, 4);
+    assert_eq!(up.zero_blocks_skipped, 1);
+    assert_eq!(up.volume_size_gib, 1);
+    let snap = cloud.snapshot(&up.snapshot_id).unwrap();
+    assert_eq!(
+        snap.state, "completed",
+        "CompleteSnapshot took the count and checksum"
+    );
+    assert_eq!(snap.completed_with.unwrap().0, 4);
+    assert_eq!(
+        snap.blocks.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 3, 4]
+    );
+    let mut tail = block(4)[..1000].to_vec();
+    tail.resize(BLOCK_SIZE, 0);
+    assert_eq!(snap.blocks[&4], tail);
+
+    let out = dir.path().join("back.img");
+    let down = autosnap_engine::download_snapshot(
+        &cloud,
+        &up.snapshot_id,
+        &out,
+        CONCURRENCY,
+        autosnap_repo::Overwrite::Refuse,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(down.blocks_read, 4);
+    let got = std::fs::File::open(&out).unwrap();
+    assert_eq!(got.metadata().unwrap().len(), 1 << 30);
+    let mut expected = file.clone();
+    expected.resize(6 * BLOCK_SIZE, 0);
+    let mut head = vec![0u8; 6 * BLOCK_SIZE];
+    got.read_exact_at(&mut head, 0).unwrap();
+    assert!(head == expected, "the first six blocks differ");
+    let mut last = vec![1u8; BLOCK_SIZE];
+    got.read_exact_at(&mut last, (1 << 30) - BLOCK_SIZE as u64)
+        .unwrap();
+    assert!(
+        last.iter().all(|&b| b == 0),
+        "unwritten blocks read as zeros"
+    );
+}

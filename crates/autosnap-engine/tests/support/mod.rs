@@ -144,14 +144,15 @@ impl FakeCloud {
         self.snapshots.lock().unwrap().get(id).cloned()
     }
 
-    /// The snapshot as a volume reads it: its size and its blocks that are not all zeros
-    /// (a never-written block reads as zeros too), without building the whole volume.
-    pub fn image(&self, id: &str) -> (u64, BTreeMap<u64, Vec<u8>>) {
+    /// The snapshot as a volume reads it: its size and the SHA-256 of each block that is not
+    /// all zeros (a never-written block reads as zeros too), without building the volume.
+    pub fn image(&self, id: &str) -> (u64, BTreeMap<u64, [u8; 32]>) {
         let s = self.snapshot(id).expect("snapshot exists");
         let data = s
             .blocks
-            .into_iter()
+            .iter()
             .filter(|(_, b)| b.iter().any(|&x| x != 0))
+            .map(|(i, b)| (*i, block_sha256(b)))
             .collect();
         (s.size_gib, data)
     }
