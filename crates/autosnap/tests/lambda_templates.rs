@@ -1,12 +1,15 @@
 //! The Lambda deployment templates (contrib/lambda/): both pass cfn-lint (installed into the
 //! test bed's venv by testbed/setup.sh, pinned), the roles they deploy allow exactly what
-//! `autosnap iam-policy` prints for the same use, and each schedule's event is the one the
-//! function's contract names.
+//! `autosnap iam-policy` prints for the same use, and each schedule's event, given to the
+//! function with the template's environment, runs that policy.
+
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{json, Value};
+use support::TestBed;
 
 fn repo_root() -> PathBuf {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
@@ -108,46 +111,82 @@ fn both_templates_pass_cfn_lint() {
     );
 }
 
-/// The function's own account and every member account get exactly the statements of
-/// `iam-policy --for backup --for prune` (what `run` needs: it creates, copies and prunes).
+/// Each role the templates deploy gets exactly the statements `autosnap iam-policy` prints for
+/// its use: `--for backup --for prune` where `run` backs up (it creates, copies and prunes) — the
+/// function's own account and every member account —, `--for share` where backups are copied
+/// into a backup account, `--for backup-account` for the backup account's role.
 #[test]
-fn the_backup_roles_allow_exactly_what_iam_policy_prints() {
-    let printed = iam_policy(&["backup", "prune"]);
-    let expected = &printed["Statement"];
-    assert!(!actions(expected).is_empty());
+fn every_role_allows_exactly_what_iam_policy_prints_for_its_use() {
+    let backup_prune = iam_policy(&["backup", "prune"]);
+    let share = iam_policy(&["share"]);
+    let backup_account = iam_policy(&["backup-account"]);
+    for printed in [&backup_prune, &share, &backup_account] {
+        assert!(!actions(&printed["Statement"]).is_empty());
+    }
 
     let hub = decode("template.yaml");
-    let backup = at(&hub, &["Resources", "BackupPolicy"]);
-    assert_eq!(backup["Condition"], "BacksUpOwnAccount");
-    assert_eq!(
-        at(backup, &["Properties", "RoleName"]),
-        &json!({"Ref": "FunctionRole"})
-    );
-    let hub_statements = at(backup, &["Properties", "PolicyDocument", "Statement"]);
-    assert_eq!(
-        actions(hub_statements),
-        actions(expected),
-        "template.yaml's BackupPolicy allows other actions than iam-policy prints: {}",
-        sync_hint()
-    );
-    assert_eq!(hub_statements, expected, "{}", sync_hint());
+    for (resource, condition, printed) in [
+        ("BackupPolicy", "BacksUpOwnAccount", &backup_prune),
+        ("SharePolicy", "SharesFromOwnAccount", &share),
+    ] {
+        let policy = at(&hub, &["Resources", resource]);
+        assert_eq!(policy["Condition"], condition, "{resource}");
+        assert_eq!(
+            at(policy, &["Properties", "RoleName"]),
+            &json!({"Ref": "FunctionRole"})
+        );
+        let statements = at(policy, &["Properties", "PolicyDocument", "Statement"]);
+        assert_eq!(
+            actions(statements),
+            actions(&printed["Statement"]),
+            "template.yaml's {resource} allows other actions than iam-policy prints: {}",
+            sync_hint()
+        );
+        assert_eq!(
+            statements,
+            &printed["Statement"],
+            "{resource}: {}",
+            sync_hint()
+        );
+    }
 
+    // member-role.yaml: each inline policy is {"Fn::If": [condition, policy, AWS::NoValue]}.
     let member = decode("member-role.yaml");
-    let policies = at(&member, &["Resources", "Role", "Properties", "Policies"]);
-    assert_eq!(policies.as_array().map(Vec::len), Some(1));
-    let member_statements = at(policies, &["0", "PolicyDocument", "Statement"]);
-    assert_eq!(
-        actions(member_statements),
-        actions(expected),
-        "member-role.yaml allows other actions than iam-policy prints: {}",
-        sync_hint()
-    );
-    assert_eq!(member_statements, expected, "{}", sync_hint());
+    let policies = at(&member, &["Resources", "Role", "Properties", "Policies"])
+        .as_array()
+        .expect("the role's policies");
+    assert_eq!(policies.len(), 3);
+    for (name, condition, printed) in [
+        ("autosnap-backup-prune", "IsMember", &backup_prune),
+        ("autosnap-share", "MemberShares", &share),
+        (
+            "autosnap-backup-account",
+            "IsBackupAccount",
+            &backup_account,
+        ),
+    ] {
+        let branches = policies
+            .iter()
+            .map(|p| &p["Fn::If"])
+            .find(|b| b[1]["PolicyName"] == name)
+            .unwrap_or_else(|| panic!("member-role.yaml has no policy {name}"));
+        assert_eq!(branches[0], condition, "{name}");
+        assert_eq!(branches[2], json!({"Ref": "AWS::NoValue"}), "{name}");
+        let statements = at(&branches[1], &["PolicyDocument", "Statement"]);
+        assert_eq!(
+            actions(statements),
+            actions(&printed["Statement"]),
+            "member-role.yaml's {name} allows other actions than iam-policy prints: {}",
+            sync_hint()
+        );
+        assert_eq!(statements, &printed["Statement"], "{name}: {}", sync_hint());
+    }
 }
 
 /// The function role's own statements: logs, reading the config, and the accounts (README,
-/// "Many accounts": sts:AssumeRole on the member role, DescribeOrganization and ListAccounts
-/// with `accounts = "organization"`). Nothing else, and no EC2 outside BackupPolicy.
+/// "Many accounts": sts:AssumeRole on the member role and the backup account's role,
+/// DescribeOrganization and ListAccounts with `accounts = "organization"`). Nothing else, and
+/// no EC2 outside the iam-policy blocks.
 #[test]
 fn the_function_role_reads_its_config_and_assumes_only_the_member_role() {
     let hub = decode("template.yaml");
@@ -188,6 +227,10 @@ fn the_function_role_reads_its_config_and_assumes_only_the_member_role() {
     assert_eq!(
         by_sid("AssumeMemberRoles")["Resource"],
         json!({"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"})
+    );
+    assert_eq!(
+        by_sid("AssumeBackupAccountRole")["Resource"],
+        json!({"Ref": "BackupAccountRoleArn"})
     );
     // kms:Decrypt only through SSM or S3 (the config), never directly.
     assert!(by_sid("DecryptConfig")["Condition"]["StringEquals"]["kms:ViaService"].is_array());
@@ -237,5 +280,98 @@ fn each_schedule_runs_its_policy_and_the_function_follows_the_contract() {
     assert_eq!(
         at(function, &["EventInvokeConfig", "MaximumRetryAttempts"]),
         0
+    );
+}
+
+/// What the deployed function does with a schedule's event: the template's `Input` for one
+/// policy, given to the function's handler (`autosnap lambda-invoke`, as the runtime loop calls
+/// it) with the config in the template's `AUTOSNAP_CONFIG` variable and its default deadline
+/// margin, backs up that policy's volumes and no other policy's.
+#[test]
+fn a_schedules_event_runs_its_policy_through_the_function() {
+    let hub = decode("template.yaml");
+    let input = at(
+        &hub,
+        &[
+            "Resources",
+            "Fn::ForEach::PolicySchedules",
+            "2",
+            "Schedule&{Name}",
+            "Properties",
+            "Target",
+            "Input",
+            "Fn::Sub",
+        ],
+    )
+    .as_str()
+    .expect("the schedule's Input")
+    .replace("${Name}", "db-daily");
+    let function = at(&hub, &["Resources", "Function", "Properties"]);
+    let variables = at(function, &["Environment", "Variables"]);
+    // The template sets AUTOSNAP_CONFIG from ConfigText and the margin from DeadlineMargin.
+    assert_eq!(
+        variables["AUTOSNAP_CONFIG"],
+        json!({"Fn::If": ["HasTextConfig", {"Ref": "ConfigText"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert_eq!(
+        variables["AUTOSNAP_DEADLINE_MARGIN"],
+        json!({"Ref": "DeadlineMargin"})
+    );
+    let margin = at(&hub, &["Parameters", "DeadlineMargin", "Default"])
+        .as_str()
+        .expect("DeadlineMargin's default");
+
+    let bed = TestBed::start();
+    let db = bed.volume(1, &[("Backup", "db")]);
+    let web = bed.volume(1, &[("Backup", "web")]);
+    let config = r#"
+[[policy]]
+name = "db-daily"
+resource = "volume"
+select = [{ tags = { Backup = "db" } }]
+schedule = "1d"
+retain = { last = 3 }
+
+[[policy]]
+name = "web-daily"
+resource = "volume"
+select = [{ tags = { Backup = "web" } }]
+schedule = "1d"
+retain = { last = 3 }
+"#;
+    let event = bed.home.path().join("event.json");
+    std::fs::write(&event, &input).unwrap();
+    let out = bed
+        .cmd()
+        .arg("lambda-invoke")
+        .arg("--event")
+        .arg(&event)
+        .env("AUTOSNAP_CONFIG", config)
+        .env("AUTOSNAP_DEADLINE_MARGIN", margin)
+        .output()
+        .expect("run lambda-invoke");
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON response ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{response}");
+    assert_eq!(response["command"], "run");
+    assert_eq!(response["exit_code"], 0);
+    assert_eq!(response["complete"], true);
+
+    let backed_up = |volume: &str| -> usize {
+        bed.json(&["snapshot", "list", "--volume", volume])
+            .as_array()
+            .expect("snapshot list")
+            .len()
+    };
+    assert_eq!(backed_up(&db), 1, "db-daily's volume: {response}");
+    assert_eq!(
+        backed_up(&web),
+        0,
+        "web-daily was not in the event: {response}"
     );
 }
