@@ -1,5 +1,5 @@
 """CopySnapshot of a snapshot another account owns, as AWS allows it: only when that snapshot is
-shared with the caller. moto 5.2.x looks the source snapshot up in the caller's own account
+shared with the caller; and the KmsKeyId of a snapshot of an encrypted volume. moto 5.2.x looks the source snapshot up in the caller's own account
 only, so a copy into a backup account could never be made (nor refused for the right reason).
 
 Behaviour follows AWS's documentation:
@@ -26,6 +26,8 @@ CORRECTIONS = {
     "copy-shared-snapshot": "CopySnapshot of another account's snapshot works only when it is "
     "shared with the caller (createVolumePermission for its account id, or public); otherwise "
     "400 InvalidSnapshot.NotFound",
+    "snapshot-keeps-volume-key": "CreateSnapshot of an encrypted volume gives the snapshot the "
+    "volume's KmsKeyId (moto leaves it empty), so the key a snapshot is encrypted with can be read",
 }
 
 _applied = False
@@ -87,3 +89,16 @@ def apply() -> None:
         return copy
 
     EBSBackend.copy_snapshot = copy_snapshot
+
+    # [snapshot-keeps-volume-key] A snapshot of an encrypted volume is encrypted with the
+    # volume's key (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption.html).
+    original_create = EBSBackend.create_snapshot
+
+    def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+        snapshot = original_create(self, volume_id, *args, **kwargs)
+        volume = getattr(snapshot, "volume", None)
+        if snapshot.encrypted and snapshot.kms_key_id is None and volume is not None:
+            snapshot.kms_key_id = getattr(volume, "kms_key_id", None)
+        return snapshot
+
+    EBSBackend.create_snapshot = create_snapshot

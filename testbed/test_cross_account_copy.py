@@ -83,3 +83,15 @@ def test_a_public_snapshot_may_be_copied_by_anyone(server):  # noqa: F811
 def test_a_copy_within_the_account_is_unchanged(server):  # noqa: F811
     snap = snapshot_in(server, SOURCE)
     assert copy_as(server, SOURCE, snap)["SnapshotId"].startswith("snap-")
+
+
+def test_a_snapshot_of_an_encrypted_volume_names_its_key(server):  # noqa: F811
+    ec2 = client("ec2", server, SOURCE)
+    vol = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a", Encrypted=True)
+    snap = ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
+    got = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert got["Encrypted"] is True
+    assert got["KmsKeyId"] == vol["KmsKeyId"]
+    plain = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
+    snap = ec2.create_snapshot(VolumeId=plain)["SnapshotId"]
+    assert "KmsKeyId" not in ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]

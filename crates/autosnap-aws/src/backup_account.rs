@@ -278,6 +278,8 @@ pub async fn execute(
 ) -> (BackupAccountReport, Vec<Failure>) {
     let mut report = BackupAccountReport::default();
     let mut failures = Vec::new();
+    // Each source Region's AWS managed EBS key, looked up once.
+    let mut managed_keys: HashMap<String, Option<(String, String)>> = HashMap::new();
     for p in &plan.policies {
         for t in &p.targets {
             for ac in &t.account_copies {
@@ -353,6 +355,34 @@ pub async fn execute(
                         }
                         Ok(sources) => {
                             for s in sources {
+                                // Sharing it would fail at EC2 (or share what the backup
+                                // account cannot decrypt): say why instead.
+                                if s.encrypted {
+                                    let managed = match managed_keys.get(&t.region) {
+                                        Some(k) => k.clone(),
+                                        None => {
+                                            let k = aws_managed_ebs_key(source, &t.region)
+                                                .await
+                                                .ok()
+                                                .flatten();
+                                            managed_keys.insert(t.region.clone(), k.clone());
+                                            k
+                                        }
+                                    };
+                                    let key = s.kms_key_id.as_deref().unwrap_or_default();
+                                    if managed.is_some_and(|m| is_key(key, &m)) {
+                                        fail(
+                                            &mut failures,
+                                            "copy",
+                                            managed_key_problem(
+                                                &format!("snapshot {}", s.snapshot_id),
+                                                &ac.account,
+                                            ),
+                                        );
+                                        blocked = true;
+                                        continue;
+                                    }
+                                }
                                 match copy_into(
                                     &src,
                                     &dest,
@@ -553,4 +583,60 @@ async fn modify_permission(
             )
         })?;
     Ok(())
+}
+
+/// The AWS managed EBS key (`alias/aws/ebs`) of the account of `ctx` in `region`: its key id and
+/// ARN, or `None` when the account has none there. Snapshots encrypted with it cannot be shared
+/// with another account.
+pub async fn aws_managed_ebs_key(
+    ctx: &AwsContext,
+    region: &str,
+) -> Result<Option<(String, String)>, AwsError> {
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    let conf = aws_sdk_kms::config::Builder::from(ctx.sdk_config())
+        .region(aws_config::Region::new(region.to_string()))
+        .build();
+    let client = aws_sdk_kms::Client::from_conf(conf);
+    match client
+        .describe_key()
+        .key_id(AWS_MANAGED_EBS_ALIAS)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.key_metadata().map(|m| {
+            (
+                m.key_id().to_owned(),
+                m.arn().unwrap_or_default().to_owned(),
+            )
+        })),
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("NotFoundException") => {
+            Ok(None)
+        }
+        Err(e) => Err(AwsError::from_sdk(
+            e,
+            "DescribeKey",
+            Some(("KMS key", AWS_MANAGED_EBS_ALIAS)),
+            &ctx.call_site("KMS", region),
+        )),
+    }
+}
+
+/// The alias of the AWS managed key EBS uses by default.
+pub const AWS_MANAGED_EBS_ALIAS: &str = "alias/aws/ebs";
+
+/// Whether `key` (a key id or ARN, as EC2 reports a snapshot's or volume's) is `managed`.
+pub fn is_key(key: &str, managed: &(String, String)) -> bool {
+    let (id, arn) = managed;
+    key == id || (!arn.is_empty() && key == arn) || key.ends_with(&format!(":key/{id}"))
+}
+
+/// Why `what` (a snapshot or volume) cannot be copied into `account`: it is encrypted with the
+/// AWS managed key.
+pub fn managed_key_problem(what: &str, account: &str) -> String {
+    format!(
+        "{what} is encrypted with the AWS managed key aws/ebs, which cannot be shared with \
+         another account, so it cannot be copied into {account}: encrypt the volume with a \
+         customer managed key whose key policy lets account {account} use it (README, \"Copies \
+         into a backup account\")"
+    )
 }

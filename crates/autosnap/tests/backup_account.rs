@@ -449,3 +449,87 @@ fn two_source_accounts_copy_into_a_third_in_one_plan_and_run() {
         assert_eq!(there["backups"].as_array().unwrap().len(), 1, "{a}");
     }
 }
+
+/// A volume tagged `Backup=daily` in the base account, encrypted with `key` (None: the test
+/// bed's AWS managed key `aws/ebs`, as EC2 does without a key).
+fn encrypted_volume(bed: &TestBed, key: Option<&str>) -> String {
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.create_volume()
+            .size(1)
+            .availability_zone("us-east-1a")
+            .encrypted(true)
+            .set_kms_key_id(key.map(str::to_owned))
+            .tag_specifications(support::tag_spec(
+                ResourceType::Volume,
+                &[("Backup", "daily")],
+            ))
+            .send()
+            .await
+            .expect("create volume")
+            .volume_id
+            .expect("id")
+    })
+}
+
+#[test]
+fn config_check_refuses_a_volume_encrypted_with_the_aws_managed_key() {
+    let bed = backup_bed(3, 3);
+    let own_key = bed.kms_key(None);
+    let fine = encrypted_volume(&bed, Some(&own_key));
+    let out = bed.cmd().args(["config", "check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("shareable backups"), "{text}");
+
+    let managed = encrypted_volume(&bed, None);
+    let out = bed
+        .cmd()
+        .args(["config", "check", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "shareable backups")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(check["ok"], false);
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "volume {managed} in {REGION} (policy daily) is encrypted with the AWS managed key aws/ebs"
+        )) && detail.contains("customer managed key whose key policy lets account 222222222222"),
+        "{detail}"
+    );
+    assert!(!detail.contains(&fine), "{detail}");
+}
+
+#[test]
+fn a_backup_encrypted_with_the_aws_managed_key_is_neither_shared_nor_copied() {
+    let bed = backup_bed(3, 3);
+    encrypted_volume(&bed, None);
+    let out = bed.cmd().args(["run", "-o", "json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the backup is made, its copy is not"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failures = doc["report"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{doc}");
+    assert_eq!(failures[0]["action"], "copy");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("encrypted with the AWS managed key aws/ebs"),
+        "{doc}"
+    );
+    let sources = snapshots_in(&bed, ACCOUNT, REGION);
+    assert_eq!(sources.len(), 1);
+    assert!(shared_with(&bed, sources[0].snapshot_id().unwrap()).is_empty());
+    assert!(snapshots_in(&bed, BACKUP, TO).is_empty());
+}

@@ -132,6 +132,30 @@ struct Check {
     account_id: Option<String>,
 }
 
+/// The check that backups copied into backup accounts can be shared (none is encrypted with
+/// the AWS managed key).
+fn shareable_check(found: Result<Vec<String>, String>, account_id: Option<String>) -> Check {
+    let (ok, detail) = match found {
+        Ok(problems) if problems.is_empty() => (
+            true,
+            "no volume copied into a backup account is encrypted with the AWS managed key"
+                .to_string(),
+        ),
+        Ok(problems) => (false, problems.join("; ")),
+        Err(e) => (false, e),
+    };
+    let detail = match &account_id {
+        Some(a) => format!("{a}: {detail}"),
+        None => detail,
+    };
+    Check {
+        check: "shareable backups",
+        ok,
+        detail,
+        account_id,
+    }
+}
+
 /// `config check` when the config file cannot be used (missing, unreadable,
 /// invalid, untrusted): the report names the problem, and nothing else is
 /// checked, since every other check depends on the file.
@@ -267,6 +291,7 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                         }
                         Ok(roles) => {
                             let failed = roles.iter().filter(|r| !r.ok).count();
+                            let mut unshareable = false;
                             for r in roles {
                                 checks.push(Check {
                                     check: if r.backup {
@@ -276,12 +301,31 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                                     },
                                     ok: r.ok,
                                     detail: format!("{}: {}", r.account_id, r.detail),
-                                    account_id: Some(r.account_id),
+                                    account_id: Some(r.account_id.clone()),
                                 });
+                                if let Some(s) = r.shareable {
+                                    let check = shareable_check(s, Some(r.account_id));
+                                    unshareable |= !check.ok;
+                                    checks.push(check);
+                                }
                             }
                             if failed > 0 && exit == Exit::Success {
                                 exit = Exit::Partial;
                             }
+                            if unshareable && exit == Exit::Success {
+                                exit = Exit::Failure;
+                            }
+                        }
+                    }
+                    // One account: copies into backup accounts from the credentials' own.
+                    if !s.config.file.has_accounts() {
+                        let own = super::config_accounts::unshareable(&ctx, &s.config.file.policies);
+                        if let Some(found) = own.await {
+                            let check = shareable_check(found, None);
+                            if !check.ok && exit == Exit::Success {
+                                exit = Exit::Failure;
+                            }
+                            checks.push(check);
                         }
                     }
                 }

@@ -114,6 +114,88 @@ pub(super) struct RoleCheck {
     pub backup: bool,
     pub ok: bool,
     pub detail: String,
+    /// Copies into backup accounts (its role assumed): the volumes they cannot be made of, or
+    /// why that could not be read. `None`: no copy rule names an account.
+    pub shareable: Option<Result<Vec<String>, String>>,
+}
+
+/// The volumes `policies` cover in the account of `ctx` whose backups could not be copied into
+/// a backup account: encrypted with the AWS managed key `aws/ebs`, which cannot be shared.
+/// `None` when no policy copies into another account.
+pub(super) async fn unshareable(
+    ctx: &AwsContext,
+    policies: &[autosnap_core::policy::PolicyConfig],
+) -> Option<Result<Vec<String>, String>> {
+    use autosnap_aws::backup_account::{aws_managed_ebs_key, is_key, managed_key_problem};
+    use autosnap_core::policy::ResourceKind;
+    if !autosnap_core::backup_account::any(policies) {
+        return None;
+    }
+    let default_region = ctx.region().to_string();
+    let mut problems = Vec::new();
+    let mut keys = std::collections::HashMap::new();
+    let mut volumes = std::collections::HashMap::new();
+    for policy in policies.iter().filter(|p| {
+        p.resource == ResourceKind::Volume
+            && autosnap_core::backup_account::account_rules(p)
+                .next()
+                .is_some()
+    }) {
+        let account = autosnap_core::backup_account::account_rules(policy)
+            .filter_map(|(_, r)| r.account.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for region in policy.regions_or(&default_region) {
+            if !keys.contains_key(&region) {
+                let key = aws_managed_ebs_key(ctx, &region).await;
+                keys.insert(region.clone(), key.map_err(|e| e.to_string()));
+            }
+            let managed = match &keys[&region] {
+                Ok(Some(k)) => k.clone(),
+                // No AWS managed EBS key there: nothing is encrypted with it.
+                Ok(None) => continue,
+                Err(e) => return Some(Err(format!("cannot read the KMS keys in {region}: {e}"))),
+            };
+            if !volumes.contains_key(&region) {
+                let listed = match ctx.ec2_in(&region).await {
+                    Ok(ec2) => ec2
+                        .list_volumes(&autosnap_aws::ec2::VolumeQuery::default())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                volumes.insert(region.clone(), listed);
+            }
+            let listed = match &volumes[&region] {
+                Ok(v) => v,
+                Err(e) => return Some(Err(format!("cannot list the volumes in {region}: {e}"))),
+            };
+            for v in listed {
+                let key = v.kms_key_id.as_deref().unwrap_or_default();
+                if !(v.encrypted && is_key(key, &managed)) {
+                    continue;
+                }
+                let target = autosnap_core::plan::Target {
+                    id: v.volume_id.clone(),
+                    kind: ResourceKind::Volume,
+                    region: region.clone(),
+                    tags: v.tags.clone(),
+                    name: v.name.clone(),
+                    volume_ids: Vec::new(),
+                };
+                if policy.covers(&target, &default_region) {
+                    problems.push(managed_key_problem(
+                        &format!(
+                            "volume {} in {region} (policy {})",
+                            v.volume_id, policy.name
+                        ),
+                        &account,
+                    ));
+                }
+            }
+        }
+    }
+    Some(Ok(problems))
 }
 
 /// Assumes every configured account's role (the organization's members when discovered, and
@@ -151,9 +233,16 @@ pub(super) async fn check(base: &AwsContext, file: &ConfigFile) -> Result<Vec<Ro
     );
     let mut checks: Vec<(usize, RoleCheck)> = stream::iter(all.into_iter().enumerate())
         .map(|(i, (account, backup))| async move {
-            let (ok, detail) = match aws_accounts::assume(base, &account).await {
-                Ok(_) => (true, format!("assumed {}", account.role_arn)),
-                Err(e) => (false, cause(&account, &e)),
+            let (ok, detail, shareable) = match aws_accounts::assume(base, &account).await {
+                Ok(ctx) => {
+                    let shareable = if backup {
+                        None
+                    } else {
+                        unshareable(&ctx, &accounts::policies_for(&account, &file.policies)).await
+                    };
+                    (true, format!("assumed {}", account.role_arn), shareable)
+                }
+                Err(e) => (false, cause(&account, &e), None),
             };
             (
                 i,
@@ -162,6 +251,7 @@ pub(super) async fn check(base: &AwsContext, file: &ConfigFile) -> Result<Vec<Ro
                     backup,
                     ok,
                     detail,
+                    shareable,
                 },
             )
         })
