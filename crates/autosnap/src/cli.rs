@@ -714,7 +714,7 @@ pub struct RunArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Start no new step after this long (e.g. 14m); what is left is reported, and the next
+    /// Start no new step after this long (e.g. 14min); what is left is reported, and the next
     /// run does it
     #[arg(
         long,
@@ -742,7 +742,7 @@ pub struct PruneArgs {
     /// Do not ask before deleting (asked only when stdin and stderr are terminals)
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Start no new step after this long (e.g. 14m); what is left is reported, and the next
+    /// Start no new step after this long (e.g. 14min); what is left is reported, and the next
     /// run does it
     #[arg(
         long,
