@@ -451,7 +451,9 @@ async fn run_target(
                         None => {
                             // The new backup is still completing: its copy is the next run's.
                             blocked.insert(copy.to_region.clone());
-                            left(&mut report, &copy.to_region, "copy", Some(ids.join(",")));
+                            for id in ids {
+                                left(&mut report, &copy.to_region, "copy", Some(id));
+                            }
                             continue;
                         }
                     }
