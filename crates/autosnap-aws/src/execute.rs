@@ -22,9 +22,12 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::ami::{ImageCopy, ImageWaitObserver, NewImage, PollSchedule};
-use crate::ami_flow::{encrypt_image, free_name, remove_image, remove_owned_image};
-use crate::ec2::{Ec2, SnapshotQuery, VolumeQuery, WaitObserver};
+use crate::ami::{ImageCopy, ImageWaitObserver, PollSchedule};
+use crate::ami_flow::{
+    backup_image_names, create_backup_image, free_name, remove_image, remove_owned_image,
+    ImageFlowError, BackupImageRequest, QuietWaits,
+};
+use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
 use crate::rate::{Ec2RateLimits, Pacing};
 use crate::{AwsContext, AwsError};
 
@@ -52,9 +55,6 @@ pub struct RunOptions {
     pub wait_timeout: Duration,
     /// How much of EC2's request budget to use (see [`crate::rate`]).
     pub pacing: Pacing,
-}
-
-#[derive(Debug, Clone, Serialize)]
     /// No step starts after this instant (`--time-limit`): requests in flight finish, waits
     /// stop, and what did not start is reported in [`RunReport::left`].
     pub stop_at: Option<std::time::Instant>,
@@ -73,6 +73,9 @@ async fn until_stop<T>(opts: &RunOptions, wait: impl std::future::Future<Output 
         Some(t) => tokio::time::timeout_at(t.into(), wait).await.ok(),
         None => Some(wait.await),
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Created {
     pub policy: String,
     pub target_id: String,
@@ -144,9 +147,6 @@ pub struct Failure {
     pub error: String,
 }
 
-/// What a run did, for output and the exit code.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RunReport {
 /// A step a run did not start because its time limit had passed; the next run does it (it
 /// plans again from what exists).
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +162,9 @@ pub struct NotStarted {
     pub backup_id: Option<String>,
 }
 
+/// What a run did, for output and the exit code.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
     pub created: Vec<Created>,
     pub copied: Vec<Copied>,
     pub deleted: Vec<Deleted>,
@@ -172,12 +175,12 @@ pub struct NotStarted {
     /// Groups whose deletions were skipped because an earlier step failed.
     pub skipped_prunes: Vec<String>,
     pub failures: Vec<Failure>,
-    /// Copies into backup accounts (copy rules with `account`), and their retention there.
-    #[serde(skip_serializing_if = "crate::backup_account::BackupAccountReport::is_empty")]
-    pub backup_accounts: crate::backup_account::BackupAccountReport,
     /// Steps not started because the run's time limit passed (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left: Vec<NotStarted>,
+    /// Copies into backup accounts (copy rules with `account`), and their retention there.
+    #[serde(skip_serializing_if = "crate::backup_account::BackupAccountReport::is_empty")]
+    pub backup_accounts: crate::backup_account::BackupAccountReport,
 }
 
 impl RunReport {
@@ -197,10 +200,10 @@ impl RunReport {
         self.locked.extend(other.locked);
         self.skipped_prunes.extend(other.skipped_prunes);
         self.failures.extend(other.failures);
+        self.left.extend(other.left);
         self.backup_accounts.merge(other.backup_accounts);
     }
 }
-        self.left.extend(other.left);
 
 /// Told as actions finish, so the CLI can show progress.
 pub trait RunObserver: Send + Sync {
@@ -322,6 +325,10 @@ async fn run_target(
     // Regions whose retention must not run because a step it relied on failed.
     let mut blocked: BTreeSet<String> = BTreeSet::new();
 
+    let left = |report: &mut RunReport, region: &str, action: &'static str, b: Option<String>| {
+        record_left(report, policy, target, region, action, b)
+    };
+
     // 1. Create.
     let mut created: Vec<Snapshot> = Vec::new();
     let create_step = target.create.as_ref().filter(|_| opts.create);
@@ -329,10 +336,6 @@ async fn run_target(
     if let Some(create) = create_step.filter(|_| create_left) {
         left(&mut report, &create.region, "create", None);
     } else if let Some(create) = create_step {
-    let left = |report: &mut RunReport, region: &str, action: &'static str, b: Option<String>| {
-        record_left(report, policy, target, region, action, b)
-    };
-
         let ec2 = regions.ec2(&create.region);
         let bucket = &regions.limits(&create.region).create_snapshot;
         // Plain snapshots are crash-consistent; a local snapshotter (freeze,
@@ -435,12 +438,12 @@ async fn run_target(
                     if created.is_empty() {
                         // The create was not run or failed: nothing to copy.
                         blocked.insert(copy.to_region.clone());
-                        continue;
-                    }
-                    let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
                         if create_left {
                             left(&mut report, &copy.to_region, "copy", None);
                         }
+                        continue;
+                    }
+                    let ids: Vec<String> = created.iter().map(|s| s.snapshot_id.clone()).collect();
                     let wait = regions.ec2(&copy.from_region).wait_snapshots_completed(
                         &ids,
                         opts.wait_timeout,
@@ -487,9 +490,6 @@ async fn run_target(
                 }
             };
             for source in sources {
-                match copy_one(
-                    regions,
-                    &source,
                 if opts.out_of_time() {
                     blocked.insert(copy.to_region.clone());
                     left(
@@ -500,6 +500,9 @@ async fn run_target(
                     );
                     continue;
                 }
+                match copy_one(
+                    regions,
+                    &source,
                     &copy.from_region,
                     &copy.to_region,
                     copy.kms_key.as_deref(),
@@ -542,9 +545,6 @@ async fn run_target(
     if opts.archive {
         for group in &target.groups {
             for a in group.archives.iter().filter(|a| a.archive) {
-                match archive_backup(regions, &group.region, a).await {
-                    Ok(()) => {
-                        tracing::info!(
                 if opts.out_of_time() {
                     left(
                         &mut report,
@@ -554,6 +554,9 @@ async fn run_target(
                     );
                     continue;
                 }
+                match archive_backup(regions, &group.region, a).await {
+                    Ok(()) => {
+                        tracing::info!(
                             "policy {}: archived {} of {} in {}",
                             policy.policy,
                             a.backup_id,
@@ -610,9 +613,6 @@ async fn run_target(
                 }
             };
             for backup in doomed {
-                let ids: Vec<String> = backup.snapshot_ids.iter().map(|s| s.to_string()).collect();
-                let blocking = autosnap_core::lock::blocking(&locks, &ids);
-                if !blocking.is_empty() {
                 if opts.out_of_time() {
                     left(
                         &mut report,
@@ -622,6 +622,9 @@ async fn run_target(
                     );
                     continue;
                 }
+                let ids: Vec<String> = backup.snapshot_ids.iter().map(|s| s.to_string()).collect();
+                let blocking = autosnap_core::lock::blocking(&locks, &ids);
+                if !blocking.is_empty() {
                     let reason = blocking
                         .iter()
                         .map(|l| format!("{} {}", l.snapshot_id, l.reason()))
@@ -780,9 +783,6 @@ fn record_failure(
     });
 }
 
-/// Why a group's deletions did not run.
-fn skipped_prune(policy: &PolicyPlan, target: &TargetPlan, region: &str) -> String {
-    format!(
 /// Records a step that did not start because the time limit passed.
 fn record_left(
     report: &mut RunReport,
@@ -806,6 +806,9 @@ fn record_left(
     });
 }
 
+/// Why a group's deletions did not run.
+fn skipped_prune(policy: &PolicyPlan, target: &TargetPlan, region: &str) -> String {
+    format!(
         "policy {}: {} in {region}: an earlier step failed, so nothing was deleted",
         policy.policy, target.target_id
     )
@@ -872,12 +875,12 @@ async fn run_ami_target(
         record_failure(report, policy, target, region, action, e)
     };
     let mut blocked: BTreeSet<String> = BTreeSet::new();
-
-    // 1. Create. The AMI is waited for only when a copy or encryption needs it.
-    let mut created: Option<ImageDetails> = None;
     let left = |report: &mut RunReport, region: &str, action: &'static str, b: Option<String>| {
         record_left(report, policy, target, region, action, b)
     };
+
+    // 1. Create. The AMI is waited for only when a copy or encryption needs it.
+    let mut created: Option<ImageDetails> = None;
     let create_step = target.create.as_ref().filter(|_| opts.create);
     let create_left = create_step.is_some() && opts.out_of_time();
     if let Some(create) = create_step.filter(|_| create_left) {
@@ -916,9 +919,6 @@ async fn run_ami_target(
     // 2. Copy the AMI to other regions.
     if opts.copy {
         for copy in &target.copies {
-            let source = match &copy.source {
-                CopySource::New => match &created {
-                    Some(image) => Ok(image.clone()),
             let from_new = matches!(copy.source, CopySource::New);
             if opts.out_of_time() && (created.is_some() || create_left || !from_new) {
                 blocked.insert(copy.to_region.clone());
@@ -929,6 +929,9 @@ async fn run_ami_target(
                 left(&mut report, &copy.to_region, "copy", source);
                 continue;
             }
+            let source = match &copy.source {
+                CopySource::New => match &created {
+                    Some(image) => Ok(image.clone()),
                     None => {
                         blocked.insert(copy.to_region.clone());
                         continue;
@@ -981,9 +984,6 @@ async fn run_ami_target(
             }
             let ec2 = regions.ec2(&group.region);
             for backup in doomed {
-                regions
-                    .limits(&group.region)
-                    .deregister_image
                 if opts.out_of_time() {
                     left(
                         &mut report,
@@ -993,6 +993,9 @@ async fn run_ami_target(
                     );
                     continue;
                 }
+                regions
+                    .limits(&group.region)
+                    .deregister_image
                     .acquire()
                     .await;
                 let cleanup = remove_owned_image(ec2, &backup.backup_id).await;
@@ -1024,89 +1027,34 @@ async fn run_ami_target(
     report
 }
 
-/// CreateImage of the target (a free name near the planned one; tags on the AMI and its
-/// snapshots), then, with `encrypt` and unencrypted volumes, an encrypted CopyImage that
-/// replaces it. What a failure leaves is cleaned up, and the error says what is left.
+/// The target's backup AMI ([`crate::ami_flow::create_backup_image`]: a free name near the
+/// planned one, encrypted by CopyImage when asked), waited for when `wait`.
 async fn create_ami(
     regions: &Regions,
     create: &CreateAction,
     ami: &AmiCreate,
     wait: bool,
     opts: &RunOptions,
-) -> Result<ImageDetails, AwsError> {
+) -> Result<ImageDetails, ImageFlowError> {
     let ec2 = regions.ec2(&create.region);
-    let needs_copy = ami.encrypt && {
-        let volumes = ec2
-            .list_volumes(&VolumeQuery {
-                instance_id: Some(create.target_id.clone()),
-                ..Default::default()
-            })
-            .await?;
-        volumes.is_empty() || volumes.iter().any(|v| !v.encrypted)
-    };
-    // With encryption to do, the first AMI is an intermediate and the copy gets the name.
     let name = free_name(ec2, &ami.name).await?;
-    let first_name = if needs_copy {
-        free_name(ec2, &format!("{name}-unencrypted")).await?
-    } else {
-        name.clone()
+    let req = BackupImageRequest {
+        instance_id: create.target_id.clone(),
+        names: backup_image_names(ec2, &create.target_id, name, ami.encrypt).await?,
+        description: create.description.clone(),
+        no_reboot: !ami.reboot,
+        encrypt: ami.encrypt,
+        kms_key: ami.kms_key.clone(),
+        image_tags: create.tags.clone(),
+        snapshot_tags: create.tags.clone(),
+        wait,
     };
-    regions.limits(&create.region).create_image.acquire().await;
-    let image_id = ec2
-        .create_image(&NewImage {
-            instance_id: create.target_id.clone(),
-            name: first_name,
-            description: create.description.clone(),
-            no_reboot: !ami.reboot,
-            image_tags: create.tags.clone(),
-            snapshot_tags: create.tags.clone(),
-        })
-        .await?;
-    if !(wait || needs_copy) {
-        return ec2.get_image(&image_id).await;
-    }
-    let image = match ec2
-        .wait_image_available(
-            &image_id,
-            opts.wait_timeout,
-            PollSchedule::IMAGES,
-            &NoWaitProgress,
-        )
-        .await
-    {
-        Ok(image) => image,
-        Err(e) => {
-            let c = remove_image(ec2, &image_id).await;
-            return Err(AwsError::Failed {
-                what: format!("AMI {image_id} of {}", create.target_id),
-                detail: format!("{e}; {}", c.summary()),
-            });
-        }
+    let mut waits = QuietWaits {
+        timeout: opts.wait_timeout,
+        poll: PollSchedule::IMAGES,
     };
-    if !ami.encrypt || image.unencrypted_snapshots().is_empty() {
-        return Ok(image);
-    }
-    regions.limits(&create.region).copy_image.acquire().await;
-    let out = encrypt_image(
-        ec2,
-        &image,
-        &name,
-        ami.kms_key.as_deref(),
-        &create.tags,
-        &create.tags,
-        opts.wait_timeout,
-        PollSchedule::IMAGES,
-        &NoWaitProgress,
-    )
-    .await?;
-    if !out.cleanup.left.is_empty() {
-        tracing::warn!(
-            "the encrypted AMI {} is ready, but removing the unencrypted {image_id} was incomplete: {}",
-            out.image.image_id,
-            out.cleanup.summary()
-        );
-    }
-    Ok(out.image)
+    let made = create_backup_image(ec2, &req, regions.limits(&create.region), &mut waits).await?;
+    Ok(made.image)
 }
 
 /// CopyImage of `source` into the copy's region (encrypted with its KMS key, or as the

@@ -202,6 +202,67 @@ impl Default for Ec2RateLimits {
     }
 }
 
+/// Tries again after a throttle that survived the SDK's own retries, each after the action's
+/// bucket was emptied ([`TokenBucket::throttled`]): the account's budget was emptier than
+/// autosnap's pacing assumed (another tool, a lower limit).
+pub const THROTTLED_RETRIES: u32 = 5;
+
+/// Calls on many resources at once in a one-off command (`snapshot delete a b c`, `ami delete`,
+/// `snapshot lock`, …): their bucket paces them; this only bounds the connections in flight.
+pub const ONE_OFF_CONCURRENCY: usize = 4;
+
+/// One call on `id` when `bucket` allows it; a throttled call did nothing at EC2, so the bucket
+/// slows down and the call is tried again, at most [`THROTTLED_RETRIES`] times.
+pub async fn paced<T, F, Fut>(
+    bucket: &TokenBucket,
+    operation: &str,
+    id: &str,
+    mut call: F,
+) -> Result<T, crate::AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::AwsError>>,
+{
+    let mut throttles = 0;
+    loop {
+        bucket.acquire().await;
+        match call().await {
+            Err(crate::AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
+                throttles += 1;
+                tracing::info!(
+                    "EC2 is throttling {operation}: slowing down (retry {throttles} for {id})"
+                );
+                bucket.throttled().await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// [`paced`] for each of `ids` ([`ONE_OFF_CONCURRENCY`] in flight), results in the order of
+/// `ids`: how one-off commands on many resources use the same pacing as policy runs.
+pub async fn paced_each<T, F, Fut>(
+    bucket: &TokenBucket,
+    operation: &str,
+    ids: impl IntoIterator<Item = String>,
+    call: F,
+) -> Vec<(String, Result<T, crate::AwsError>)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::AwsError>>,
+{
+    use futures::stream::{self, StreamExt};
+    let call = &call;
+    stream::iter(ids)
+        .map(|id| async move {
+            let r = paced(bucket, operation, &id, || call(id.clone())).await;
+            (id, r)
+        })
+        .buffered(ONE_OFF_CONCURRENCY)
+        .collect()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

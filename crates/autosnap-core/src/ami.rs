@@ -762,6 +762,27 @@ pub fn plan_ami_deletes(
     decisions
 }
 
+/// Moves each snapshot of `plan` that a lock in `locks` protects from `delete_snapshots` to
+/// `keep_snapshots`, with the lock's reason and what to do: it stays when its AMI goes.
+pub fn keep_locked_snapshots(plan: &mut [AmiDeleteDecision], locks: &[crate::lock::SnapshotLock]) {
+    for d in plan {
+        let mut kept = Vec::new();
+        d.delete_snapshots.retain(|s| {
+            match crate::lock::blocking(locks, std::slice::from_ref(s)).first() {
+                Some(lock) => {
+                    kept.push(KeptSnapshot {
+                        snapshot_id: s.clone(),
+                        reason: format!("{}: {}", lock.reason(), lock.remedy()),
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+        d.keep_snapshots.extend(kept);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1247,5 +1268,41 @@ mod tests {
             Some("Copied for DestinationAmi ami-0000000a from SourceAmi ami-00000001 for SourceSnapshot snap-00000001. Task created on 1,234."),
             &Tags::new()
         ));
+    }
+
+    #[test]
+    fn a_locked_snapshot_stays_when_its_ami_goes() {
+        use crate::lock::{LockState, SnapshotLock};
+        let lock = |id: &str, state| SnapshotLock {
+            snapshot_id: id.into(),
+            state,
+            expires_on: None,
+            cool_off_ends: None,
+            duration_days: None,
+            created_on: None,
+        };
+        let mut plan = vec![AmiDeleteDecision {
+            image_id: "ami-1".into(),
+            name: None,
+            action: AmiDeleteAction::Deregister,
+            reason: "created by autosnap".into(),
+            delete_snapshots: vec!["snap-a".into(), "snap-b".into(), "snap-c".into()],
+            keep_snapshots: vec![],
+        }];
+        // A governance lock keeps snap-b; an expired lock on snap-c keeps nothing.
+        let locks = [
+            lock("snap-b", LockState::Governance),
+            lock("snap-c", LockState::Expired),
+        ];
+        keep_locked_snapshots(&mut plan, &locks);
+        assert_eq!(plan[0].delete_snapshots, ["snap-a", "snap-c"]);
+        assert_eq!(plan[0].keep_snapshots.len(), 1);
+        assert_eq!(plan[0].keep_snapshots[0].snapshot_id, "snap-b");
+        assert!(
+            plan[0].keep_snapshots[0].reason.starts_with("locked (governance)")
+                && plan[0].keep_snapshots[0].reason.contains("snapshot unlock"),
+            "{:?}",
+            plan[0].keep_snapshots
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod variables;
 
 pub mod ami;
+pub mod ami_create;
 pub mod archive_plan;
 pub mod iam;
 

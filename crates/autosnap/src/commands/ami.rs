@@ -4,18 +4,22 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use autosnap_aws::ami::{NewImage, NewRegisteredImage, PollSchedule};
-use autosnap_aws::ami_flow::{self, name_taken, remove_image};
+use autosnap_aws::ami::{NewRegisteredImage, PollSchedule};
+use autosnap_aws::ami_flow::{
+    self, AmiWait, BackupImageRequest, ImageDeletion, ImageFlowError, ImageWait, ImageWaits,
+    StoppedAt, StoredImageRestore,
+};
 use autosnap_aws::kms::check_encryption_key;
+use autosnap_aws::rate::Ec2RateLimits;
 use autosnap_aws::s3::{ServerSideEncryptionMode, S3};
 use autosnap_aws::{AwsError, Ec2, VolumeQuery};
 use autosnap_core::ami::{
-    default_image_name, metadata_key, plan_ami_deletes, validate_image_name, AmiDeleteAction,
-    AmiMetadata, AmiSummary, ImageDetails, RestoreSource, StoredImage,
+    default_image_name, metadata_key, validate_image_name, AmiDeleteAction, AmiMetadata,
+    AmiSummary, ImageDetails, RestoreSource, StoredImage,
 };
+use autosnap_core::ami_create::{intermediate_base, BackupImageNames};
 use autosnap_core::tags::{self, settable_tags, Tags};
 use chrono::Utc;
-use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::cli::{
@@ -28,9 +32,6 @@ use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
 
-/// Deregistrations and snapshot deletions in flight (DeregisterImage and
-/// DeleteSnapshot refill at 5 per second).
-const DELETE_CONCURRENCY: usize = 4;
 /// Default interval between DescribeStoreImageTasks calls (0.5/s allowed).
 const STORE_POLL: Duration = Duration::from_secs(5);
 /// How long `ami create --encrypt` and `--metadata-bucket` wait without `--wait-timeout`.
@@ -99,6 +100,42 @@ async fn wait_available(
     let progress = WaitProgress::new(&format!("AMI {image_id}"), env.progress);
     ec2.wait_image_available(image_id, timeout, poll, &progress)
         .await
+}
+
+/// Waits for an AMI with progress; with an [`Interrupt`], Ctrl-C stops the wait (`None`).
+struct CliWaits<'e> {
+    env: &'e Env,
+    interrupt: Option<Interrupt>,
+    timeout: Duration,
+    poll: PollSchedule,
+}
+
+impl ImageWaits for CliWaits<'_> {
+    fn wait<'a>(&'a mut self, on: AmiWait<'a>) -> ImageWait<'a> {
+        Box::pin(async move {
+            let progress = WaitProgress::new(&on.what, self.env.progress);
+            let wait = on
+                .ec2
+                .wait_image_available(on.image_id, self.timeout, self.poll, &progress);
+            let waited = match self.interrupt.as_mut() {
+                Some(interrupt) => interrupt.or(wait).await,
+                None => Some(wait.await),
+            };
+            progress.finish();
+            waited
+        })
+    }
+}
+
+/// A workflow's error for the CLI: a name taken meanwhile is the user's to fix (exit 2).
+fn flow_error(e: ImageFlowError) -> anyhow::Error {
+    match e {
+        ImageFlowError::NameTaken { name, source } => UsageError(format!(
+            "AMI name '{name}' was taken meanwhile ({source}): choose another --name"
+        ))
+        .into(),
+        e => e.into(),
+    }
 }
 
 // ---- metadata -------------------------------------------------------------------------
@@ -236,20 +273,7 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
 
     // With --encrypt and any unencrypted volume, the first AMI is an
     // intermediate and the encrypted copy gets the name.
-    let needs_copy = args.encrypt && {
-        let volumes = ec2
-            .list_volumes(&VolumeQuery {
-                instance_id: Some(instance_id.clone()),
-                ..Default::default()
-            })
-            .await?;
-        volumes.is_empty() || volumes.iter().any(|v| !v.encrypted)
-    };
-    let first_name = if needs_copy {
-        free_name(&ec2, &format!("{name}-unencrypted")).await?
-    } else {
-        name.clone()
-    };
+    let names = ami_flow::backup_image_names(&ec2, &instance_id, name, args.encrypt).await?;
     if args.dry_run {
         let volumes = ec2
             .list_volumes(&VolumeQuery {
@@ -261,8 +285,8 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
             dry_run: true,
             region: ec2.region().to_string(),
             instance_id: instance_id.clone(),
-            name: name.clone(),
-            intermediate_name: needs_copy.then(|| first_name.clone()),
+            name: names.name.clone(),
+            intermediate_name: names.intermediate.clone(),
             description,
             no_reboot: args.no_reboot,
             encrypt: args.encrypt,
@@ -335,7 +359,7 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
     // signal during a call (CopyImage, a cleanup, the metadata upload) is
     // kept and ends the next wait, if one follows (else the last steps
     // finish), so no step is left half done.
-    let mut interrupt = must_wait.then(Interrupt::listen).transpose()?;
+    let interrupt = must_wait.then(Interrupt::listen).transpose()?;
     // What a stop before each step leaves undone, for the report.
     let metadata_todo = args.metadata_bucket.as_ref().map(|b| {
         let prefix = if args.metadata_prefix.is_empty() {
@@ -350,126 +374,69 @@ pub async fn create(env: &Env, args: &AmiCreateArgs) -> anyhow::Result<Exit> {
             )
         }
     });
-    let image_id = ec2
-        .create_image(&NewImage {
-            instance_id: instance_id.clone(),
-            name: first_name.clone(),
-            description: description.clone(),
-            no_reboot: args.no_reboot,
-            image_tags: image_tags.clone(),
-            snapshot_tags: snapshot_tags.clone(),
-        })
-        .await
-        .map_err(|e| {
-            if name_taken(&e) {
-                anyhow::Error::new(UsageError(format!(
-                    "AMI name '{first_name}' was taken meanwhile ({e}): choose another --name"
-                )))
-            } else {
-                anyhow::Error::new(e).context(format!("cannot create an AMI of {instance_id}"))
-            }
-        })?;
-    tracing::info!("creating AMI {image_id} ({first_name}) of {instance_id}");
-
-    let mut image = if must_wait {
-        let waited = match interrupt.as_mut() {
-            Some(interrupt) => {
-                interrupt
-                    .or(wait_available(env, &ec2, &image_id, timeout, poll))
-                    .await
-            }
-            None => Some(wait_available(env, &ec2, &image_id, timeout, poll).await),
-        };
-        let Some(waited) = waited else {
+    let req = BackupImageRequest {
+        instance_id: instance_id.clone(),
+        names,
+        description,
+        no_reboot: args.no_reboot,
+        encrypt: args.encrypt,
+        kms_key: args.kms_key.clone(),
+        image_tags,
+        snapshot_tags,
+        wait: must_wait,
+    };
+    let mut waits = CliWaits {
+        env,
+        interrupt,
+        timeout,
+        poll,
+    };
+    let made = match ami_flow::create_backup_image(
+        &ec2,
+        &req,
+        &Ec2RateLimits::default(),
+        &mut waits,
+    )
+    .await
+    {
+        Ok(made) => made,
+        Err(ImageFlowError::Stopped(stop)) => {
+            let (image_id, copied_from, at) = (stop.image_id, stop.copied_from, stop.at);
             let mut not_done = Vec::new();
-            if args.encrypt {
-                not_done.push(format!(
+            match (at, &copied_from) {
+                (StoppedAt::EncryptedCopy, Some(first)) => not_done.push(format!(
+                    "the unencrypted AMI {first} was not removed: once {image_id} is \
+                     available, `autosnap ami delete {first}`"
+                )),
+                _ if args.encrypt => not_done.push(format!(
                     "no encrypted copy was made (--encrypt): {image_id} keeps the volumes' \
                      encryption; to start over, `autosnap ami delete {image_id}` and run this \
                      command again"
-                ));
+                )),
+                _ => {}
             }
             not_done.extend(metadata_todo.as_ref().map(|m| m(&image_id)));
-            return interrupted_create(env, &ec2, &image_id, &instance_id, None, &not_done).await;
-        };
-        match waited {
-            Ok(i) => i,
-            Err(e) => {
-                let c = remove_image(&ec2, &image_id).await;
-                return Err(anyhow::anyhow!(
-                    "creating AMI {image_id} ({first_name}) of {instance_id} failed: {e}; {}",
-                    c.summary()
-                ));
-            }
-        }
-    } else {
-        ec2.get_image(&image_id).await?
-    };
-
-    let mut intermediate = None;
-    let mut partial = Vec::new();
-    if args.encrypt {
-        let unencrypted = image.unencrypted_snapshots();
-        if unencrypted.is_empty() {
-            tracing::info!("every snapshot of {image_id} is already encrypted: no copy needed");
-        } else {
-            // The name is the intermediate's unless it was planned as one.
-            let target = if needs_copy {
-                name.clone()
-            } else {
-                free_name(&ec2, &format!("{name}-encrypted")).await?
-            };
-            tracing::info!(
-                "{} of {} snapshot(s) unencrypted: making an encrypted copy",
-                unencrypted.len(),
-                image.snapshot_ids().len()
-            );
-            let copy_id = ami_flow::start_encrypted_copy(
+            return interrupted_create(
+                env,
                 &ec2,
-                &image,
-                &target,
-                args.kms_key.as_deref(),
-                &image_tags,
-                &snapshot_tags,
+                &image_id,
+                &instance_id,
+                copied_from.as_deref(),
+                &not_done,
             )
-            .await?;
-            let progress = WaitProgress::new(
-                &format!("encrypted copy of {}", image.image_id),
-                env.progress,
-            );
-            let wait = ec2.wait_image_available(&copy_id, timeout, poll, &progress);
-            let waited = match interrupt.as_mut() {
-                Some(interrupt) => interrupt.or(wait).await,
-                None => Some(wait.await),
-            };
-            progress.finish();
-            let Some(waited) = waited else {
-                let mut not_done = vec![format!(
-                    "the unencrypted AMI {image_id} was not removed: once {copy_id} is \
-                     available, `autosnap ami delete {image_id}`"
-                )];
-                not_done.extend(metadata_todo.as_ref().map(|m| m(&copy_id)));
-                return interrupted_create(
-                    env,
-                    &ec2,
-                    &copy_id,
-                    &instance_id,
-                    Some(&image_id),
-                    &not_done,
-                )
-                .await;
-            };
-            let out = ami_flow::finish_encrypted_copy(&ec2, &image, &copy_id, waited).await?;
-            intermediate = Some(image_id.clone());
-            if !out.cleanup.left.is_empty() {
-                partial.push(format!(
-                    "the encrypted AMI {} is ready, but removing the unencrypted {image_id} was incomplete: {}",
-                    out.image.image_id,
-                    out.cleanup.summary()
-                ));
-            }
-            image = out.image;
+            .await;
         }
+        Err(e) => return Err(flow_error(e)),
+    };
+    let image = made.image;
+    let intermediate = made.intermediate_image_id;
+    let mut partial = Vec::new();
+    if let (Some(c), Some(first)) = (&made.incomplete_cleanup, &intermediate) {
+        partial.push(format!(
+            "the encrypted AMI {} is ready, but removing the unencrypted {first} was incomplete: {}",
+            image.image_id,
+            c.summary()
+        ));
     }
 
     let mut metadata = None;
@@ -882,54 +849,8 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
     let ctx = env.connect().await?;
     let ec2 = ctx.ec2().await?;
     let requested: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
-    let found = ec2.find_images(&requested).await?;
-
-    let mut users = BTreeMap::new();
-    for image in &found {
-        let u = ec2.image_users(&image.image_id).await?;
-        if !u.is_empty() {
-            users.insert(image.image_id.clone(), u);
-        }
-    }
-    let all_snaps: Vec<String> = found.iter().flat_map(ImageDetails::snapshot_ids).collect();
-    let others: Vec<ImageDetails> = ec2
-        .images_with_snapshots(&all_snaps)
-        .await?
-        .into_iter()
-        .filter(|i| !requested.contains(&i.image_id))
-        .collect();
-    // Who owns each snapshot and what it was made for decide whether it goes with its AMI.
-    let snapshots = ec2.mapped_snapshots(&all_snaps).await?;
-    let mut plan = plan_ami_deletes(
-        &requested,
-        &found,
-        &users,
-        &others,
-        &snapshots,
-        args.force,
-        args.keep_snapshots,
-    );
-    // A locked snapshot stays when its AMI goes, and the plan says until when; one
-    // DescribeLockedSnapshots for all of them, before anything is asked or done.
-    let doomed: Vec<String> = plan
-        .iter()
-        .flat_map(|d| d.delete_snapshots.iter().cloned())
-        .collect();
-    let locks = ec2.locked_snapshots(&doomed).await?;
-    for d in &mut plan {
-        d.delete_snapshots.retain(|s| {
-            match autosnap_core::lock::blocking(&locks, std::slice::from_ref(s)).first() {
-                Some(lock) => {
-                    d.keep_snapshots.push(autosnap_core::ami::KeptSnapshot {
-                        snapshot_id: s.clone(),
-                        reason: format!("{}: {}", lock.reason(), lock.remedy()),
-                    });
-                    false
-                }
-                None => true,
-            }
-        });
-    }
+    let plan =
+        ami_flow::plan_image_deletes(&ec2, &requested, args.force, args.keep_snapshots).await?;
 
     // The plan first, then the work.
     let plan_lines: Vec<String> = plan.iter().map(ami_plan_line).collect();
@@ -963,52 +884,11 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
         return Ok(confirm::DECLINED);
     }
 
-    // Phase 1: deregister everything planned, so that snapshots shared by
-    // two of them are free before phase 2 deletes them.
-    let deregistered: Vec<(String, Result<(), String>)> = stream::iter(
-        plan.iter()
-            .filter(|d| d.action == AmiDeleteAction::Deregister && !args.dry_run)
-            .map(|d| d.image_id.clone()),
-    )
-    .map(|id| {
-        let ec2 = ec2.clone();
-        async move {
-            let r = ec2.deregister_image(&id).await.map_err(|e| e.to_string());
-            if r.is_ok() {
-                tracing::info!("deregistered {id}");
-            }
-            (id, r)
-        }
-    })
-    .buffered(DELETE_CONCURRENCY)
-    .collect()
-    .await;
-    let dereg: BTreeMap<String, Result<(), String>> = deregistered.into_iter().collect();
-
-    // Phase 2: the snapshots of what was deregistered.
-    let to_delete: Vec<(String, String)> = plan
-        .iter()
-        .filter(|d| matches!(dereg.get(&d.image_id), Some(Ok(()))))
-        .flat_map(|d| {
-            d.delete_snapshots
-                .iter()
-                .map(|s| (d.image_id.clone(), s.clone()))
-        })
-        .collect();
-    let snap_results: Vec<(String, String, Result<(), String>)> = stream::iter(to_delete)
-        .map(|(image, snap)| {
-            let ec2 = ec2.clone();
-            async move {
-                let r = ec2.delete_snapshot(&snap).await.map_err(|e| e.to_string());
-                if r.is_ok() {
-                    tracing::info!("deleted snapshot {snap} of {image}");
-                }
-                (image, snap, r)
-            }
-        })
-        .buffered(DELETE_CONCURRENCY)
-        .collect()
-        .await;
+    let done = if args.dry_run {
+        BTreeMap::new()
+    } else {
+        ami_flow::delete_images(&ec2, &plan, &Ec2RateLimits::default()).await
+    };
 
     let results: Vec<DeleteResult> = plan
         .into_iter()
@@ -1037,16 +917,16 @@ pub async fn delete(env: &Env, args: &AmiDeleteArgs) -> anyhow::Result<Exit> {
                     r.snapshots_deleted = d.delete_snapshots.clone();
                     "would_deregister"
                 }
-                AmiDeleteAction::Deregister => match dereg.get(&d.image_id) {
-                    Some(Err(e)) => {
+                AmiDeleteAction::Deregister => match done.get(&d.image_id) {
+                    Some(ImageDeletion {
+                        deregistered: Err(e),
+                        ..
+                    }) => {
                         r.reason = e.clone();
                         "failed"
                     }
-                    _ => {
-                        for (img, snap, res) in &snap_results {
-                            if img != &d.image_id {
-                                continue;
-                            }
+                    done => {
+                        for (snap, res) in done.iter().flat_map(|x| &x.snapshots) {
                             match res {
                                 Ok(()) => r.snapshots_deleted.push(snap.clone()),
                                 Err(e) => r.snapshots_failed.push(FailedOut {
@@ -1410,10 +1290,13 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
             }
         }
     };
-    let first_name = if args.encrypt {
-        free_name(&ec2, &format!("{name}-unencrypted")).await?
-    } else {
-        name.clone()
+    // With --encrypt the restored AMI is an intermediate and its encrypted copy gets the name.
+    let names = BackupImageNames {
+        intermediate: match args.encrypt {
+            true => Some(free_name(&ec2, &intermediate_base(&name)).await?),
+            false => None,
+        },
+        name,
     };
     if args.dry_run {
         let plan = RestorePlan {
@@ -1421,8 +1304,8 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
             region: ec2.region().to_string(),
             source_image_id: doc.image_id.clone(),
             object: object_url.clone(),
-            name: name.clone(),
-            intermediate_name: args.encrypt.then(|| first_name.clone()),
+            name: names.name.clone(),
+            intermediate_name: names.intermediate.clone(),
             encrypt: args.encrypt,
             kms_key: args.kms_key.clone(),
             tags: doc.restore_image_tags(),
@@ -1443,105 +1326,66 @@ pub async fn restore(env: &Env, args: &AmiRestoreArgs) -> anyhow::Result<Exit> {
         })?;
         return Ok(Exit::Success);
     }
-    let mut interrupt = Interrupt::listen()?;
-    // Where to start over after a stop: the restored AMI has no tags yet.
-    let start_over = |id: &str| {
-        format!(
-            "the original tags were not re-applied (nor autosnap:managed): to start over, \
-             `autosnap ami delete {id} --force` and run this restore again"
-        )
+    let req = StoredImageRestore {
+        bucket: args.bucket.clone(),
+        object_key,
+        names,
+        encrypt: args.encrypt,
+        kms_key: args.kms_key.clone(),
+        doc: &doc,
     };
-
-    let new_id = ec2
-        .create_restore_image_task(&args.bucket, &object_key, &first_name)
-        .await
-        .map_err(|e| {
-            if name_taken(&e) {
-                anyhow::Error::new(UsageError(format!(
-                    "AMI name '{first_name}' was taken meanwhile ({e}): choose another --name"
-                )))
-            } else {
-                anyhow::Error::new(e).context(format!("cannot start restoring {object_url}"))
+    let mut waits = CliWaits {
+        env,
+        interrupt: Some(Interrupt::listen()?),
+        timeout,
+        poll,
+    };
+    let made =
+        match ami_flow::restore_stored_image(&ec2, &req, &Ec2RateLimits::default(), &mut waits)
+            .await
+        {
+            Ok(made) => made,
+            Err(ImageFlowError::Stopped(stop)) => {
+                let (image_id, copied_from, at) = (stop.image_id, stop.copied_from, stop.at);
+                let not_done = match (at, &copied_from) {
+                    (StoppedAt::EncryptedCopy, Some(first)) => vec![
+                        format!(
+                            "the unencrypted restored AMI {first} was not removed: once \
+                             {image_id} is available, `autosnap ami delete {first}`"
+                        ),
+                        format!(
+                            "the original snapshots' tags were not re-applied to the snapshots \
+                             of {image_id}"
+                        ),
+                    ],
+                    _ => {
+                        // The restored AMI has no tags yet: where to start over.
+                        let mut not_done = vec![format!(
+                            "the original tags were not re-applied (nor autosnap:managed): to \
+                             start over, `autosnap ami delete {image_id} --force` and run this \
+                             restore again"
+                        )];
+                        if args.encrypt {
+                            not_done.push("no encrypted copy was made (--encrypt)".to_string());
+                        }
+                        not_done
+                    }
+                };
+                return interrupted_restore(
+                    env,
+                    &ec2,
+                    &doc,
+                    &image_id,
+                    copied_from.as_deref(),
+                    &not_done,
+                )
+                .await;
             }
-        })?;
-    tracing::info!(
-        "restoring {} from {object_url} as {new_id} ({first_name})",
-        doc.image_id
-    );
-    let waited = interrupt
-        .or(wait_available(env, &ec2, &new_id, timeout, poll))
-        .await;
-    let Some(waited) = waited else {
-        let mut not_done = vec![start_over(&new_id)];
-        if args.encrypt {
-            not_done.push("no encrypted copy was made (--encrypt)".to_string());
-        }
-        return interrupted_restore(env, &ec2, &doc, &new_id, None, &not_done).await;
-    };
-    let mut image = match waited {
-        Ok(i) => i,
-        Err(e) => {
-            let c = remove_image(&ec2, &new_id).await;
-            return Err(anyhow::anyhow!(
-                "restoring {} from {object_url} failed: {e}; {}",
-                doc.image_id,
-                c.summary()
-            ));
-        }
-    };
-
-    let image_tags = doc.restore_image_tags();
-    let mut intermediate = None;
-    let mut cleanup_note = None;
-    if args.encrypt && !image.unencrypted_snapshots().is_empty() {
-        // Tag the restored AMI first: it is autosnap's, and cleanup of it
-        // may depend on that tag (IAM conditions).
-        retag(&ec2, &image, &doc).await?;
-        let mut snap_tags = image_tags.clone();
-        snap_tags.retain(|k, _| k.starts_with(tags::OWN_PREFIX));
-        let copy_id = ami_flow::start_encrypted_copy(
-            &ec2,
-            &image,
-            &name,
-            args.kms_key.as_deref(),
-            &image_tags,
-            &snap_tags,
-        )
-        .await?;
-        let progress = WaitProgress::new(
-            &format!("encrypted copy of {}", image.image_id),
-            env.progress,
-        );
-        let waited = interrupt
-            .or(ec2.wait_image_available(&copy_id, timeout, poll, &progress))
-            .await;
-        progress.finish();
-        let Some(waited) = waited else {
-            let not_done = [
-                format!(
-                    "the unencrypted restored AMI {new_id} was not removed: once {copy_id} is \
-                     available, `autosnap ami delete {new_id}`"
-                ),
-                format!(
-                    "the original snapshots' tags were not re-applied to the snapshots of {copy_id}"
-                ),
-            ];
-            return interrupted_restore(env, &ec2, &doc, &copy_id, Some(&new_id), &not_done).await;
+            Err(e) => return Err(flow_error(e)),
         };
-        let out = ami_flow::finish_encrypted_copy(&ec2, &image, &copy_id, waited).await?;
-        intermediate = Some(new_id.clone());
-        if !out.cleanup.left.is_empty() {
-            cleanup_note = Some(out.cleanup.summary());
-        }
-        image = out.image;
-    }
-    retag(&ec2, &image, &doc).await.with_context(|| {
-        format!(
-            "AMI {} is restored but its original tags could not all be re-applied",
-            image.image_id
-        )
-    })?;
-    let image = ec2.get_image(&image.image_id).await?;
+    let cleanup_note = made.incomplete_cleanup.as_ref().map(|c| c.summary());
+    let intermediate = made.intermediate_image_id;
+    let image = made.image;
     let result = RestoreResult {
         source_image_id: doc.image_id.clone(),
         image_id: image.image_id.clone(),
@@ -1641,28 +1485,4 @@ async fn interrupted_restore(
     print_kv(env, &result, rows)?;
     super::report_interrupted_with(&format!("AMI {image_id}"), "autosnap ami list", not_done);
     Ok(Exit::Interrupted)
-}
-
-/// Re-applies the original AMI's tags to a restored AMI, and each original
-/// snapshot's tags to the new snapshot of the same device, which is also tagged
-/// `autosnap:for-image` so that `ami delete` removes it with this AMI.
-async fn retag(ec2: &Ec2, image: &ImageDetails, doc: &AmiMetadata) -> anyhow::Result<()> {
-    ec2.create_tags(
-        std::slice::from_ref(&image.image_id),
-        &doc.restore_image_tags(),
-    )
-    .await?;
-    for m in &image.block_device_mappings {
-        if let Some(snap) = &m.snapshot_id {
-            let mut t = doc.restore_snapshot_tags(&m.device_name);
-            t.insert(tags::FOR_IMAGE.into(), image.image_id.clone());
-            ec2.create_tags(std::slice::from_ref(snap), &t).await?;
-        }
-    }
-    tracing::info!(
-        "re-applied the tags of {} to {} and its snapshots",
-        doc.image_id,
-        image.image_id
-    );
-    Ok(())
 }
