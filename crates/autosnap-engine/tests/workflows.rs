@@ -565,3 +565,46 @@ async fn an_uploaded_file_downloads_as_the_same_image() {
         "unwritten blocks read as zeros"
     );
 }
+
+/// Never-written blocks of an encrypted snapshot do not read as zeros: a restore with a KMS key
+/// writes the zero blocks the archive recorded (and still not the ones never written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_restore_writes_the_zero_blocks_the_archive_recorded() {
+    let (repo, _backend) = memory_repo();
+    let cloud = FakeCloud::default();
+    let mut blocks = sparse_blocks(3, 8);
+    blocks.insert(9, vec![0u8; BLOCK_SIZE]);
+    let source = cloud.add_snapshot(Some("vol-1"), 1, blocks);
+    let archive = archive_snapshot(
+        &cloud,
+        &cloud,
+        Repo::blocking(&repo),
+        &source,
+        CONCURRENCY,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let manifest = autosnap_engine::find_archive(&repo, &archive.archive_id).unwrap();
+    let key = "arn:aws:kms:eu-west-1:111122223333:key/1234".to_string();
+    let target = SnapshotTarget::original(&manifest, 0, Some(key.clone()));
+    let restored = restore_to_snapshot(
+        &cloud,
+        Repo::blocking(&repo),
+        &manifest,
+        &target,
+        CONCURRENCY,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.blocks_written, 4);
+    let made = cloud.snapshot(&restored.snapshot_id).unwrap();
+    assert!(made.encrypted);
+    assert_eq!(made.kms_key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        made.blocks.keys().copied().collect::<Vec<_>>(),
+        vec![0, 2, 4, 9]
+    );
+    assert!(made.blocks[&9].iter().all(|&b| b == 0));
+}
