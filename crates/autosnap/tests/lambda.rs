@@ -573,6 +573,12 @@ fn bootstrap_answers_invocations_through_the_runtime_api() {
     api.invoke("req-3", now_ms() + 900_000, json!({"command": "backup"}));
     let post = api.next_post(&mut bootstrap);
     assert_eq!(post.path, "/2018-06-01/runtime/invocation/req-3/error");
+    // The official client marks the error with the documented header; the type is in the body.
+    assert!(
+        post.headers
+            .contains_key("lambda-runtime-function-error-type"),
+        "{post:?}"
+    );
     let e: Value = serde_json::from_str(&post.body).unwrap();
     assert_eq!(e["errorType"], "autosnap.BadEvent");
     assert!(e["errorMessage"]
