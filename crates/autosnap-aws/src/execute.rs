@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::ami::{ImageCopy, ImageWaitObserver, PollSchedule};
 use crate::ami_flow::{
     backup_image_names, create_backup_image, free_name, remove_image, remove_owned_image,
-    ImageFlowError, BackupImageRequest, QuietWaits,
+    BackupImageRequest, ImageFlowError, QuietWaits,
 };
 use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
 use crate::rate::{Ec2RateLimits, Pacing};
@@ -93,10 +93,17 @@ pub struct Copied {
     pub target_id: String,
     pub from_region: String,
     pub to_region: String,
-    /// The snapshot copied (AMI policies: the AMI).
+    /// The snapshot copied. AMI policies: the AMI, deprecated there for `source_image_id`
+    /// (kept for one release).
     pub source_snapshot_id: String,
-    /// The copy (AMI policies: the new AMI).
+    /// The copy. AMI policies: the new AMI, deprecated there for `image_id`.
     pub snapshot_id: String,
+    /// AMI policies: the AMI copied (absent for snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_image_id: Option<String>,
+    /// AMI policies: the copy (absent for snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -528,6 +535,8 @@ async fn run_target(
                             to_region: copy.to_region.clone(),
                             source_snapshot_id: source.snapshot_id.clone(),
                             snapshot_id: id,
+                            source_image_id: None,
+                            image_id: None,
                         });
                         observer.copied(report.copied.last().expect("just recorded"));
                     }
@@ -956,7 +965,9 @@ async fn run_ami_target(
                         from_region: copy.from_region.clone(),
                         to_region: copy.to_region.clone(),
                         source_snapshot_id: source.image_id.clone(),
-                        snapshot_id: id,
+                        snapshot_id: id.clone(),
+                        source_image_id: Some(source.image_id.clone()),
+                        image_id: Some(id),
                     });
                     observer.copied(report.copied.last().expect("just recorded"));
                 }

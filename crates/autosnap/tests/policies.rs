@@ -191,6 +191,9 @@ copy = [{ region = "us-west-2", kms_key = "alias/backup", retain = { last = 1 } 
     let copied = run["report"]["copied"].as_array().unwrap();
     assert_eq!(copied.len(), 1, "{run}");
     let new_copy = copied[0]["snapshot_id"].as_str().unwrap().to_string();
+    // A snapshot copy has no AMI fields.
+    assert!(copied[0].get("source_image_id").is_none(), "{run}");
+    assert!(copied[0].get("image_id").is_none(), "{run}");
 
     let west = policy_snapshots(&bed, "us-west-2", "dr");
     let c = west
@@ -660,9 +663,13 @@ copy = [{{ region = "us-west-2", retain = {{ last = 1 }} }}]
 
     let copied = run["report"]["copied"].as_array().unwrap();
     assert_eq!(copied.len(), 1, "{run}");
+    // An AMI copy names its AMIs in source_image_id and image_id; the snapshot fields stay
+    // for a release (deprecated, docs/json-output.md).
+    assert_eq!(copied[0]["source_image_id"], new.as_str());
     assert_eq!(copied[0]["source_snapshot_id"], new.as_str());
     let west = policy_amis(&bed, "us-west-2", "web-ami");
     assert_eq!(west.len(), 1, "{west:?}");
+    assert_eq!(west[0]["image_id"], copied[0]["image_id"]);
     assert_eq!(west[0]["image_id"], copied[0]["snapshot_id"]);
     assert_eq!(west[0]["tags"]["autosnap:source-image"], new.as_str());
     assert_eq!(west[0]["tags"]["autosnap:source-region"], REGION);
