@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::ami::{ImageCopy, ImageWaitObserver, PollSchedule};
 use crate::ami_flow::{
-    backup_image_names, create_backup_image, free_name, remove_image, remove_owned_image,
-    BackupImageRequest, ImageFlowError, QuietWaits,
+    backup_image_names, create_backup_image, free_name, remove_image, remove_owned_image, AmiWait,
+    BackupImageRequest, ImageFlowError, ImageWait, ImageWaits, QuietWaits,
 };
 use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
 use crate::rate::{Ec2RateLimits, Pacing};
@@ -1060,12 +1060,41 @@ async fn create_ami(
         snapshot_tags: create.tags.clone(),
         wait,
     };
-    let mut waits = QuietWaits {
-        timeout: opts.wait_timeout,
-        poll: PollSchedule::IMAGES,
+    let mut waits = RunImageWaits {
+        quiet: QuietWaits {
+            timeout: opts.wait_timeout,
+            poll: PollSchedule::IMAGES,
+        },
+        // An encryption, once started, is seen through: stopped, it would leave its
+        // unencrypted first AMI behind.
+        stop_at: opts.stop_at.filter(|_| !ami.encrypt),
     };
-    let made = create_backup_image(ec2, &req, regions.limits(&create.region), &mut waits).await?;
-    Ok(made.image)
+    match create_backup_image(ec2, &req, regions.limits(&create.region), &mut waits).await {
+        Ok(made) => Ok(made.image),
+        // The time limit stopped the wait: the AMI is made and completes in AWS; its copies are
+        // left for the next run.
+        Err(ImageFlowError::Stopped(s)) => Ok(ec2.get_image(&s.image_id).await?),
+        Err(e) => Err(e),
+    }
+}
+
+/// A policy run's AMI waits: quiet, and stopped at the run's time limit.
+struct RunImageWaits {
+    quiet: QuietWaits,
+    stop_at: Option<std::time::Instant>,
+}
+
+impl ImageWaits for RunImageWaits {
+    fn wait<'a>(&'a mut self, on: AmiWait<'a>) -> ImageWait<'a> {
+        let stop_at = self.stop_at;
+        let wait = self.quiet.wait(on);
+        Box::pin(async move {
+            match stop_at {
+                Some(t) => tokio::time::timeout_at(t.into(), wait).await.ok().flatten(),
+                None => wait.await,
+            }
+        })
+    }
 }
 
 /// CopyImage of `source` into the copy's region (encrypted with its KMS key, or as the

@@ -220,3 +220,67 @@ fn a_run_stopped_by_its_limit_is_finished_by_the_next_run_without_duplicates() {
     assert_eq!(backups(&bed, REGION), vec![backup]);
     assert_eq!(backups(&bed, "us-west-2").len(), 1);
 }
+
+/// The same for an AMI policy: the test bed holds the new AMI `pending` (the policy's tags go on
+/// it), so the wait before its copy can only end at the limit. The AMI counts as made, its copy is
+/// left; once the AMI is available the next run copies it and makes no second AMI.
+#[test]
+fn an_ami_run_stopped_in_its_wait_leaves_the_copy_to_the_next_run() {
+    let bed = TestBed::start();
+    let web = bed.instance_with_root("web", &[("Backup", "ami")]);
+    bed.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "web-ami"
+resource = "instance"
+kind = "ami"
+select = [{ tags = { Backup = "ami" } }]
+schedule = "0 3 * * *"
+retain = { last = 1 }
+tags = { "autosnap-testbed:state" = "pending" }
+copy = [{ region = "us-west-2", retain = { last = 1 } }]
+"#,
+        0o644,
+    );
+
+    // A run that ignored its limit would fail its wait (2 min) instead of leaving the copy.
+    let (code, first, stderr) = run_json(
+        &bed,
+        &["run", "--time-limit", "20s", "--wait-timeout", "2min"],
+    );
+    assert_eq!(code, Some(0), "{first}\n{stderr}");
+    let created = first["report"]["created"].as_array().unwrap();
+    assert_eq!(created.len(), 1, "{first}");
+    let image = created[0]["image_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        left(&first),
+        vec![("copy".into(), web.clone(), "us-west-2".into())]
+    );
+    assert_eq!(first["report"]["left"][0]["backup_id"], image.as_str());
+    assert!(first["report"]["failures"].as_array().unwrap().is_empty());
+    assert!(
+        bed.image(&image).is_some(),
+        "the stopped wait removed nothing"
+    );
+
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.create_tags()
+            .resources(&image)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("autosnap-testbed:state")
+                    .value("available")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("make the AMI available")
+    });
+    let (code, second, stderr) = run_json(&bed, &["run"]);
+    assert_eq!(code, Some(0), "{second}\n{stderr}");
+    assert_eq!(second["report"]["created"].as_array().unwrap().len(), 0);
+    let copied = second["report"]["copied"].as_array().unwrap();
+    assert_eq!(copied.len(), 1, "{second}");
+}
