@@ -3,12 +3,14 @@
 # behind the scripted EC2 rate limit (testbed/throttle_proxy.py, which also counts every request
 # per action, and per service for STS). Each account has the role `autosnap` trusting the base
 # account (testbed/assume_role.py refuses any other); the config lists the accounts as
-# [[account]] entries. Reports wall time, peak RSS, and AWS requests per account.
+# [[account]] entries. Reports the seeding time (separately), the plan's wall time, peak RSS, and
+# AWS requests per account.
 #
 #   bench/accounts/run.sh [A] [V]     (default A=20, V=100; PROFILE=release for a release build,
 #                                      default debug: the time is the test bed's, not autosnap's CPU;
 #                                      LOG_TO=FILE keeps autosnap's log, e.g. with
-#                                      AUTOSNAP_LOG=aws_smithy_runtime=debug,aws_config=debug)
+#                                      AUTOSNAP_LOG=aws_smithy_runtime=debug,aws_config=debug;
+#                                      NO_BUILD=1 uses the binary already in CARGO_TARGET_DIR)
 #
 # Needs: the test bed (testbed/setup.sh) and a build of autosnap.
 set -euo pipefail
@@ -20,7 +22,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/autosnap/target}"
 venv_line="$(testbed/setup.sh)"; venv="${venv_line#AUTOSNAP_TESTBED_VENV=}"
 py="$venv/bin/python"
 profile="${PROFILE:-debug}"
-if [[ "$profile" == release ]]; then cargo build --release --quiet --bin autosnap; else cargo build --quiet --bin autosnap; fi
+if [[ -n "${NO_BUILD:-}" ]]; then :  # NO_BUILD=1: use the binary already built
+elif [[ "$profile" == release ]]; then cargo build --release --quiet --bin autosnap; else cargo build --quiet --bin autosnap; fi
 autosnap="$CARGO_TARGET_DIR/$profile/autosnap"
 work="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -30,33 +33,17 @@ export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDE
 wait_port() { for _ in $(seq 1 200); do [[ -s "$1" ]] && return; sleep 0.1; done; echo "no port in $1" >&2; exit 1; }
 
 echo "== autosnap plan across $accounts accounts x $volumes volumes ($profile build)"
-"$py" testbed/autosnap_testbed.py --port 0 --port-file "$work/bed.port" 2>"$work/bed.log" >/dev/null &
+# The test bed with the roles and volumes made in its own process (moto's Python API; through
+# the HTTP API 50,000 volumes take far longer than the plan): bench/accounts/seeded_testbed.py.
+"$py" bench/accounts/seeded_testbed.py "$accounts" "$volumes" "$work/autosnap.toml" "$work/seeded" \
+    --port 0 --port-file "$work/bed.port" 2>"$work/bed.log" >/dev/null &
 wait_port "$work/bed.port"
 bed="http://127.0.0.1:$(cat "$work/bed.port")"
-
-# Roles and volumes, made directly in each account (the test bed's x-moto-account-id header).
-"$py" - "$bed" "$accounts" "$volumes" "$work/autosnap.toml" <<'PY'
-import json, sys, boto3
-bed, n_accounts, n_volumes, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-    "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]})
-def client(service, account):
-    c = boto3.client(service, endpoint_url=bed, region_name="us-east-1")
-    c.meta.events.register("before-sign.*.*",
-                           lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
-    return c
-text = ['[[policy]]\nname = "bench"\nresource = "volume"\nselect = [{ tags = { Backup = "daily" } }]\n'
-        'schedule = "0 3 * * *"\nretain = { last = 7 }\n']
-for i in range(n_accounts):
-    account = f"{100000000000 + i + 1}"
-    client("iam", account).create_role(RoleName="autosnap", AssumeRolePolicyDocument=trust)
-    ec2 = client("ec2", account)
-    for v in range(n_volumes):
-        ec2.create_volume(Size=8, AvailabilityZone="us-east-1a", TagSpecifications=[{
-            "ResourceType": "volume", "Tags": [{"Key": "Backup", "Value": "daily"}]}])
-    text.append(f'\n[[account]]\nid = "{account}"\nrole_arn = "arn:aws:iam::{account}:role/autosnap"\n')
-open(config, "w").write("".join(text))
-PY
+until [[ -s "$work/seeded" ]]; do
+    kill -0 %1 2>/dev/null || { echo "the test bed stopped while seeding:" >&2; tail "$work/bed.log" >&2; exit 1; }
+    sleep 0.5
+done
+echo "seeding: $(cat "$work/seeded") s for $accounts roles and $((accounts * volumes)) volumes (in-process, not part of the plan's time)"
 
 "$py" testbed/throttle_proxy.py --upstream "$bed" --port 0 --port-file "$work/proxy.port" \
     >/dev/null 2>"$work/proxy.log" &

@@ -1141,8 +1141,11 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
         .as_ref()
         .map(|f| f as &dyn autosnap_aws::execute::LocalSnapshotter);
 
+    let backups = super::backup_account::connect(env, &ctx, &policies).await;
     loop {
-        let (plan, _) = match make_plan(env, &ctx, &policies, false, true).await {
+        let planned =
+            super::backup_account::plan(env, &ctx, None, &backups, &policies, false, true).await;
+        let (plan, _) = match planned {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
@@ -1157,7 +1160,8 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
         };
         let sum = summarize(&plan);
         let mut failed = false;
-        if sum.creates + sum.copies + sum.deletions > 0 {
+        if sum.creates + sum.copies + sum.deletions + sum.account_copies + sum.account_deletions > 0
+        {
             tracing::info!(
                 "run: {} to create, {} to copy, {} to delete",
                 sum.creates,
@@ -1210,6 +1214,14 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
                     break;
                 }
             };
+            let mut report = report;
+            if let Ok(r) = &mut report {
+                // Copies into backup accounts and their retention there, after this account's.
+                let done = super::backup_account::execute(&ctx, None, &backups, &plan, r, &opts);
+                if let Err(e) = done.await {
+                    tracing::error!("copies into backup accounts: {e:#}");
+                }
+            }
             failed = log_report(report);
         }
         // Restore tests that are due, after this round's backups. A failed test is tried again
