@@ -546,9 +546,10 @@ pub(super) async fn status(
     selected: &[PolicyConfig],
 ) -> anyhow::Result<Exit> {
     let (base, chosen) = resolve(env, &args.policy).await?;
+    let backups = &super::backup_account::connect(env, &base, selected).await;
     let results = aws_accounts::across(&base, &chosen, |account, ctx| async move {
         let policies = policies_of(&account, selected);
-        status_report(env, &ctx, &policies)
+        status_report(env, &ctx, Some(&account.id), backups, &policies)
             .instrument(tracing::info_span!("account", id = %account.id))
             .await
     })

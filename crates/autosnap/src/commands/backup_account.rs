@@ -197,3 +197,56 @@ pub(super) async fn plan(
     annotate(ctx, account, accounts, policies, &inventory, &mut plan).await?;
     Ok((plan, inventory))
 }
+
+/// `status` of one target's copies in one backup account.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct AccountCopyStatus {
+    pub account: String,
+    pub region: String,
+    /// Copies there (of this policy, target and source account).
+    pub copies: usize,
+    /// The newest copy's time.
+    pub newest_copy: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why they could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `status` lines of a target's copies in backup accounts.
+pub(super) fn status_of(t: &TargetPlan) -> Vec<AccountCopyStatus> {
+    t.account_copies
+        .iter()
+        .map(|c| AccountCopyStatus {
+            account: c.account.clone(),
+            region: c.region.clone(),
+            copies: c.backups.len(),
+            newest_copy: c.backups.iter().map(|b| b.time).max(),
+            error: c.error.clone(),
+        })
+        .collect()
+}
+
+/// The table of copies in backup accounts under `status`'s (nothing without such copies).
+pub(super) fn print_status<'a>(
+    rows: impl Iterator<Item = (&'a String, &'a String, &'a Vec<AccountCopyStatus>)>,
+) {
+    let mut t = crate::output::table(["POLICY", "TARGET", "COPIES IN", "KEPT", "NEWEST", "DETAIL"]);
+    let mut any = false;
+    for (policy, target, copies) in rows {
+        for c in copies {
+            any = true;
+            t.add_row([
+                policy.clone(),
+                target.clone(),
+                format!("→ {} {}", c.account, c.region),
+                c.copies.to_string(),
+                crate::output::time(c.newest_copy),
+                c.error.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    if any {
+        crate::output::print("");
+        crate::output::print_table(&t);
+    }
+}

@@ -708,6 +708,9 @@ struct TargetStatus {
     /// Seconds since the last passing restore test.
     #[serde(skip_serializing_if = "Option::is_none")]
     restore_test_age_seconds: Option<i64>,
+    /// Its copies in backup accounts (copy rules with `account`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    account_copies: Vec<super::backup_account::AccountCopyStatus>,
 }
 
 #[derive(Serialize)]
@@ -810,7 +813,8 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
         return super::accounts::status(env, args, &policies).await;
     }
     let ctx = env.connect().await?;
-    let report = status_report(env, &ctx, &policies).await?;
+    let backups = super::backup_account::connect(env, &ctx, &policies).await;
+    let report = status_report(env, &ctx, None, &backups, &policies).await?;
     match env.output {
         OutputFormat::Json => output::print_json(&report)?,
         OutputFormat::Prometheus => output::print(&prometheus(&report)),
@@ -832,9 +836,12 @@ pub async fn status(env: &Env, args: &StatusArgs) -> anyhow::Result<Exit> {
 pub(super) async fn status_report(
     env: &Env,
     ctx: &AwsContext,
+    account: Option<&str>,
+    backups: &autosnap_aws::backup_account::BackupAccounts,
     policies: &[PolicyConfig],
 ) -> anyhow::Result<StatusReport> {
-    let (plan, inventory) = make_plan(env, ctx, policies, true, true).await?;
+    let (plan, inventory) =
+        super::backup_account::plan(env, ctx, account, backups, policies, true, true).await?;
     let now = plan.now;
     let region = ctx.region().to_string();
     let all_policies = &env.settings.config.file.policies;
@@ -867,6 +874,7 @@ pub(super) async fn status_report(
                             .as_ref()
                             .and_then(|r| r.last_success)
                             .map(|s| (now - s).num_seconds()),
+                        account_copies: super::backup_account::status_of(t),
                     })
                     .collect(),
             })
@@ -927,6 +935,11 @@ pub(super) fn print_status_table(report: &StatusReport) {
         }
     }
     output::print_table(&t);
+    super::backup_account::print_status(report.policies.iter().flat_map(|p| {
+        p.targets
+            .iter()
+            .map(move |t| (&p.policy, &t.target_id, &t.account_copies))
+    }));
     if report.unprotected.is_empty() {
         output::print("\nevery volume and instance is covered by a policy");
     } else {
