@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     app = DomainDispatcherApplication(create_backend_app)
     # moto has no rbin service: requests signed for `rbin` are answered by recycle_bin.py.
     app = recycle_bin.wsgi(app)
+    # Test observation: requests counted per service and action (call_counter.py).
+    import call_counter
+
+    app = call_counter.wsgi(app)
     # make_server binds and listens at once, so port 0 gives the real port right here.
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     port = server.server_address[1]

@@ -11,11 +11,10 @@ use std::future::Future;
 use autosnap_core::accounts::{Account, OrganizationAccount};
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::Region;
-use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use futures::stream::{self, StreamExt};
 
-use crate::context::{credential_error_detail, AwsContext};
+use crate::context::{credential_error_detail, AwsContext, FirstThen};
 use crate::error::AwsError;
 
 /// Accounts worked on at the same time. Each has its own EC2 request budgets (EC2 throttles
@@ -74,10 +73,9 @@ pub async fn assume(base: &AwsContext, account: &Account) -> Result<AwsContext, 
             role_arn: account.role_arn.clone(),
             detail: credential_error_detail(&e),
         })?;
-    let ctx = base.with_credentials(SharedCredentialsProvider::new(FirstThen {
-        first: std::sync::Mutex::new(Some(first)),
-        then: provider,
-    }));
+    let ctx = base.with_credentials(SharedCredentialsProvider::new(FirstThen::new(
+        first, provider,
+    )));
     let actual = ctx.account_id().await?;
     if actual != account.id {
         return Err(AccountError::WrongAccount {
@@ -87,27 +85,6 @@ pub async fn assume(base: &AwsContext, account: &Account) -> Result<AwsContext, 
         });
     }
     Ok(ctx)
-}
-
-/// Credentials already fetched, then the provider's: the check in [`assume`] is the session
-/// the account's first calls use, not an AssumeRole of its own.
-#[derive(Debug)]
-struct FirstThen {
-    first: std::sync::Mutex<Option<Credentials>>,
-    then: AssumeRoleProvider,
-}
-
-impl ProvideCredentials for FirstThen {
-    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        let first = self.first.lock().expect("not poisoned").take();
-        match first {
-            Some(c) => future::ProvideCredentials::ready(Ok(c)),
-            None => self.then.provide_credentials(),
-        }
-    }
 }
 
 /// Runs `work` in every account, at most [`ACCOUNTS_AT_ONCE`] at a time, each with its own

@@ -2,13 +2,15 @@
 //! profiles, SSO, web identity, instance metadata), an optional role to
 //! assume, an optional endpoint override, standard retries and timeouts.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use tokio::sync::OnceCell;
 
@@ -57,6 +59,8 @@ pub struct AwsContext {
     region: String,
     endpoint: Option<String>,
     identity: OnceCell<CallerIdentity>,
+    /// One EC2 client per region, made on first use ([`AwsContext::ec2_in`]).
+    ec2_clients: Mutex<HashMap<String, Ec2>>,
 }
 
 /// Who the credentials belong to (STS GetCallerIdentity).
@@ -136,28 +140,33 @@ impl AwsContext {
         }
 
         // Resolve credentials once now: a missing or broken chain is the most
-        // common first-run problem and deserves its own message.
-        match config.credentials_provider() {
-            Some(provider) => {
-                provider
-                    .provide_credentials()
-                    .await
-                    .map_err(|e| AwsError::NoCredentials {
-                        detail: credential_error_detail(&e),
-                    })?;
-            }
-            None => {
-                return Err(AwsError::NoCredentials {
-                    detail: "no credential provider is configured".into(),
-                })
-            }
-        }
+        // common first-run problem and deserves its own message. Those credentials are the
+        // first the clients use (the SDK's cache asks the provider again before they
+        // expire), so checking them costs no second AssumeRole or chain lookup.
+        let Some(provider) = config.credentials_provider() else {
+            return Err(AwsError::NoCredentials {
+                detail: "no credential provider is configured".into(),
+            });
+        };
+        let first = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| AwsError::NoCredentials {
+                detail: credential_error_detail(&e),
+            })?;
+        let config = config
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(FirstThen::new(
+                first, provider,
+            )))
+            .build();
 
         Ok(AwsContext {
             config,
             region,
             endpoint: settings.endpoint_for_messages.clone(),
             identity: OnceCell::new(),
+            ec2_clients: Mutex::new(HashMap::new()),
         })
     }
 
@@ -177,6 +186,7 @@ impl AwsContext {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             identity: OnceCell::new(),
+            ec2_clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -222,16 +232,51 @@ impl AwsContext {
         self.ec2_in(&self.region.clone()).await
     }
 
-    /// An EC2 client for another region (copies), same credentials.
+    /// An EC2 client for another region (copies), same credentials; made once per region.
     pub async fn ec2_in(&self, region: &str) -> Result<Ec2, AwsError> {
         let account = self.account_id().await?;
-        let conf = aws_sdk_ec2::config::Builder::from(&self.config)
-            .region(Region::new(region.to_string()))
-            .build();
-        let client = aws_sdk_ec2::Client::from_conf(conf);
-        let mut site = self.call_site("EC2", region);
-        site.account = Some(account.clone());
-        Ok(Ec2::new(client, site, account))
+        let mut clients = self.ec2_clients.lock().expect("not poisoned");
+        let ec2 = clients.entry(region.to_string()).or_insert_with(|| {
+            let conf = aws_sdk_ec2::config::Builder::from(&self.config)
+                .region(Region::new(region.to_string()))
+                .build();
+            let client = aws_sdk_ec2::Client::from_conf(conf);
+            let mut site = self.call_site("EC2", region);
+            site.account = Some(account.clone());
+            Ec2::new(client, site, account)
+        });
+        Ok(ec2.clone())
+    }
+}
+
+/// Credentials already fetched, then the provider's: a check of the credentials (the
+/// context's, an account's role in [`crate::accounts::assume`]) is also the session the first
+/// calls use, not a lookup or an AssumeRole of its own.
+#[derive(Debug)]
+pub(crate) struct FirstThen<P> {
+    first: std::sync::Mutex<Option<Credentials>>,
+    then: P,
+}
+
+impl<P> FirstThen<P> {
+    pub(crate) fn new(first: Credentials, then: P) -> FirstThen<P> {
+        FirstThen {
+            first: std::sync::Mutex::new(Some(first)),
+            then,
+        }
+    }
+}
+
+impl<P: ProvideCredentials> ProvideCredentials for FirstThen<P> {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self.first.lock().expect("not poisoned").take();
+        match first {
+            Some(c) => future::ProvideCredentials::ready(Ok(c)),
+            None => self.then.provide_credentials(),
+        }
     }
 }
 

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-
 use serde_json::Value;
 use support::{TestBed, ACCOUNT, REGION};
 
@@ -45,40 +43,7 @@ fn create_role(bed: &TestBed, account: &str, name: &str) {
 
 /// The same, trusting `trusted` instead of the base credentials' account.
 fn create_role_trusting(bed: &TestBed, account: &str, name: &str, trusted: &str) {
-    let trust = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{trusted}:root"}},"Action":"sts:AssumeRole"}}]}}"#
-    );
-    let body = format!(
-        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
-        form_encode(&trust)
-    );
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
-    write!(
-        tcp,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        bed.port,
-        body.len()
-    )
-    .expect("send");
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).expect("read");
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-        "CreateRole in {account}: {answer}"
-    );
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    bed.create_role_trusting(account, name, trusted);
 }
 
 /// A volume tagged `Backup=daily` in `account`.
@@ -616,28 +581,12 @@ fn member_roles_are_assumed_from_a_base_role_when_aws_role_arn_is_set() {
 
 /// A role in `account` that trusts the base credentials' account only with `external_id`.
 fn create_role_with_external_id(bed: &TestBed, account: &str, name: &str, external_id: &str) {
-    let trust = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole","Condition":{{"StringEquals":{{"sts:ExternalId":"{external_id}"}}}}}}]}}"#
-    );
-    let body = format!(
-        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
-        form_encode(&trust)
-    );
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
-    write!(
-        tcp,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        bed.port,
-        body.len()
-    )
-    .expect("send");
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).expect("read");
-    assert!(
-        answer.contains(" 200 "),
-        "CreateRole in {account}: {answer}"
+    bed.create_role_with_trust(
+        account,
+        name,
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole","Condition":{{"StringEquals":{{"sts:ExternalId":"{external_id}"}}}}}}]}}"#
+        ),
     );
 }
 

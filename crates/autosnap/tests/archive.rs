@@ -722,3 +722,48 @@ fn child_snapshot_archive_reads_only_the_changed_blocks() {
         true
     );
 }
+
+/// One AWS context per process: a command that opens a KMS-encrypted S3 repository and reads
+/// EBS (the repository's backend, the KMS data key, the archive itself) assumes its role and
+/// asks STS who it is once, counted at the test bed.
+#[test]
+fn one_aws_context_per_process() {
+    let bed = TestBed::start();
+    bed.bucket("autosnap-archives");
+    bed.create_role_trusting(support::ACCOUNT, "autosnap", support::ACCOUNT);
+    bed.write_config(
+        "autosnap.toml",
+        &format!(
+            "[aws]\nrole_arn = \"arn:aws:iam::{}:role/autosnap\"\n",
+            support::ACCOUNT
+        ),
+        0o600,
+    );
+    let key = bed.kms_key(None);
+    let repo = "s3://autosnap-archives/kms";
+    run_ok(&bed, &["repo", "init", repo, "--kms-key", &key]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = image(dir.path(), "disk.img", &[true, false, true], 0, 3);
+    let up = bed.json(&["upload", src.to_str().unwrap(), "--wait"]);
+    let snapshot = up["snapshot_id"].as_str().unwrap().to_string();
+
+    let sts = |calls: &std::collections::BTreeMap<(String, String), u64>, action: &str| {
+        calls
+            .get(&("sts".to_string(), action.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = bed.calls();
+    let archived = bed.json(&["archive", &snapshot, "--repo", repo]);
+    assert_eq!(archived["blocks_read"], 2, "{archived}");
+    let after = bed.calls();
+    assert_eq!(
+        sts(&after, "AssumeRole") - sts(&before, "AssumeRole"),
+        1,
+        "the role is assumed once: {after:?}"
+    );
+    assert!(
+        sts(&after, "GetCallerIdentity") - sts(&before, "GetCallerIdentity") <= 1,
+        "who the credentials are is asked at most once: {after:?}"
+    );
+}

@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-
 use aws_sdk_ec2::types::{Filter, ResourceType, Snapshot};
 use support::{TestBed, ACCOUNT, REGION};
 
@@ -40,37 +38,7 @@ role_arn = "arn:aws:iam::{BACKUP}:role/autosnap-backup"
 /// credentials' account. A raw query-API request: the test bed reads the service from the
 /// signature's scope and checks no signature.
 fn create_role(bed: &TestBed, account: &str, name: &str) {
-    let trust = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
-    );
-    let encoded: String = trust
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let body = format!(
-        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={encoded}"
-    );
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", bed.port)).expect("connect");
-    write!(
-        tcp,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        bed.port,
-        body.len()
-    )
-    .expect("send");
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).expect("read");
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-        "CreateRole in {account}: {answer}"
-    );
+    bed.create_role_trusting(account, name, ACCOUNT);
 }
 
 /// The snapshots `account` owns in `region` that carry `autosnap:policy=daily`.

@@ -49,7 +49,10 @@ pub(super) fn configured(env: &Env, args: &PolicyArgs) -> anyhow::Result<bool> {
 
 /// The base credentials and the accounts to work on (`--account` applied). Discovering an
 /// organization's accounts is one DescribeOrganization and one ListAccounts per page.
-async fn resolve(env: &Env, args: &PolicyArgs) -> anyhow::Result<(AwsContext, Vec<Account>)> {
+async fn resolve(
+    env: &Env,
+    args: &PolicyArgs,
+) -> anyhow::Result<(std::sync::Arc<AwsContext>, Vec<Account>)> {
     let base = env.connect().await?;
     let file = &env.settings.config.file;
     let all = match file.accounts {

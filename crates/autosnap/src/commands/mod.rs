@@ -37,12 +37,24 @@ pub struct Env {
     pub settings: Settings,
     pub output: crate::cli::OutputFormat,
     pub progress: bool,
+    /// The process's one AWS context, made by the first [`Env::connect`].
+    aws: tokio::sync::OnceCell<std::sync::Arc<AwsContext>>,
 }
 
 impl Env {
-    /// Connects to AWS (region and credentials are checked here).
-    pub async fn connect(&self) -> anyhow::Result<AwsContext> {
-        Ok(AwsContext::connect(&self.settings.aws).await?)
+    /// Connects to AWS (region and credentials are checked here) once per process: every
+    /// later call gets the same context, so credentials are resolved, the role assumed and
+    /// the caller's identity asked once, and region clients are shared.
+    pub async fn connect(&self) -> anyhow::Result<std::sync::Arc<AwsContext>> {
+        let ctx = self
+            .aws
+            .get_or_try_init(|| async {
+                AwsContext::connect(&self.settings.aws)
+                    .await
+                    .map(std::sync::Arc::new)
+            })
+            .await?;
+        Ok(ctx.clone())
     }
 }
 
@@ -93,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         settings,
         output: cli.global.output,
         progress: !cli.global.no_progress && !cli.global.quiet,
+        aws: tokio::sync::OnceCell::new(),
     };
 
     match cli.command {

@@ -387,6 +387,87 @@ impl Drop for TestBed {
     }
 }
 
+impl TestBed {
+    /// An IAM role `name` in `account` whose trust policy lets `trusted` (an account id) assume
+    /// it, as an administrator of that account would make it. A raw query-API request: the
+    /// test bed does not check signatures, only reads the service from the scope.
+    pub fn create_role_trusting(&self, account: &str, name: &str, trusted: &str) {
+        self.create_role_with_trust(
+            account,
+            name,
+            &format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{trusted}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+            ),
+        );
+    }
+
+    /// An IAM role `name` in `account` with the trust policy `trust` (JSON).
+    pub fn create_role_with_trust(&self, account: &str, name: &str, trust: &str) {
+        use std::io::{Read, Write};
+        let body = format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument={}",
+            form_encode(trust)
+        );
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            tcp,
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+             x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .expect("send");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "CreateRole in {account}: {answer}"
+        );
+    }
+
+    /// How many requests of each `(service, action)` the test bed answered so far (its
+    /// observation endpoint, testbed/call_counter.py).
+    pub fn calls(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            s,
+            "GET /_autosnap_testbed/calls HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        let body = text.split("\r\n\r\n").nth(1).expect("body");
+        let rows: serde_json::Value = serde_json::from_str(body).expect("json");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r["service"].as_str().unwrap().to_string(),
+                        r["action"].as_str().unwrap().to_string(),
+                    ),
+                    r["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of a value.
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn tag_spec(kind: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
