@@ -284,3 +284,34 @@ copy = [{ region = "us-west-2", retain = { last = 1 } }]
     let copied = second["report"]["copied"].as_array().unwrap();
     assert_eq!(copied.len(), 1, "{second}");
 }
+
+/// A due restore test is a step too: past the limit it does not start and is listed as left.
+#[test]
+fn a_limit_of_zero_leaves_the_due_restore_test() {
+    let bed = TestBed::start();
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    bed.write_config(
+        "autosnap.toml",
+        r#"
+[[policy]]
+name = "p"
+resource = "volume"
+select = [{ tags = { Backup = "daily" } }]
+schedule = "1d"
+retain = { last = 3 }
+restore_test = { every = "7d" }
+"#,
+        0o644,
+    );
+
+    let (code, run, stderr) = run_json(&bed, &["run", "--time-limit", "0s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        left(&run),
+        vec![
+            ("create".into(), vol.clone(), REGION.into()),
+            ("restore_test".into(), vol.clone(), REGION.into()),
+        ]
+    );
+    assert!(run.get("restore_tests").is_none(), "no test ran: {run}");
+}

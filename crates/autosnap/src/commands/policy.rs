@@ -585,13 +585,25 @@ pub async fn run(env: &Env, args: &RunArgs) -> anyhow::Result<Exit> {
         Vec::new()
     } else {
         let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
-        let tests =
-            super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+        let tests = super::restore_test::run_due_tests(
+            env, &ctx, &plan, &policies, timeout, &test_run, stop_at,
+        );
         let Some(restore_tests) = interrupt.or(tests).await else {
             super::restore_test::interrupted_in_run(&ctx, &plan, &test_run).await;
             print_report(env, &plan, Some(&report), false, &[])?;
             return Ok(Exit::Interrupted);
         };
+        if opts.out_of_time() {
+            let tested = |l: &execute::NotStarted| {
+                restore_tests
+                    .iter()
+                    .any(|t| t.policy == l.policy && t.target_id == l.target_id)
+            };
+            let not_tested = super::time_limit::restore_tests_left(&plan);
+            report
+                .left
+                .extend(not_tested.into_iter().filter(|l| !tested(l)));
+        }
         restore_tests
     };
     print_report(env, &plan, Some(&report), false, &restore_tests)?;
@@ -1248,8 +1260,9 @@ pub async fn daemon(env: &Env, args: &DaemonArgs) -> anyhow::Result<Exit> {
             let test_run = autosnap_core::restore_test::run_id(Utc::now(), std::process::id());
             let (sources, _) = inventory::regions(&policies, ctx.region());
             super::restore_test::clean_up_left_overs(&ctx, &sources).await;
-            let tests =
-                super::restore_test::run_due_tests(env, &ctx, &plan, &policies, timeout, &test_run);
+            let tests = super::restore_test::run_due_tests(
+                env, &ctx, &plan, &policies, timeout, &test_run, None,
+            );
             tokio::pin!(tests);
             tokio::select! {
                 _ = &mut tests => {}

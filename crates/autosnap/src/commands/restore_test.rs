@@ -345,6 +345,7 @@ pub async fn run_due_tests(
     policies: &[PolicyConfig],
     wait_timeout: std::time::Duration,
     run_id: &str,
+    stop_at: Option<std::time::Instant>,
 ) -> Vec<PolicyRestoreTest> {
     let mut out = Vec::new();
     for p in &plan.policies {
@@ -370,6 +371,10 @@ pub async fn run_due_tests(
         };
         for t in &p.targets {
             if !t.restore_test.as_ref().is_some_and(|r| r.due) {
+                continue;
+            }
+            // Past the run's time limit no test starts (the caller lists them as left).
+            if stop_at.is_some_and(|s| std::time::Instant::now() >= s) {
                 continue;
             }
             let mut row = PolicyRestoreTest {
