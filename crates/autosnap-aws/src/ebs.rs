@@ -62,18 +62,8 @@ pub enum EbsError {
     },
     #[error("snapshot {snapshot}: {detail}")]
     Unexpected { snapshot: String, detail: String },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("snapshot {snapshot} went to state error on completion ({detail})")]
     CompletionFailed { snapshot: String, detail: String },
-    /// The image file could not be written (a taken path, a planted symlink, an I/O error).
-    #[error(transparent)]
-    ImageFile(#[from] autosnap_repo::ImageFileError),
 }
 
 // Listings and new snapshots are the engine's types (this module fills them from the SDK).
@@ -575,23 +565,24 @@ fn check_block_size(snapshot: &str, size: Option<i32>) -> Result<(), EbsError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// CompleteSnapshot gets the engine's LINEAR digest (tested there) in base64.
     #[test]
-    fn linear_checksum_is_over_raw_digests() {
-        let a = vec![1u8; BLOCK_SIZE];
-        let b = vec![2u8; BLOCK_SIZE];
-        let mut linear = LinearChecksum::default();
-        let (_, da) = block_checksum(&a);
-        let (_, db) = block_checksum(&b);
-        linear.push(&da);
-        linear.push(&db);
-        let mut concat = da.to_vec();
-        concat.extend_from_slice(&db);
-        let expected = aws_smithy_types::base64::encode(Sha256::digest(&concat));
-        assert_eq!(linear.blocks(), 2);
-        assert_eq!(linear.finish(), expected);
+    fn linear_checksum_is_the_engines_in_base64() {
+        let mut ours = LinearChecksum::default();
+        let mut engine = autosnap_engine::LinearChecksum::default();
+        for seed in [1u8, 2] {
+            let (_, digest) = block_checksum(&vec![seed; BLOCK_SIZE]);
+            ours.push(&digest);
+            engine.push(&digest);
+        }
+        assert_eq!(ours.blocks(), 2);
+        assert_eq!(
+            ours.finish(),
+            aws_smithy_types::base64::encode(engine.finish())
+        );
     }
 
     /// An EBS client whose HTTP layer answers every request with `respond(n)` (n counts calls).
@@ -604,6 +595,11 @@ mod tests {
         let http = aws_smithy_http_client::test_util::infallible_client_fn(move |_req| {
             respond(counter.fetch_add(1, Ordering::SeqCst))
         });
+        (ebs_over(http), calls)
+    }
+
+    /// An EBS client (SDK retries off, as [`Ebs::new`] sets them) over a test HTTP client.
+    pub(crate) fn ebs_over(http: aws_smithy_runtime_api::client::http::SharedHttpClient) -> Ebs {
         let conf = aws_sdk_ebs::Config::builder()
             .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
             .region(aws_sdk_ebs::config::Region::new("us-east-1"))
@@ -619,13 +615,11 @@ mod tests {
             account: None,
             endpoint: None,
         };
-        (
-            Ebs::from_client(aws_sdk_ebs::Client::from_conf(conf), site),
-            calls,
-        )
+        Ebs::from_client(aws_sdk_ebs::Client::from_conf(conf), site)
     }
 
-    fn block_response(data: Vec<u8>, checksum: &str) -> http::Response<Vec<u8>> {
+    /// A GetSnapshotBlock answer: `data` with `checksum` in EBS's headers.
+    pub(crate) fn block_response(data: Vec<u8>, checksum: &str) -> http::Response<Vec<u8>> {
         http::Response::builder()
             .status(200)
             .header("x-amz-Checksum", checksum)

@@ -220,8 +220,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::ebs::tests::{block_response, ebs_over};
     use crate::ebs::{block_checksum, BLOCK_SIZE};
-    use crate::error::CallSite;
 
     const SNAPSHOT: &str = "snap-0123456789abcdef0";
     const BLOCKS: u64 = 6;
@@ -267,33 +267,9 @@ mod tests {
             }
             let data = block(index);
             let (checksum, _) = block_checksum(&data);
-            http::Response::builder()
-                .status(200)
-                .header("x-amz-Checksum", checksum)
-                .header("x-amz-Checksum-Algorithm", "SHA256")
-                .header("x-amz-Data-Length", data.len().to_string())
-                .body(data)
-                .unwrap()
+            block_response(data, &checksum)
         });
-        let conf = aws_sdk_ebs::Config::builder()
-            .behavior_version(aws_sdk_ebs::config::BehaviorVersion::latest())
-            .region(aws_sdk_ebs::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ebs::config::Credentials::new(
-                "k", "s", None, None, "test",
-            ))
-            .retry_config(aws_sdk_ebs::config::retry::RetryConfig::disabled())
-            .http_client(http)
-            .build();
-        let site = CallSite {
-            service: "EBS",
-            region: "us-east-1".into(),
-            account: None,
-            endpoint: None,
-        };
-        (
-            Ebs::from_client(aws_sdk_ebs::Client::from_conf(conf), site),
-            gets,
-        )
+        (ebs_over(http), gets)
     }
 
     /// The snapshot, as DescribeSnapshots would show it.
