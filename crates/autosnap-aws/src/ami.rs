@@ -51,12 +51,6 @@ impl PollSchedule {
     }
 }
 
-/// Told about each poll while waiting, so the CLI can draw progress.
-pub trait ImageWaitObserver: Send + Sync {
-    fn image_polled(&self, _image: &ImageDetails) {}
-    fn store_task_polled(&self, _task: &StoreTask) {}
-}
-
 /// A new AMI from an instance.
 #[derive(Debug, Clone, Default)]
 pub struct NewImage {
@@ -504,7 +498,7 @@ impl Ec2 {
         image_id: &str,
         timeout: Duration,
         poll: PollSchedule,
-        observer: &dyn ImageWaitObserver,
+        observer: &dyn crate::ec2::WaitObserver,
     ) -> Result<ImageDetails, AwsError> {
         let started = tokio::time::Instant::now();
         let mut interval = poll.first;
@@ -840,7 +834,7 @@ impl Ec2 {
         image_id: &str,
         interval: Duration,
         timeout: Duration,
-        observer: &dyn ImageWaitObserver,
+        observer: &dyn crate::ec2::WaitObserver,
     ) -> Result<StoreTask, AwsError> {
         let started = tokio::time::Instant::now();
         loop {

@@ -17,7 +17,7 @@ use autosnap_core::tags::{self, Tags};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::ami::{ImageCopy, ImageWaitObserver, NewImage, PollSchedule};
+use crate::ami::{ImageCopy, NewImage, PollSchedule};
 use crate::rate::{paced_each, Ec2RateLimits};
 use crate::{AwsError, Ec2, VolumeQuery};
 
@@ -246,7 +246,7 @@ pub async fn encrypt_image(
     snapshot_tags: &Tags,
     timeout: Duration,
     poll: PollSchedule,
-    observer: &dyn ImageWaitObserver,
+    observer: &dyn crate::ec2::WaitObserver,
 ) -> Result<EncryptOutcome, AwsError> {
     let copy_id =
         start_encrypted_copy(ec2, source, name, kms_key, image_tags, snapshot_tags).await?;
@@ -361,14 +361,14 @@ pub struct QuietWaits {
     pub poll: PollSchedule,
 }
 
-struct NoProgress;
-impl ImageWaitObserver for NoProgress {}
-
 impl ImageWaits for QuietWaits {
     fn wait<'a>(&'a mut self, on: AmiWait<'a>) -> ImageWait<'a> {
-        let wait = on
-            .ec2
-            .wait_image_available(on.image_id, self.timeout, self.poll, &NoProgress);
+        let wait = on.ec2.wait_image_available(
+            on.image_id,
+            self.timeout,
+            self.poll,
+            &crate::ec2::Unobserved,
+        );
         Box::pin(async move { Some(wait.await) })
     }
 }

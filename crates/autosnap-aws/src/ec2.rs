@@ -77,11 +77,18 @@ pub struct InstanceInfo {
     pub tags: Tags,
 }
 
-/// Told about each poll while waiting, so the CLI can draw progress.
+/// Told about each poll while waiting (for snapshots, a volume, an AMI, a store task), so the
+/// CLI can draw progress.
 pub trait WaitObserver: Send + Sync {
     fn snapshots_polled(&self, _snapshots: &[Snapshot]) {}
     fn volume_polled(&self, _volume: &Volume) {}
+    fn image_polled(&self, _image: &autosnap_core::ami::ImageDetails) {}
+    fn store_task_polled(&self, _task: &crate::ami::StoreTask) {}
 }
+
+/// A wait nobody watches (policy runs, restore tests, cleanups).
+pub struct Unobserved;
+impl WaitObserver for Unobserved {}
 
 /// Polling cadence: start quick (small snapshots finish in seconds), then
 /// back off to spare the DescribeSnapshots rate limit.

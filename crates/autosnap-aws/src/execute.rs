@@ -22,12 +22,12 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::ami::{ImageCopy, ImageWaitObserver, PollSchedule};
+use crate::ami::{ImageCopy, PollSchedule};
 use crate::ami_flow::{
     backup_image_names, create_backup_image, free_name, remove_image, remove_owned_image, AmiWait,
     BackupImageRequest, ImageFlowError, ImageWait, ImageWaits, QuietWaits,
 };
-use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
+use crate::ec2::{Ec2, SnapshotQuery, Unobserved};
 use crate::rate::{Ec2RateLimits, Pacing};
 use crate::{AwsContext, AwsError};
 
@@ -212,16 +212,17 @@ impl RunReport {
     }
 }
 
-/// Told as actions finish, so the CLI can show progress.
+/// Told each action as it is recorded in the report, so that a run stopped midway (Ctrl-C in
+/// `run`, a shutdown timeout in `daemon`) can still say what it did. Each action is also logged
+/// as it happens. `()` listens to nothing (`prune`: it is not stopped midway).
 pub trait RunObserver: Send + Sync {
-    fn done(&self, _what: &str) {}
-    /// Each action as it is recorded in the report, so a run stopped midway
-    /// can still say what it did.
     fn created(&self, _created: &Created) {}
     fn copied(&self, _copied: &Copied) {}
     fn deleted(&self, _deleted: &Deleted) {}
     fn archived(&self, _archived: &Archived) {}
 }
+
+impl RunObserver for () {}
 
 /// Takes an instance's set itself, on the instance autosnap runs on (with a
 /// filesystem freeze and hooks). `None`: not this target, the executor takes
@@ -235,9 +236,6 @@ pub trait LocalSnapshotter: Send + Sync {
     ) -> Option<BoxFuture<'a, Result<Vec<Snapshot>, String>>>;
 }
 
-struct NoWaitProgress;
-impl WaitObserver for NoWaitProgress {}
-impl ImageWaitObserver for NoWaitProgress {}
 
 struct Regions {
     clients: HashMap<String, Ec2>,
@@ -409,7 +407,6 @@ async fn run_target(
                     ids.join(", "),
                     create.target_id
                 );
-                observer.done(&format!("created {}", ids.join(", ")));
                 report.created.push(Created {
                     policy: policy.policy.clone(),
                     target_id: create.target_id.clone(),
@@ -454,7 +451,7 @@ async fn run_target(
                     let wait = regions.ec2(&copy.from_region).wait_snapshots_completed(
                         &ids,
                         opts.wait_timeout,
-                        &NoWaitProgress,
+                        &Unobserved,
                     );
                     match until_stop(opts, wait).await {
                         Some(done) => done,
@@ -518,10 +515,6 @@ async fn run_target(
                 .await
                 {
                     Ok(id) => {
-                        observer.done(&format!(
-                            "copied {} to {}",
-                            source.snapshot_id, copy.to_region
-                        ));
                         if let Some(lock) = &copy.lock {
                             let dest = regions.ec2(&copy.to_region);
                             if let Err(e) = lock_backup(dest, &id, lock).await {
@@ -572,7 +565,6 @@ async fn run_target(
                             target.target_id,
                             group.region
                         );
-                        observer.done(&format!("archived {}", a.backup_id));
                         report.archived.push(Archived {
                             policy: policy.policy.clone(),
                             target_id: target.target_id.clone(),
@@ -673,7 +665,6 @@ async fn run_target(
                         target.target_id,
                         group.region
                     );
-                    observer.done(&format!("deleted {}", backup.backup_id));
                     report.deleted.push(Deleted {
                         policy: policy.policy.clone(),
                         target_id: target.target_id.clone(),
@@ -861,7 +852,7 @@ async fn copy_one(
     let wait = dest.wait_snapshots_completed(
         std::slice::from_ref(&id),
         opts.wait_timeout,
-        &NoWaitProgress,
+        &Unobserved,
     );
     // Cut by the time limit, the copy goes on in AWS and counts as made.
     until_stop(opts, wait).await.transpose()?;
@@ -906,7 +897,6 @@ async fn run_ami_target(
                     image.image_id,
                     create.target_id
                 );
-                observer.done(&format!("created {}", image.image_id));
                 report.created.push(Created {
                     policy: policy.policy.clone(),
                     target_id: create.target_id.clone(),
@@ -958,7 +948,6 @@ async fn run_ami_target(
             };
             match result {
                 Ok((source, id)) => {
-                    observer.done(&format!("copied {} to {}", source.image_id, copy.to_region));
                     report.copied.push(Copied {
                         policy: policy.policy.clone(),
                         target_id: target.target_id.clone(),
@@ -1022,7 +1011,6 @@ async fn run_ami_target(
                     group.region,
                     cleanup.summary()
                 );
-                observer.done(&format!("deregistered {}", backup.backup_id));
                 report.deleted.push(Deleted {
                     policy: policy.policy.clone(),
                     target_id: target.target_id.clone(),
@@ -1145,7 +1133,7 @@ async fn copy_ami(
         &id,
         opts.wait_timeout,
         PollSchedule::IMAGES,
-        &NoWaitProgress,
+        &Unobserved,
     );
     // Cut by the time limit, the copy goes on in AWS and counts as made.
     if let Some(Err(e)) = until_stop(opts, available).await {

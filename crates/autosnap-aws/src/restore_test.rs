@@ -418,7 +418,7 @@ async fn volume_step(
     check.volume.volume_id = Some(volume.volume_id.clone());
     check.volume.state = volume.state.clone();
     match ec2
-        .wait_volume_available(&volume.volume_id, opts.wait_timeout, &NoWaitObserver)
+        .wait_volume_available(&volume.volume_id, opts.wait_timeout, &crate::ec2::Unobserved)
         .await
     {
         Ok(v) => check.volume.state = v.state,
@@ -437,8 +437,6 @@ async fn volume_step(
     }
 }
 
-struct NoWaitObserver;
-impl crate::ec2::WaitObserver for NoWaitObserver {}
 
 /// The newest archive in `repo` holding a volume of `snapshot_id`, with that volume's index.
 fn archive_of(

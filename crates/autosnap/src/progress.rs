@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use autosnap_aws::ami::{ImageWaitObserver, StoreTask};
+use autosnap_aws::ami::StoreTask;
 use autosnap_aws::WaitObserver;
 use autosnap_core::ami::ImageDetails;
 use autosnap_core::model::{Snapshot, Volume};
@@ -96,9 +96,7 @@ impl WaitObserver for WaitProgress {
             format!("waiting for volume {}: {}", volume.volume_id, volume.state),
         );
     }
-}
 
-impl ImageWaitObserver for WaitProgress {
     fn image_polled(&self, image: &ImageDetails) {
         let percent = if image.state == "available" { 100 } else { 0 };
         self.report(

@@ -489,7 +489,7 @@ pub(super) async fn prune(
             let result = match r {
                 Ok((ctx, plan)) => {
                     let span = tracing::info_span!("account", id = %a.id);
-                    match execute::execute(&ctx, &plan, opts, &super::policy::LogProgress, None)
+                    match execute::execute(&ctx, &plan, opts, &(), None)
                         .instrument(span.clone())
                         .await
                     {

@@ -325,10 +325,6 @@ pub async fn plan(env: &Env, args: &PolicyArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// Progress of a run: a log line per finished action.
-pub(super) struct LogProgress;
-impl RunObserver for LogProgress {}
-
 /// Keeps what a run has done so far, for the report when it is stopped
 /// midway (Ctrl-C in `run`, a shutdown timeout in `daemon`).
 #[derive(Default)]
@@ -689,7 +685,7 @@ pub async fn prune(env: &Env, args: &PruneArgs) -> anyhow::Result<Exit> {
         pacing: args.ec2_share,
         stop_at,
     };
-    let mut report = execute::execute(&ctx, &plan, &opts, &LogProgress, None).await?;
+    let mut report = execute::execute(&ctx, &plan, &opts, &(), None).await?;
     super::backup_account::execute(&ctx, None, &backups, &plan, &mut report, &opts).await?;
     print_report(env, &plan, Some(&report), false, &[])?;
     Ok(if report.failures.is_empty() {
