@@ -35,6 +35,16 @@ fn repo_with<'a>(repo: &'a autosnap_repo::Repository, objects: &'a Option<MemObj
     }
 }
 
+/// Archives `snapshot` of the fake cloud into `repo`.
+async fn archive(
+    cloud: &FakeCloud,
+    repo: Repo<'_>,
+    snapshot: &str,
+    concurrency: usize,
+) -> Result<autosnap_engine::ArchiveReport, ArchiveError> {
+    archive_snapshot(cloud, cloud, repo, snapshot, concurrency, &NoProgress).await
+}
+
 async fn restore_all(
     cloud: &FakeCloud,
     repo: Repo<'_>,
@@ -55,16 +65,9 @@ async fn an_archived_snapshot_restores_byte_for_byte_on_either_repository_path()
         blocks.insert(21, vec![0u8; BLOCK_SIZE]); // written zeros: recorded, not stored
         let source = cloud.add_snapshot(Some(&format!("vol-{round}")), 1, blocks);
 
-        let report = archive_snapshot(
-            &cloud,
-            &cloud,
-            repo_with(&repo, objects),
-            &source,
-            CONCURRENCY,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        let report = archive(&cloud, repo_with(&repo, objects), &source, CONCURRENCY)
+            .await
+            .unwrap();
         assert_eq!(report.blocks_read, 9);
         assert_eq!(report.bytes_read, 9 * BLOCK_SIZE as u64);
         assert_eq!(report.new_chunks, 7, "{report:?}");
@@ -99,16 +102,9 @@ async fn an_incremental_archive_reads_only_the_changed_blocks() {
     let cloud = FakeCloud::default();
     let first = sparse_blocks(8, 1);
     let parent_snap = cloud.add_snapshot(Some("vol-1"), 1, first.clone());
-    let parent = archive_snapshot(
-        &cloud,
-        &cloud,
-        Repo::blocking(&repo),
-        &parent_snap,
-        CONCURRENCY,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let parent = archive(&cloud, Repo::blocking(&repo), &parent_snap, CONCURRENCY)
+        .await
+        .unwrap();
 
     let mut second = first;
     second.insert(2, block(900)); // changed
@@ -158,30 +154,16 @@ async fn a_parent_ebs_cannot_compare_with_is_read_in_full_not_trusted() {
     let cloud = FakeCloud::default();
     let blocks = sparse_blocks(5, 1);
     let a = cloud.add_snapshot(Some("vol-1"), 1, blocks.clone());
-    archive_snapshot(
-        &cloud,
-        &cloud,
-        Repo::blocking(&repo),
-        &a,
-        CONCURRENCY,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    archive(&cloud, Repo::blocking(&repo), &a, CONCURRENCY)
+        .await
+        .unwrap();
     let mut changed = blocks;
     changed.insert(0, block(77));
     let b = cloud.add_snapshot(Some("vol-1"), 1, changed);
     cloud.faults.lock().unwrap().changed_blocks_fail = true;
-    let report = archive_snapshot(
-        &cloud,
-        &cloud,
-        Repo::blocking(&repo),
-        &b,
-        CONCURRENCY,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let report = archive(&cloud, Repo::blocking(&repo), &b, CONCURRENCY)
+        .await
+        .unwrap();
     assert_eq!(report.blocks_read, 5, "every block read again");
     assert!(report.parent.is_none());
     assert_eq!(report.new_chunks, 1);
@@ -203,16 +185,9 @@ async fn a_block_read_failing_mid_archive_leaves_no_manifest_and_its_chunks_are_
         let archives_before = repo.scan_archives().unwrap().manifests.len();
         let chunks_before = chunk_names(&backend).len();
         cloud.faults.lock().unwrap().get_block_fails_at = Some(12); // the 7th block
-        let err = archive_snapshot(
-            &cloud,
-            &cloud,
-            repo_with(&repo, objects),
-            &source,
-            1,
-            &NoProgress,
-        )
-        .await
-        .unwrap_err();
+        let err = archive(&cloud, repo_with(&repo, objects), &source, 1)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("block 12"), "{err}");
         assert_eq!(
             repo.scan_archives().unwrap().manifests.len(),
@@ -225,16 +200,9 @@ async fn a_block_read_failing_mid_archive_leaves_no_manifest_and_its_chunks_are_
         );
 
         cloud.faults.lock().unwrap().get_block_fails_at = None;
-        let report = archive_snapshot(
-            &cloud,
-            &cloud,
-            repo_with(&repo, objects),
-            &source,
-            1,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        let report = archive(&cloud, repo_with(&repo, objects), &source, 1)
+            .await
+            .unwrap();
         assert_eq!(report.reused_chunks, 6, "{report:?}");
         assert_eq!(report.new_chunks, 4, "{report:?}");
         let restored = restore_all(&cloud, repo_with(&repo, objects), &report.archive_id)
@@ -258,32 +226,18 @@ async fn an_archive_cut_off_by_failing_writes_completes_next_time_and_the_reposi
         // The archive's lock and four chunks, then every write fails. One block at a time,
         // so that no block is still being written after the archive has failed.
         backend.set_write_limit(Some(5));
-        let err = archive_snapshot(
-            &cloud,
-            &cloud,
-            repo_with(&repo, objects),
-            &source,
-            1,
-            &NoProgress,
-        )
-        .await
-        .unwrap_err();
+        let err = archive(&cloud, repo_with(&repo, objects), &source, 1)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ArchiveError::Repo(_)), "{err}");
         assert!(repo.scan_archives().unwrap().manifests.is_empty());
         let left = chunk_names(&backend).len();
         assert_eq!(left, 4, "cut off after four chunks");
 
         backend.set_write_limit(None);
-        let report = archive_snapshot(
-            &cloud,
-            &cloud,
-            repo_with(&repo, objects),
-            &source,
-            CONCURRENCY,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        let report = archive(&cloud, repo_with(&repo, objects), &source, CONCURRENCY)
+            .await
+            .unwrap();
         assert_eq!(report.new_chunks + report.reused_chunks, 12);
         assert_eq!(report.reused_chunks as usize, left);
         let check = repo.verify(true).unwrap();
@@ -301,16 +255,9 @@ async fn a_restore_whose_complete_snapshot_fails_names_the_snapshot_it_leaves() 
     let (repo, _backend) = memory_repo();
     let cloud = FakeCloud::default();
     let source = cloud.add_snapshot(Some("vol-1"), 1, sparse_blocks(4, 5));
-    let archive = archive_snapshot(
-        &cloud,
-        &cloud,
-        Repo::blocking(&repo),
-        &source,
-        CONCURRENCY,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let archive = archive(&cloud, Repo::blocking(&repo), &source, CONCURRENCY)
+        .await
+        .unwrap();
     cloud.faults.lock().unwrap().complete_fails = true;
     let before: Vec<String> = cloud.snapshots.lock().unwrap().keys().cloned().collect();
     let err = restore_all(&cloud, Repo::blocking(&repo), &archive.archive_id)
@@ -575,16 +522,9 @@ async fn an_encrypted_restore_writes_the_zero_blocks_the_archive_recorded() {
     let mut blocks = sparse_blocks(3, 8);
     blocks.insert(9, vec![0u8; BLOCK_SIZE]);
     let source = cloud.add_snapshot(Some("vol-1"), 1, blocks);
-    let archive = archive_snapshot(
-        &cloud,
-        &cloud,
-        Repo::blocking(&repo),
-        &source,
-        CONCURRENCY,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let archive = archive(&cloud, Repo::blocking(&repo), &source, CONCURRENCY)
+        .await
+        .unwrap();
     let manifest = autosnap_engine::find_archive(&repo, &archive.archive_id).unwrap();
     let key = "arn:aws:kms:eu-west-1:111122223333:key/1234".to_string();
     let target = SnapshotTarget::original(&manifest, 0, Some(key.clone()));
