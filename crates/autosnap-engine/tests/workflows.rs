@@ -55,6 +55,12 @@ async fn restore_all(
     restore_to_snapshot(cloud, repo, &manifest, &target, CONCURRENCY, &NoProgress).await
 }
 
+/// Restores the archive's only volume and checks that the new snapshot reads as `source`.
+async fn assert_restores_as(cloud: &FakeCloud, repo: Repo<'_>, archive_id: &str, source: &str) {
+    let restored = restore_all(cloud, repo, archive_id).await.unwrap();
+    assert_eq!(cloud.image(&restored.snapshot_id), cloud.image(source));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archived_snapshot_restores_byte_for_byte_on_either_repository_path() {
     let (repo, backend) = memory_repo();
@@ -142,10 +148,13 @@ async fn an_incremental_archive_reads_only_the_changed_blocks() {
         Some(parent_snap.as_str())
     );
 
-    let restored = restore_all(&cloud, Repo::blocking(&repo), &report.archive_id)
-        .await
-        .unwrap();
-    assert_eq!(cloud.image(&restored.snapshot_id), cloud.image(&child_snap));
+    assert_restores_as(
+        &cloud,
+        Repo::blocking(&repo),
+        &report.archive_id,
+        &child_snap,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,10 +177,7 @@ async fn a_parent_ebs_cannot_compare_with_is_read_in_full_not_trusted() {
     assert!(report.parent.is_none());
     assert_eq!(report.new_chunks, 1);
     assert_eq!(report.reused_chunks, 4);
-    let restored = restore_all(&cloud, Repo::blocking(&repo), &report.archive_id)
-        .await
-        .unwrap();
-    assert_eq!(cloud.image(&restored.snapshot_id), cloud.image(&b));
+    assert_restores_as(&cloud, Repo::blocking(&repo), &report.archive_id, &b).await;
 }
 
 /// A block that cannot be read stops the archive before its manifest: the repository holds
@@ -205,10 +211,13 @@ async fn a_block_read_failing_mid_archive_leaves_no_manifest_and_its_chunks_are_
             .unwrap();
         assert_eq!(report.reused_chunks, 6, "{report:?}");
         assert_eq!(report.new_chunks, 4, "{report:?}");
-        let restored = restore_all(&cloud, repo_with(&repo, objects), &report.archive_id)
-            .await
-            .unwrap();
-        assert_eq!(cloud.image(&restored.snapshot_id), cloud.image(&source));
+        assert_restores_as(
+            &cloud,
+            repo_with(&repo, objects),
+            &report.archive_id,
+            &source,
+        )
+        .await;
     }
 }
 
@@ -243,10 +252,13 @@ async fn an_archive_cut_off_by_failing_writes_completes_next_time_and_the_reposi
         let check = repo.verify(true).unwrap();
         assert!(check.is_ok(), "{check:?}");
         assert_eq!(check.chunks_unreferenced, 0, "{check:?}");
-        let restored = restore_all(&cloud, repo_with(&repo, objects), &report.archive_id)
-            .await
-            .unwrap();
-        assert_eq!(cloud.image(&restored.snapshot_id), cloud.image(&source));
+        assert_restores_as(
+            &cloud,
+            repo_with(&repo, objects),
+            &report.archive_id,
+            &source,
+        )
+        .await;
     }
 }
 
