@@ -28,17 +28,14 @@ use crate::ami_flow::{
     BackupImageRequest, ImageFlowError, ImageWait, ImageWaits, QuietWaits,
 };
 use crate::ec2::{Ec2, SnapshotQuery, Unobserved};
-use crate::rate::{Ec2RateLimits, Pacing};
+use crate::rate::{paced, Ec2RateLimits, Pacing};
 use crate::{AwsContext, AwsError};
 
 /// Targets worked on at once.
 pub const TARGET_CONCURRENCY: usize = 16;
 /// EC2 allows 20 concurrent snapshot copies into one region.
 pub const COPIES_PER_REGION: usize = 20;
-/// Tries again after a throttle that survived the SDK's own retries, each after the action's
-/// bucket was emptied ([`crate::rate::TokenBucket::throttled`]): the account's budget was
-/// emptier than autosnap's pacing assumed (another tool, a lower limit).
-pub const THROTTLED_RETRIES: u32 = 5;
+pub use crate::rate::THROTTLED_RETRIES;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -681,34 +678,6 @@ async fn run_target(
     report
 }
 
-/// One call on `id` when `bucket` allows it; a throttled call did nothing at EC2, so the bucket
-/// slows down and the call is tried again, at most [`THROTTLED_RETRIES`] times.
-async fn paced<T, F, Fut>(
-    bucket: &crate::rate::TokenBucket,
-    operation: &str,
-    id: &str,
-    mut call: F,
-) -> Result<T, AwsError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, AwsError>>,
-{
-    let mut throttles = 0;
-    loop {
-        bucket.acquire().await;
-        match call().await {
-            Err(AwsError::Throttled { .. }) if throttles < THROTTLED_RETRIES => {
-                throttles += 1;
-                tracing::info!(
-                    "EC2 is throttling {operation}: slowing down (retry {throttles} for {id})"
-                );
-                bucket.throttled().await;
-            }
-            result => return result,
-        }
-    }
-}
-
 /// Archives every snapshot of one backup (ModifySnapshotTier), paced; the error names the
 /// snapshot and says what to do.
 async fn archive_backup(
@@ -829,15 +798,11 @@ async fn copy_one(
         .await
         .expect("semaphore never closed");
     regions.limits(to_region).copy_snapshot.acquire().await;
-    let mut t: Tags = source
-        .tags
-        .iter()
-        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
-    t.insert(tags::SOURCE_SNAPSHOT.into(), source.snapshot_id.clone());
-    t.insert(tags::SOURCE_REGION.into(), from_region.to_string());
+    let t = tags::copy_tags(
+        &source.tags,
+        tags::CopySource::Snapshot(&source.snapshot_id),
+        from_region,
+    );
     let dest = regions.ec2(to_region);
     let id = dest
         .copy_snapshot_from(
@@ -1099,15 +1064,11 @@ async fn copy_ami(
         .await
         .expect("semaphore never closed");
     let dest = regions.ec2(&copy.to_region);
-    let mut t: Tags = source
-        .tags
-        .iter()
-        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    t.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
-    t.insert(tags::SOURCE_IMAGE.into(), source.image_id.clone());
-    t.insert(tags::SOURCE_REGION.into(), copy.from_region.clone());
+    let t = tags::copy_tags(
+        &source.tags,
+        tags::CopySource::Image(&source.image_id),
+        &copy.from_region,
+    );
     let base = source
         .name
         .clone()

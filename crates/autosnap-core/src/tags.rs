@@ -81,6 +81,33 @@ pub fn restored_tags<'a>(
     t
 }
 
+/// What a copy was made from: a snapshot or an AMI, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopySource<'a> {
+    Snapshot(&'a str),
+    Image(&'a str),
+}
+
+/// The tags of a copy (`snapshot copy`, a policy's copies of snapshots and of AMIs): EC2 copies
+/// no tags, so the copy carries its source's (without AWS-reserved keys, which cannot be set;
+/// autosnap's own, such as the policy, stay so the copy belongs where its source does), is
+/// autosnap's, and says what it was copied from and where from.
+pub fn copy_tags(source_tags: &Tags, source: CopySource<'_>, source_region: &str) -> Tags {
+    let mut t: Tags = source_tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(AWS_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.insert(MANAGED.into(), MANAGED_VALUE.into());
+    let (key, id) = match source {
+        CopySource::Snapshot(id) => (SOURCE_SNAPSHOT, id),
+        CopySource::Image(id) => (SOURCE_IMAGE, id),
+    };
+    t.insert(key.into(), id.into());
+    t.insert(SOURCE_REGION.into(), source_region.into());
+    t
+}
+
 /// A tag given on the command line as `KEY=VALUE`, or as `KEY` alone when
 /// filtering (which then matches any value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,5 +277,63 @@ mod tests {
                 ("autosnap:restored-from", "snap-00000001"),
             ])
         );
+    }
+
+    #[test]
+    fn a_copy_keeps_its_sources_tags_and_says_where_it_came_from() {
+        // (source tags, source, region, expected tags)
+        let cases: Vec<(Tags, CopySource, &str, Tags)> = vec![
+            (
+                tags(&[("Name", "db"), ("aws:backup:source-resource", "x")]),
+                CopySource::Snapshot("snap-1"),
+                "us-east-1",
+                tags(&[
+                    ("Name", "db"),
+                    (MANAGED, MANAGED_VALUE),
+                    (SOURCE_SNAPSHOT, "snap-1"),
+                    (SOURCE_REGION, "us-east-1"),
+                ]),
+            ),
+            (
+                // A policy's backup: its policy tag goes with it; a source-of-a-source is replaced.
+                tags(&[
+                    (POLICY, "daily"),
+                    (SOURCE_SNAPSHOT, "snap-0"),
+                    (SOURCE_REGION, "eu-west-1"),
+                ]),
+                CopySource::Snapshot("snap-1"),
+                "us-east-1",
+                tags(&[
+                    (POLICY, "daily"),
+                    (MANAGED, MANAGED_VALUE),
+                    (SOURCE_SNAPSHOT, "snap-1"),
+                    (SOURCE_REGION, "us-east-1"),
+                ]),
+            ),
+            (
+                tags(&[("Env", "prod"), (MANAGED, "false")]),
+                CopySource::Image("ami-1"),
+                "us-west-2",
+                tags(&[
+                    ("Env", "prod"),
+                    (MANAGED, MANAGED_VALUE),
+                    (SOURCE_IMAGE, "ami-1"),
+                    (SOURCE_REGION, "us-west-2"),
+                ]),
+            ),
+            (
+                Tags::new(),
+                CopySource::Image("ami-2"),
+                "us-east-1",
+                tags(&[
+                    (MANAGED, MANAGED_VALUE),
+                    (SOURCE_IMAGE, "ami-2"),
+                    (SOURCE_REGION, "us-east-1"),
+                ]),
+            ),
+        ];
+        for (source_tags, source, region, want) in cases {
+            assert_eq!(copy_tags(&source_tags, source, region), want, "{source:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `autosnap snapshot list | create | delete | copy`.
 
+use autosnap_aws::rate::{self, Ec2RateLimits};
 use autosnap_aws::{AwsError, Ec2, SnapshotQuery};
 use autosnap_core::deletion::{plan_deletes, DeleteAction};
 use autosnap_core::ids::SnapshotTarget;
@@ -15,14 +16,6 @@ use crate::commands::{report_interrupted, Env, Interrupt};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 use crate::progress::WaitProgress;
-
-/// Targets snapshotted at once. CreateSnapshot's token bucket refills at
-/// 5 per second; a handful in flight stays well inside it.
-const CREATE_CONCURRENCY: usize = 4;
-/// Deletes in flight (DeleteSnapshot refills at 5 per second).
-const DELETE_CONCURRENCY: usize = 4;
-/// Copies started at once (AWS allows 20 concurrent copies per destination).
-const COPY_CONCURRENCY: usize = 4;
 
 pub async fn list(env: &Env, args: &SnapshotListArgs) -> anyhow::Result<Exit> {
     if args.recycle_bin {
@@ -209,16 +202,19 @@ pub async fn create(env: &Env, args: &SnapshotCreateArgs) -> anyhow::Result<Exit
 
     let mut targets = args.targets.clone();
     targets.dedup();
+    // Paced by the same buckets as policy runs (autosnap_aws::rate).
+    let limits = &Ec2RateLimits::default();
     let results: Vec<(SnapshotTarget, anyhow::Result<Vec<Snapshot>>)> = stream::iter(targets)
         .map(|target| {
             let ec2 = ec2.clone();
             let base_tags = base_tags.clone();
             async move {
+                limits.create_snapshot.acquire().await;
                 let r = snapshot_target(&ec2, &target, &base_tags, copy_volume_tags, args).await;
                 (target, r)
             }
         })
-        .buffered(CREATE_CONCURRENCY)
+        .buffered(rate::ONE_OFF_CONCURRENCY)
         .collect()
         .await;
 
@@ -306,7 +302,7 @@ async fn create_dry_run(
                 let r = plan_target(ec2, &target, base_tags, copy_volume_tags, args).await;
                 (target, r)
             })
-            .buffered(CREATE_CONCURRENCY)
+            .buffered(rate::ONE_OFF_CONCURRENCY)
             .collect()
             .await;
     let mut plan = Vec::new();
@@ -648,6 +644,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
         return Ok(confirm::DECLINED);
     }
 
+    let limits = &Ec2RateLimits::default();
     let results: Vec<DeleteResult> = stream::iter(plan)
         .map(|d| {
             let ec2 = ec2.clone();
@@ -658,7 +655,14 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
                     DeleteAction::Refuse => ("refused", d.reason),
                     DeleteAction::Locked => ("locked", d.reason),
                     DeleteAction::Delete if dry_run => ("would_delete", d.reason),
-                    DeleteAction::Delete => match ec2.delete_snapshot(&d.snapshot_id).await {
+                    DeleteAction::Delete => match rate::paced(
+                        &limits.delete_snapshot,
+                        "DeleteSnapshot",
+                        &d.snapshot_id,
+                        || ec2.delete_snapshot(&d.snapshot_id),
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             tracing::info!("deleted snapshot {}", d.snapshot_id);
                             ("deleted", d.reason)
@@ -673,7 +677,7 @@ pub async fn delete(env: &Env, args: &SnapshotDeleteArgs) -> anyhow::Result<Exit
                 }
             }
         })
-        .buffered(DELETE_CONCURRENCY)
+        .buffered(rate::ONE_OFF_CONCURRENCY)
         .collect()
         .await;
 
@@ -749,10 +753,12 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
 
     let mut ids: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
     ids.dedup();
+    let limits = &Ec2RateLimits::default();
     let mut results: Vec<CopyResult> = stream::iter(ids)
         .map(|id| {
             let (source, dest) = (source.clone(), dest.clone());
             async move {
+                limits.copy_snapshot.acquire().await;
                 let r = copy_one(
                     &source,
                     &dest,
@@ -786,7 +792,7 @@ pub async fn copy(env: &Env, args: &SnapshotCopyArgs) -> anyhow::Result<Exit> {
                 }
             }
         })
-        .buffered(COPY_CONCURRENCY)
+        .buffered(rate::ONE_OFF_CONCURRENCY)
         .collect()
         .await;
 
@@ -1010,15 +1016,7 @@ async fn copy_one(
     }
     // The copy carries the source's tags (EC2 does not copy them) plus where
     // it came from, and is autosnap's own.
-    let mut tags: Tags = snap
-        .tags
-        .iter()
-        .filter(|(k, _)| !k.starts_with(tags::AWS_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    tags.insert(tags::MANAGED.into(), tags::MANAGED_VALUE.into());
-    tags.insert(tags::SOURCE_SNAPSHOT.into(), id.to_string());
-    tags.insert(tags::SOURCE_REGION.into(), source.region().to_string());
+    let tags = tags::copy_tags(&snap.tags, tags::CopySource::Snapshot(id), source.region());
     let description = format!("autosnap copy of {id} from {}", source.region());
     if dry_run {
         return Ok(CopyOutcome {

@@ -101,6 +101,8 @@ pub async fn archive(env: &Env, args: &SnapshotArchiveArgs) -> anyhow::Result<Ex
         }
     }
 
+    // Paced by the same bucket as a policy's archive_after (autosnap_aws::rate).
+    let limits = autosnap_aws::rate::Ec2RateLimits::default();
     let mut results = Vec::new();
     for (id, snap, refusal) in plan {
         let r = match (snap, refusal) {
@@ -125,7 +127,14 @@ pub async fn archive(env: &Env, args: &SnapshotArchiveArgs) -> anyhow::Result<Ex
                 storage_tier: Some(s.storage_tier.clone()),
                 reason: archive_terms(s),
             },
-            (Some(s), None) => match ec2.archive_snapshot(&id).await {
+            (Some(s), None) => match autosnap_aws::rate::paced(
+                &limits.modify_snapshot_tier,
+                "ModifySnapshotTier",
+                &id,
+                || ec2.archive_snapshot(&id),
+            )
+            .await
+            {
                 Ok(_) => {
                     tracing::info!("archiving {id}");
                     TierResult {
