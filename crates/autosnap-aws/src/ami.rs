@@ -79,7 +79,7 @@ pub struct NewRegisteredImage {
 }
 
 // What `restore --to-ami` registers is the engine's type (this module sends it).
-pub use autosnap_engine::ports::{NewImageFromMappings, RegisteredMapping};
+pub use autosnap_ports::ports::{NewImageFromMappings, RegisteredMapping};
 
 /// An AMI copy (in the same or from another region), optionally encrypted.
 #[derive(Debug, Clone, Default)]

@@ -25,7 +25,7 @@ use crate::context::AwsContext;
 use crate::error::{AwsError, CallSite};
 
 /// EBS direct block size (AWS documents only this one; responses are checked against it).
-pub const BLOCK_SIZE: usize = autosnap_engine::BLOCK_SIZE;
+pub const BLOCK_SIZE: usize = autosnap_ports::BLOCK_SIZE;
 /// Blocks in flight at once by default (AWS: ~1000 Get/Put per second per account; 64 workers
 /// have been seen to exceed the per-snapshot rate).
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -67,9 +67,9 @@ pub enum EbsError {
 }
 
 // Listings and new snapshots are the engine's types (this module fills them from the SDK).
-pub use autosnap_engine::ports::{BlockEntry, BlockPage, NewSnapshot};
+pub use autosnap_ports::ports::{BlockEntry, BlockPage, NewSnapshot};
 // The engine's transfers own the block buffer pool; re-exported for this crate's callers.
-pub use autosnap_engine::BlockBuffers;
+pub use autosnap_ports::BlockBuffers;
 
 /// Base64 SHA-256 of a block, as EBS sends and expects it.
 pub fn block_checksum(data: &[u8]) -> (String, [u8; 32]) {
@@ -77,10 +77,10 @@ pub fn block_checksum(data: &[u8]) -> (String, [u8; 32]) {
     (aws_smithy_types::base64::encode(digest), digest)
 }
 
-/// The LINEAR aggregate checksum (see [`autosnap_engine::LinearChecksum`]), base64 as
+/// The LINEAR aggregate checksum (see [`autosnap_ports::LinearChecksum`]), base64 as
 /// CompleteSnapshot takes it.
 #[derive(Default)]
-pub struct LinearChecksum(autosnap_engine::LinearChecksum);
+pub struct LinearChecksum(autosnap_ports::LinearChecksum);
 
 impl LinearChecksum {
     /// Adds the next written block's digest (call in ascending block-index order).
@@ -572,7 +572,7 @@ pub(crate) mod tests {
     #[test]
     fn linear_checksum_is_the_engines_in_base64() {
         let mut ours = LinearChecksum::default();
-        let mut engine = autosnap_engine::LinearChecksum::default();
+        let mut engine = autosnap_ports::LinearChecksum::default();
         for seed in [1u8, 2] {
             let (_, digest) = block_checksum(&vec![seed; BLOCK_SIZE]);
             ours.push(&digest);

@@ -1,11 +1,11 @@
-//! The engine's traits (autosnap-engine's `ports`) over this crate's SDK wrappers: EBS direct
+//! The engine's traits (the crate autosnap-ports) over this crate's SDK wrappers: EBS direct
 //! for blocks, EC2 for snapshots and AMIs, S3 for a repository's objects. Only translation
 //! here (ids, base64 checksums, error kinds); retries and concurrency limits are the
 //! wrappers' own, and what to archive, keep or restore is the engine's.
 
 use std::time::{Duration, Instant};
 
-use autosnap_engine::ports::{
+use autosnap_ports::ports::{
     BlockEntry, BlockPage, BlockSink, BlockSource, Images, NewImageFromMappings, NewSnapshot,
     ObjectStore, RemoteError, RemoteErrorKind, Repo, Snapshots,
 };

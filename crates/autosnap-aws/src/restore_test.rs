@@ -544,8 +544,8 @@ async fn blocks_step(
     let repo = expected.as_ref().map(|(_, _, r)| r.clone());
     let start = std::sync::Mutex::new(Vec::<u8>::new());
     let ebs = ebs.with_concurrency(opts.concurrency.max(1));
-    let read: Result<Vec<ReadBlock>, autosnap_engine::RemoteError> =
-        autosnap_engine::block_stream(&ebs, id, first)
+    let read: Result<Vec<ReadBlock>, autosnap_ports::RemoteError> =
+        autosnap_ports::block_stream(&ebs, id, first)
         .map_ok(|entry| {
             let (ebs, repo, start) = (&ebs, repo.clone(), &start);
             async move {

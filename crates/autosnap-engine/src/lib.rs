@@ -8,9 +8,10 @@
 //!   manifest (`run_archive`).
 //! - [`restore`]: finding an archive, choosing its volume, a volume back to a new snapshot.
 //! - [`restore_image`]: an AMI archive back to a new AMI, and the rollback when a step fails.
-//! - [`ports`]: what the workflows need from AWS — [`BlockSource`], [`BlockSink`],
-//!   [`Snapshots`], [`Images`], and [`ObjectStore`] for a repository on S3. The crate
-//!   `autosnap-aws` implements them over the SDK (clients, error classification, retries,
+//! - [`ports`] (the crate `autosnap-ports`): what the workflows need from AWS —
+//!   [`BlockSource`], [`BlockSink`], [`Snapshots`], [`Images`], and [`ObjectStore`] for a
+//!   repository on S3. The crate `autosnap-aws` implements them (depending on the ports only,
+//!   not on this crate) over the SDK (clients, error classification, retries,
 //!   adaptive concurrency and rate limits); it decides nothing about what to archive, keep
 //!   or restore. The repository itself (chunks, manifests, locks) is `autosnap-repo`.
 //!
@@ -23,8 +24,7 @@
 //! buffers ([`BlockBuffers`]) and keep at most `concurrency` blocks in flight.
 
 pub mod archive;
-pub mod buffers;
-pub mod ports;
+pub use autosnap_ports::{buffers, ports};
 pub mod restore;
 pub mod restore_image;
 pub mod transfer;

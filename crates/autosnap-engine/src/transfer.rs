@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::buffers::{block_sha256, BlockBuffers, LinearChecksum};
 use crate::ports::BLOCK_SIZE;
-use crate::ports::{BlockEntry, BlockPage, BlockSink, BlockSource, NewSnapshot, RemoteError};
+use crate::ports::{BlockSink, BlockSource, NewSnapshot, RemoteError};
 
 pub(crate) const GIB: u64 = 1 << 30;
 
@@ -202,28 +202,7 @@ pub struct DownloadReport {
     pub seconds: f64,
 }
 
-/// The stream of a snapshot's blocks, page by page to the end (pages may be empty and still
-/// carry a token). `first` is the already-fetched first page.
-pub fn block_stream<'a, S: BlockSource>(
-    source: &'a S,
-    snapshot: &'a str,
-    first: BlockPage,
-) -> impl futures::Stream<Item = Result<BlockEntry, RemoteError>> + Send + 'a {
-    let first_blocks = first.blocks;
-    let rest = stream::try_unfold(first.next_token, move |token| async move {
-        match token {
-            None => Ok::<_, RemoteError>(None),
-            Some(t) => {
-                let page = source.list_blocks(snapshot, Some(t)).await?;
-                Ok(Some((page.blocks, page.next_token)))
-            }
-        }
-    });
-    stream::once(async move { Ok::<_, RemoteError>(first_blocks) })
-        .chain(rest)
-        .map_ok(|blocks| stream::iter(blocks.into_iter().map(Ok)))
-        .try_flatten()
-}
+pub use autosnap_ports::block_stream;
 
 /// Downloads `snapshot` into a sparse image at `path` (the volume's full size). Written to a
 /// private temp file in the same directory (see [`ImageFile`]), synced and moved into place
