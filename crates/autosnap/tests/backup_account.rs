@@ -512,3 +512,44 @@ fn a_backup_encrypted_with_the_aws_managed_key_is_neither_shared_nor_copied() {
     assert!(shared_with(&bed, sources[0].snapshot_id().unwrap()).is_empty());
     assert!(snapshots_in(&bed, BACKUP, TO).is_empty());
 }
+
+#[test]
+fn a_later_run_removes_the_share_of_a_copy_that_completed_after_its_run() {
+    // A run that stopped waiting left its source shared (and tagged so); the copy has completed
+    // since in the backup account.
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let source = bed.policy_backup("daily", &vol, 0, &[("autosnap:shared-with", BACKUP)]);
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&source)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(aws_sdk_ec2::types::OperationType::Add)
+            .user_ids(BACKUP)
+            .send()
+            .await
+            .expect("share")
+    });
+    assert_eq!(shared_with(&bed, &source), [BACKUP]);
+    seeded_copy(&bed, &vol, &source, 0);
+
+    let plan = bed.json(&["plan"]);
+    let there = &plan["policies"][0]["targets"][0]["account_copies"][0];
+    assert!(there["copy"].is_null(), "{there}");
+    assert_eq!(there["unshare"][0], source.as_str(), "{there}");
+
+    let run = bed.json(&["run"]);
+    assert_eq!(
+        run["report"]["backup_accounts"]["unshared"][0],
+        source.as_str(),
+        "{run}"
+    );
+    assert!(shared_with(&bed, &source).is_empty());
+    let sources = snapshots_in(&bed, ACCOUNT, REGION);
+    assert_eq!(tag(&sources[0], "autosnap:shared-with"), None);
+    // Nothing left to do.
+    let again = bed.json(&["plan"]);
+    let there = &again["policies"][0]["targets"][0]["account_copies"][0];
+    assert!(there["unshare"].is_null(), "{there}");
+}
