@@ -158,12 +158,16 @@ pub struct NotStarted {
     pub policy: String,
     pub target_id: String,
     pub region: String,
-    /// `create`, `copy`, `archive`, `delete` or `restore_test`.
+    /// `create`, `copy`, `archive`, `delete` or `restore_test`; in a backup account
+    /// `account_copy`, `account_unshare` or `account_delete`.
     pub action: &'static str,
     /// The backup the step was for, when it exists already (a copy's source, an archive, a
     /// deletion).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
+    /// The backup account of an `account_*` step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// What a run did, for output and the exit code.
@@ -230,8 +234,11 @@ pub trait LocalSnapshotter: Send + Sync {
         policy: &'a str,
         create: &'a CreateAction,
         tags: &'a Tags,
-    ) -> Option<BoxFuture<'a, Result<Vec<Snapshot>, String>>>;
+    ) -> Option<BoxFuture<'a, Result<Vec<Snapshot>, LocalSnapshotError>>>;
 }
+
+/// Why a [`LocalSnapshotter`] took no set: its own typed error, made text only in the report.
+pub type LocalSnapshotError = Box<dyn std::error::Error + Send + Sync>;
 
 
 struct Regions {
@@ -362,9 +369,9 @@ async fn run_target(
                     let taken = if let Some(fut) = local_fut {
                         fut.await
                             .map(|s| (s, Some(set)))
-                            .map_err(|detail| AwsError::Failed {
+                            .map_err(|e| AwsError::Failed {
                                 what: format!("a consistent snapshot of {}", create.target_id),
-                                detail,
+                                detail: e.to_string(),
                             })
                     } else {
                         ec2.create_snapshot_set(
@@ -772,6 +779,7 @@ fn record_left(
         region: region.to_string(),
         action,
         backup_id,
+        account: None,
     });
 }
 

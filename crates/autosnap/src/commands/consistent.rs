@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use autosnap_aws::imds;
-use autosnap_aws::{AwsContext, Ec2};
+use autosnap_aws::{AwsContext, AwsError, Ec2};
 use autosnap_core::model::Snapshot;
 use autosnap_core::tags::{self, settable_tags, Tags};
 use autosnap_freeze::{
@@ -188,64 +188,29 @@ pub async fn create_for_paths(
         }
         plan.freeze_options = options;
         // SIGINT/SIGTERM while frozen: thaw and run post hooks, then exit.
-        install_signal_thaw(AfterCleanup::Terminate)?;
-
-        let handle = tokio::runtime::Handle::current();
-        let outcome = tokio::task::spawn_blocking(move || {
-            with_frozen(plan, |consistency| {
-                handle.block_on(shot.take(consistency.as_str()))
-            })
-        })
-        .await?;
-        match outcome {
-            Err(e) => {
-                log_hooks("pre", &e.pre_hooks);
-                log_hooks("post", &e.post_hooks);
-                // A refusal (root filesystem, autosnap's own files, an
-                // unsupported filesystem) is the user's to fix: exit 2.
-                if matches!(*e.cause, autosnap_freeze::FreezeRunCause::Refused(_)) {
-                    return Err(UsageError(e.to_string()).into());
-                }
-                return Err(anyhow::anyhow!("{e}"));
+        let ec2 = shot.ec2.clone();
+        let frozen = take_frozen(
+            &ec2,
+            plan,
+            AfterCleanup::Terminate,
+            move |consistency| async move { shot.take(consistency.as_str()).await },
+        )
+        .await;
+        // Freezing and hooks are over: from here a signal is this command's to answer
+        // (Ctrl-C during --wait prints the snapshots).
+        autosnap_freeze::continue_after_cleanup();
+        match frozen {
+            Ok((snaps, report)) => (snaps, report.consistency),
+            // A refusal (root filesystem, autosnap's own files, an unsupported filesystem) is
+            // the user's to fix: exit 2.
+            Err(ConsistentSnapshotError::Freeze(e))
+                if matches!(*e.cause, autosnap_freeze::FreezeRunCause::Refused(_)) =>
+            {
+                return Err(UsageError(e.to_string()).into())
             }
-            Ok((taken, report)) => {
-                log_hooks("pre", &report.pre_hooks);
-                log_hooks("post", &report.post_hooks);
-                for w in &report.warnings {
-                    tracing::warn!("{w}");
-                }
-                if let Some(window) = report.freeze_window {
-                    tracing::info!(
-                        "filesystems frozen for {} ms: {}",
-                        window.as_millis(),
-                        report
-                            .frozen_mounts
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                // Freezing and hooks are over: from here a signal is this
-                // command's to answer (Ctrl-C during --wait prints the snapshots).
-                autosnap_freeze::continue_after_cleanup();
-                let snaps = taken?;
-                let achieved = report.consistency;
-                // The tag was set for the consistency planned; if the freeze
-                // did not hold until the thaw, say so on the snapshots.
-                if snaps.iter().any(|s| {
-                    s.tags.get(tags::CONSISTENCY).map(String::as_str) != Some(achieved.as_str())
-                }) {
-                    let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
-                    let mut t = Tags::new();
-                    t.insert(tags::CONSISTENCY.into(), achieved.as_str().into());
-                    ec2.create_tags(&ids, &t).await?;
-                }
-                if report.post_hooks_failed() {
-                    tracing::warn!("a post hook failed; the snapshot was taken");
-                }
-                (snaps, achieved)
-            }
+            // EC2's error as it is, so its kind and exit code are the same as without a freeze.
+            Err(ConsistentSnapshotError::Snapshot(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
     } else {
         (
@@ -407,7 +372,7 @@ struct Shot {
 impl Shot {
     /// One CreateSnapshot (one volume) or CreateSnapshots (several volumes of
     /// this instance at one point in time), tagged with `consistency`.
-    async fn take(&self, consistency: &str) -> anyhow::Result<Vec<Snapshot>> {
+    async fn take(&self, consistency: &str) -> Result<Vec<Snapshot>, AwsError> {
         let mut t = self.tags.clone();
         t.insert(tags::CONSISTENCY.into(), consistency.into());
         if let [only] = self.volume_ids.as_slice() {
@@ -537,13 +502,15 @@ impl PolicyFreezer {
     }
 }
 
+use autosnap_aws::execute::LocalSnapshotError;
+
 impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
     fn take<'a>(
         &'a self,
         policy: &'a str,
         create: &'a autosnap_core::plan::CreateAction,
         tags: &'a Tags,
-    ) -> Option<futures::future::BoxFuture<'a, Result<Vec<Snapshot>, String>>> {
+    ) -> Option<futures::future::BoxFuture<'a, Result<Vec<Snapshot>, LocalSnapshotError>>> {
         if create.target_id != self.instance_id {
             return None;
         }
@@ -556,76 +523,130 @@ impl autosnap_aws::execute::LocalSnapshotter for PolicyFreezer {
         Some(Box::pin(async move {
             // Config validation refuses a bad duration before any run; should one get this
             // far it is still an error, never a silent default.
-            let bad = |field: &str, e: autosnap_core::duration::DurationError| {
-                format!("policy {policy:?}: consistency.{field}: {e}")
+            let bad = |field: &'static str| {
+                let policy = policy.to_string();
+                move |source| ConsistentSnapshotError::Setting {
+                    policy,
+                    field,
+                    source,
+                }
             };
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let exe = std::env::current_exe().map_err(ConsistentSnapshotError::OwnExecutable)?;
             let mut plan =
                 FreezePlan::new(settings.freeze.iter().map(PathBuf::from).collect(), exe);
             plan.pre_hooks = settings.pre.clone();
             plan.post_hooks = settings.post.clone();
             plan.freeze_timeout = settings
                 .freeze_timeout_or_default()
-                .map_err(|e| bad("freeze_timeout", e))?;
+                .map_err(bad("freeze_timeout"))?;
             plan.hook_timeout = settings
                 .hook_timeout_or_default()
-                .map_err(|e| bad("hook_timeout", e))?;
+                .map_err(bad("hook_timeout"))?;
             plan.fallback_to_crash_consistent =
                 settings.on_hook_failure.as_deref() == Some("crash");
             plan.freeze_options = self
                 .own_paths
                 .iter()
                 .fold(FreezeOptions::default(), |o, p| o.with_own_path(p.clone()));
-            install_signal_thaw(self.after_cleanup).map_err(|e| e.to_string())?;
-            let handle = tokio::runtime::Handle::current();
             let (ec2, create, tags) = (self.ec2.clone(), create.clone(), tags.clone());
-            let outcome = tokio::task::spawn_blocking(move || {
-                with_frozen(plan, |consistency| {
+            let (snaps, _) =
+                take_frozen(&self.ec2, plan, self.after_cleanup, move |c| async move {
                     let mut t = tags;
-                    t.insert(tags::CONSISTENCY.into(), consistency.as_str().into());
-                    handle.block_on(ec2.create_snapshot_set(
+                    t.insert(tags::CONSISTENCY.into(), c.as_str().into());
+                    ec2.create_snapshot_set(
                         &create.target_id,
                         create.exclude_boot,
                         &create.exclude_volumes,
                         create.copy_tags_from_volumes,
                         &create.description,
                         &t,
-                    ))
-                })
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            let (taken, report) = outcome.map_err(|e| {
-                log_hooks("pre", &e.pre_hooks);
-                log_hooks("post", &e.post_hooks);
-                e.to_string()
-            })?;
-            log_hooks("pre", &report.pre_hooks);
-            log_hooks("post", &report.post_hooks);
-            if let Some(w) = report.freeze_window {
-                tracing::info!(
-                    "policy {policy}: filesystems frozen for {} ms",
-                    w.as_millis()
-                );
-            }
-            let mut snaps = taken.map_err(|e| e.to_string())?;
-            let achieved = report.consistency.as_str();
-            if snaps
-                .iter()
-                .any(|s| s.tags.get(tags::CONSISTENCY).map(String::as_str) != Some(achieved))
-            {
-                let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
-                let mut t = Tags::new();
-                t.insert(tags::CONSISTENCY.into(), achieved.into());
-                self.ec2
-                    .create_tags(&ids, &t)
+                    )
                     .await
-                    .map_err(|e| e.to_string())?;
-                for s in &mut snaps {
-                    s.tags.insert(tags::CONSISTENCY.into(), achieved.into());
-                }
-            }
+                })
+                .await?;
             Ok(snaps)
         }))
     }
+}
+
+/// Why a consistent set was not taken; made text only where it is reported.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsistentSnapshotError {
+    #[error("cannot find autosnap's own executable, which the freeze watchdog runs: {0}")]
+    OwnExecutable(std::io::Error),
+    #[error("cannot install the thaw on SIGINT/SIGTERM, so nothing was frozen: {0}")]
+    SignalThaw(std::io::Error),
+    #[error(transparent)]
+    Freeze(#[from] autosnap_freeze::FreezeRunError),
+    #[error("the freeze thread stopped unexpectedly: {0}")]
+    Thread(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Snapshot(#[from] AwsError),
+    #[error("policy {policy:?}: consistency.{field}: {source}")]
+    Setting {
+        policy: String,
+        field: &'static str,
+        source: autosnap_core::duration::DurationError,
+    },
+}
+
+/// Takes snapshots inside `plan`'s freeze and hooks (`snapshot create PATH` and policies with
+/// `consistency`): `take` runs on the blocking freeze thread with the consistency planned and
+/// tags the snapshots with it; if the freeze did not hold until the thaw, the consistency
+/// achieved replaces that tag. Hooks, warnings and the freeze window are logged. A signal while
+/// frozen thaws and runs the post hooks, then `after` says whether the process ends.
+async fn take_frozen<F, Fut>(
+    ec2: &Ec2,
+    plan: FreezePlan,
+    after: AfterCleanup,
+    take: F,
+) -> Result<(Vec<Snapshot>, autosnap_freeze::FreezeReport), ConsistentSnapshotError>
+where
+    F: FnOnce(Consistency) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Snapshot>, AwsError>>,
+{
+    install_signal_thaw(after).map_err(ConsistentSnapshotError::SignalThaw)?;
+    let handle = tokio::runtime::Handle::current();
+    let outcome =
+        tokio::task::spawn_blocking(move || with_frozen(plan, |c| handle.block_on(take(c))))
+            .await?;
+    let (taken, report) = outcome.inspect_err(|e| {
+        log_hooks("pre", &e.pre_hooks);
+        log_hooks("post", &e.post_hooks);
+    })?;
+    log_hooks("pre", &report.pre_hooks);
+    log_hooks("post", &report.post_hooks);
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(window) = report.freeze_window {
+        tracing::info!(
+            "filesystems frozen for {} ms: {}",
+            window.as_millis(),
+            report
+                .frozen_mounts
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut snaps = taken?;
+    let achieved = report.consistency.as_str();
+    if snaps
+        .iter()
+        .any(|s| s.tags.get(tags::CONSISTENCY).map(String::as_str) != Some(achieved))
+    {
+        let ids: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+        let mut t = Tags::new();
+        t.insert(tags::CONSISTENCY.into(), achieved.into());
+        ec2.create_tags(&ids, &t).await?;
+        for s in &mut snaps {
+            s.tags.insert(tags::CONSISTENCY.into(), achieved.into());
+        }
+    }
+    if report.post_hooks_failed() {
+        tracing::warn!("a post hook failed; the snapshot was taken");
+    }
+    Ok((snaps, report))
 }
