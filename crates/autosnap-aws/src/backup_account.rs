@@ -3,24 +3,40 @@
 //! and the share → copy → unshare flow with retention applied there, with its own role.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use autosnap_core::backup_account::{
     account_rules, accounts_used, AccountCopies, BackupAccountConfig, SHARED_WITH, SOURCE_ACCOUNT,
 };
 use autosnap_core::model::Snapshot;
-use autosnap_core::plan::{self, BackupBuilder, CopySource, ExistingBackup, Inventory, Plan};
+use autosnap_core::plan::{
+    self, BackupBuilder, CopySource, ExistingBackup, Inventory, Plan, PolicyPlan, TargetPlan,
+};
 use autosnap_core::policy::PolicyConfig;
 use autosnap_core::tags::{self, Tags};
 use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
-use crate::ec2::{Ec2, SnapshotQuery, WaitObserver};
-use crate::execute::{Created, Failure, RunOptions};
+use crate::ec2::{Ec2, SnapshotQuery, Unobserved};
+use crate::execute::{Failure, NotStarted, RunOptions, RunReport, COPIES_PER_REGION};
+use crate::rate::{paced, Ec2Budget, Pacing, TokenBucket};
 use crate::{AwsContext, AwsError};
 
 /// The backup accounts a command works with, each reached by its role (or why not).
 pub struct BackupAccounts {
     contexts: HashMap<String, Result<AwsContext, String>>,
+    /// Per backup account and Region: its copy slots and CopySnapshot pacing, shared by every
+    /// source account of the command (EC2 counts them per destination account and Region).
+    slots: Mutex<HashMap<(String, String), Arc<CopySlot>>>,
+}
+
+/// One backup account's copies into one Region: EC2 runs at most [`COPIES_PER_REGION`] at a
+/// time there, and CopySnapshot draws from that account's mutating-default bucket.
+pub struct CopySlot {
+    copies: Semaphore,
+    copy_snapshot: TokenBucket,
 }
 
 impl BackupAccounts {
@@ -28,6 +44,7 @@ impl BackupAccounts {
     pub fn none() -> Self {
         BackupAccounts {
             contexts: HashMap::new(),
+            slots: Mutex::default(),
         }
     }
 
@@ -54,7 +71,24 @@ impl BackupAccounts {
             }
             contexts.insert(id, result);
         }
-        BackupAccounts { contexts }
+        BackupAccounts {
+            contexts,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// The copy slots and CopySnapshot pacing of `account` in `region` (made on first use).
+    fn copy_slot(&self, account: &str, region: &str, pacing: Pacing) -> Arc<CopySlot> {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        slots
+            .entry((account.to_owned(), region.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(CopySlot {
+                    copies: Semaphore::new(COPIES_PER_REGION),
+                    copy_snapshot: pacing.bucket(crate::rate::budgets::MUTATING),
+                })
+            })
+            .clone()
     }
 
     fn context(&self, account: &str) -> Result<&AwsContext, String> {
@@ -262,53 +296,144 @@ impl BackupAccountReport {
     }
 }
 
-struct NoProgress;
-impl WaitObserver for NoProgress {}
+/// Copies into backup accounts in flight at once: each mostly waits for its copy to complete.
+/// Each destination account and Region also holds at most [`COPIES_PER_REGION`] of them
+/// (EC2's concurrent-copy limit), across every source account of the command.
+pub const ACCOUNT_COPIES_IN_FLIGHT: usize = COPIES_PER_REGION;
 
-/// Carries out the plan's account copies: shares, copies, unshares and prunes. `created` is
-/// what this run created in the source account (the copies of new backups are made of them).
-/// Failures are returned with the report, one per step that failed.
+/// ModifySnapshotAttribute (share, unshare): EC2's bucket of 100, refilling 5 a second
+/// (docs/rate-limits.md).
+const MODIFY_SNAPSHOT_ATTRIBUTE: Ec2Budget = Ec2Budget {
+    capacity: 100,
+    refill_per_sec: 5.0,
+};
+
+/// What [`execute`] did in backup accounts, what failed (one per step) and what it did not
+/// start because the run's time limit passed.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub report: BackupAccountReport,
+    pub failures: Vec<Failure>,
+    pub left: Vec<NotStarted>,
+}
+
+/// One copy rule's copies of one target into one backup account, as [`execute`] works on it.
+struct Entry<'a> {
+    policy: &'a PolicyPlan,
+    target: &'a TargetPlan,
+    copies: &'a AccountCopies,
+    /// The source account's client in the target's Region, and the backup account's in the
+    /// rule's.
+    src: Ec2,
+    dest: Ec2,
+    /// A copy retention counted on was not made: nothing is deleted there.
+    blocked: bool,
+}
+
+impl Executed {
+    fn fail(
+        &mut self,
+        e: (&PolicyPlan, &TargetPlan, &AccountCopies),
+        action: &'static str,
+        error: String,
+    ) {
+        let (p, t, ac) = e;
+        tracing::warn!(
+            "policy {}: {action} of {} into account {} in {} failed: {error}",
+            p.policy,
+            t.target_id,
+            ac.account,
+            ac.region
+        );
+        self.failures.push(Failure {
+            policy: p.policy.clone(),
+            target_id: t.target_id.clone(),
+            region: format!("{} (account {})", ac.region, ac.account),
+            action,
+            error,
+        });
+    }
+
+    /// A step not started because the time limit passed, in `region` (the backup account's for
+    /// a copy or deletion, the source's for an unshare).
+    fn left(
+        &mut self,
+        e: (&PolicyPlan, &TargetPlan, &AccountCopies),
+        region: &str,
+        action: &'static str,
+        backup_id: Option<String>,
+    ) {
+        let (p, t, ac) = e;
+        tracing::info!(
+            "policy {}: time limit reached: {action} for {} in {region} (account {}) not started",
+            p.policy,
+            t.target_id,
+            ac.account
+        );
+        self.left.push(NotStarted {
+            policy: p.policy.clone(),
+            target_id: t.target_id.clone(),
+            region: region.to_owned(),
+            action,
+            backup_id,
+            account: Some(ac.account.clone()),
+        });
+    }
+}
+
+impl<'a> Entry<'a> {
+    fn key(&self) -> (&'a PolicyPlan, &'a TargetPlan, &'a AccountCopies) {
+        (self.policy, self.target, self.copies)
+    }
+}
+
+/// Runs `wait` until it ends or the time limit passes (`None`: the limit cut it short).
+async fn until_limit<T>(
+    opts: &RunOptions,
+    wait: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match opts.stop_at {
+        Some(t) => tokio::time::timeout_at(t.into(), wait).await.ok(),
+        None => Some(wait.await),
+    }
+}
+
+/// Carries out the plan's account copies: shares, copies, unshares and prunes. `done` is the
+/// run in the source account (the copies of new backups are made of what it created; a create
+/// it left leaves their copies too). The copies start together (at most
+/// [`ACCOUNT_COPIES_IN_FLIGHT`], paced) and are waited for together; the report keeps the
+/// plan's order. Past `opts.stop_at` no share, copy, unshare or deletion starts, a wait stops,
+/// and what did not start is in [`Executed::left`].
 pub async fn execute(
     source: &AwsContext,
     source_account: &str,
     accounts: &BackupAccounts,
     plan: &Plan,
-    created: &[Created],
+    done: &RunReport,
     opts: &RunOptions,
-) -> (BackupAccountReport, Vec<Failure>) {
-    let mut report = BackupAccountReport::default();
-    let mut failures = Vec::new();
+) -> Executed {
+    let mut out = Executed::default();
     // Each source Region's AWS managed EBS key, looked up once.
     let mut managed_keys: HashMap<String, Option<(String, String)>> = HashMap::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    // (entry, source snapshot) for each copy to make.
+    let mut jobs: Vec<(usize, Snapshot)> = Vec::new();
+
+    // 1. What each entry copies: its sources, a new backup waited for (until the limit).
     for p in &plan.policies {
         for t in &p.targets {
             for ac in &t.account_copies {
-                let fail = |failures: &mut Vec<Failure>, action: &'static str, error: String| {
-                    tracing::warn!(
-                        "policy {}: {action} of {} into account {} in {} failed: {error}",
-                        p.policy,
-                        t.target_id,
-                        ac.account,
-                        ac.region
-                    );
-                    failures.push(Failure {
-                        policy: p.policy.clone(),
-                        target_id: t.target_id.clone(),
-                        region: format!("{} (account {})", ac.region, ac.account),
-                        action,
-                        error,
-                    });
-                };
+                let key = (p, t, ac);
                 if let Some(e) = &ac.error {
                     if opts.copy && (ac.copy.is_some() || t.create.is_some()) || opts.prune {
-                        fail(&mut failures, "copy", e.clone());
+                        out.fail(key, "copy", e.clone());
                     }
                     continue;
                 }
                 let backup = match accounts.context(&ac.account) {
                     Ok(ctx) => ctx,
                     Err(e) => {
-                        fail(&mut failures, "copy", e);
+                        out.fail(key, "copy", e);
                         continue;
                     }
                 };
@@ -318,27 +443,56 @@ pub async fn execute(
                 ) {
                     (Ok(s), Ok(d)) => (s, d),
                     (Err(e), _) | (_, Err(e)) => {
-                        fail(&mut failures, "copy", e.to_string());
+                        out.fail(key, "copy", e.to_string());
                         continue;
                     }
                 };
+                let index = entries.len();
                 let mut blocked = false;
                 if let (true, Some(copy)) = (opts.copy, &ac.copy) {
                     let sources = match &copy.source {
                         CopySource::New => {
-                            let ids: Vec<String> = created
+                            let ids: Vec<String> = done
+                                .created
                                 .iter()
                                 .filter(|c| c.policy == p.policy && c.target_id == t.target_id)
                                 .flat_map(|c| c.snapshot_ids.clone())
                                 .collect();
                             if ids.is_empty() {
-                                // The create was not run or failed: nothing to copy.
+                                // The create was not run, failed or was left: nothing to copy.
                                 blocked = true;
+                                let create_left = done.left.iter().any(|l| {
+                                    l.action == "create"
+                                        && l.policy == p.policy
+                                        && l.target_id == t.target_id
+                                });
+                                if create_left {
+                                    out.left(key, &ac.region, "account_copy", None);
+                                }
                                 Ok(Vec::new())
                             } else {
-                                src.wait_snapshots_completed(&ids, opts.wait_timeout, &NoProgress)
-                                    .await
+                                let wait = src.wait_snapshots_completed(
+                                    &ids,
+                                    opts.wait_timeout,
+                                    &Unobserved,
+                                );
+                                match until_limit(opts, wait).await {
+                                    Some(done) => done,
+                                    None => {
+                                        // Still completing: its copy is the next run's.
+                                        blocked = true;
+                                        for id in ids {
+                                            out.left(key, &ac.region, "account_copy", Some(id));
+                                        }
+                                        Ok(Vec::new())
+                                    }
+                                }
                             }
+                        }
+                        CopySource::Existing { backup_id, .. } if opts.out_of_time() => {
+                            blocked = true;
+                            out.left(key, &ac.region, "account_copy", Some(backup_id.clone()));
+                            Ok(Vec::new())
                         }
                         CopySource::Existing { snapshot_ids, .. } => {
                             src.list_snapshots(&SnapshotQuery {
@@ -350,7 +504,7 @@ pub async fn execute(
                     };
                     match sources {
                         Err(e) => {
-                            fail(&mut failures, "copy", e.to_string());
+                            out.fail(key, "copy", e.to_string());
                             blocked = true;
                         }
                         Ok(sources) => {
@@ -369,10 +523,10 @@ pub async fn execute(
                                             k
                                         }
                                     };
-                                    let key = s.kms_key_id.as_deref().unwrap_or_default();
-                                    if managed.is_some_and(|m| is_key(key, &m)) {
-                                        fail(
-                                            &mut failures,
+                                    let key_id = s.kms_key_id.as_deref().unwrap_or_default();
+                                    if managed.is_some_and(|m| is_key(key_id, &m)) {
+                                        out.fail(
+                                            key,
                                             "copy",
                                             managed_key_problem(
                                                 &format!("snapshot {}", s.snapshot_id),
@@ -383,103 +537,207 @@ pub async fn execute(
                                         continue;
                                     }
                                 }
-                                match copy_into(
-                                    &src,
-                                    &dest,
-                                    source_account,
-                                    &ac.account,
-                                    &ac.kms_key,
-                                    &s,
-                                    opts,
-                                )
-                                .await
-                                {
-                                    Ok((id, unshared)) => {
-                                        tracing::info!(
-                                            "policy {}: copied {} into account {} in {} as {id}",
-                                            p.policy,
-                                            s.snapshot_id,
-                                            ac.account,
-                                            ac.region
-                                        );
-                                        report.copied.push(AccountCopied {
-                                            policy: p.policy.clone(),
-                                            target_id: t.target_id.clone(),
-                                            account: ac.account.clone(),
-                                            from_region: t.region.clone(),
-                                            to_region: ac.region.clone(),
-                                            source_snapshot_id: s.snapshot_id.clone(),
-                                            snapshot_id: id,
-                                            unshared,
-                                        })
-                                    }
-                                    Err(e) => {
-                                        fail(&mut failures, "copy", e);
-                                        blocked = true;
-                                    }
-                                }
+                                jobs.push((index, s));
                             }
                         }
                     }
                 }
-                // Shares whose copies completed after an earlier run stopped waiting.
-                if opts.copy {
-                    for id in &ac.unshare {
-                        match unshare(&src, id, &ac.account).await {
-                            Ok(()) => report.unshared.push(id.clone()),
-                            Err(e) => fail(&mut failures, "unshare", e.to_string()),
-                        }
-                    }
+                entries.push(Entry {
+                    policy: p,
+                    target: t,
+                    copies: ac,
+                    src,
+                    dest,
+                    blocked,
+                });
+            }
+        }
+    }
+
+    // 2. The copies, started together and waited for together; results in the plan's order.
+    let share_buckets: HashMap<String, TokenBucket> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.src.region().to_owned(),
+                opts.pacing.bucket(MODIFY_SNAPSHOT_ATTRIBUTE),
+            )
+        })
+        .collect();
+    let results: Vec<(usize, String, Result<CopyEnd, String>)> = {
+        let entries = &entries;
+        let share_buckets = &share_buckets;
+        stream::iter(jobs)
+            .map(|(index, s)| async move {
+                let e = &entries[index];
+                let slot = accounts.copy_slot(&e.copies.account, &e.copies.region, opts.pacing);
+                let step = CopyStep {
+                    src: &e.src,
+                    dest: &e.dest,
+                    share_bucket: &share_buckets[e.src.region()],
+                    slot: &slot,
+                    source_account,
+                    account: &e.copies.account,
+                    kms_key: &e.copies.kms_key,
+                };
+                let result = copy_into(&step, &s, opts).await;
+                (index, s.snapshot_id, result)
+            })
+            .buffered(ACCOUNT_COPIES_IN_FLIGHT)
+            .collect()
+            .await
+    };
+    for (index, source_id, result) in results {
+        let e = &mut entries[index];
+        let (p, t, ac) = e.key();
+        match result {
+            Ok(CopyEnd::NotStarted) => {
+                e.blocked = true;
+                out.left((p, t, ac), &ac.region, "account_copy", Some(source_id));
+            }
+            Ok(CopyEnd::Made { id, unshared }) => {
+                tracing::info!(
+                    "policy {}: copied {source_id} into account {} in {} as {id}",
+                    p.policy,
+                    ac.account,
+                    ac.region
+                );
+                if !unshared {
+                    // The wait stopped at the limit: the copy goes on in AWS, and the next run
+                    // removes the share once it is complete.
+                    let from = t.region.clone();
+                    out.left(
+                        (p, t, ac),
+                        &from,
+                        "account_unshare",
+                        Some(source_id.clone()),
+                    );
                 }
-                if opts.prune {
-                    let doomed: Vec<_> = ac.backups.iter().filter(|b| b.delete).collect();
-                    if blocked && !doomed.is_empty() {
-                        // Retention assumed the new copy exists.
-                        continue;
+                out.report.copied.push(AccountCopied {
+                    policy: p.policy.clone(),
+                    target_id: t.target_id.clone(),
+                    account: ac.account.clone(),
+                    from_region: t.region.clone(),
+                    to_region: ac.region.clone(),
+                    source_snapshot_id: source_id,
+                    snapshot_id: id,
+                    unshared,
+                });
+            }
+            Err(error) => {
+                e.blocked = true;
+                out.fail((p, t, ac), "copy", error);
+            }
+        }
+    }
+
+    // 3. Shares whose copies completed after an earlier run stopped waiting, then retention in
+    // the backup accounts.
+    for e in &entries {
+        let (p, t, ac) = e.key();
+        if opts.copy {
+            for id in &ac.unshare {
+                if opts.out_of_time() {
+                    out.left(e.key(), &t.region, "account_unshare", Some(id.clone()));
+                    continue;
+                }
+                let bucket = &share_buckets[e.src.region()];
+                bucket.acquire().await;
+                match unshare(&e.src, id, &ac.account).await {
+                    Ok(()) => out.report.unshared.push(id.clone()),
+                    Err(err) => out.fail(e.key(), "unshare", err.to_string()),
+                }
+            }
+        }
+        if !opts.prune {
+            continue;
+        }
+        let doomed: Vec<_> = ac.backups.iter().filter(|b| b.delete).collect();
+        if e.blocked && !doomed.is_empty() {
+            // Retention assumed the new copy exists.
+            continue;
+        }
+        for b in doomed {
+            if opts.out_of_time() {
+                out.left(
+                    e.key(),
+                    &ac.region,
+                    "account_delete",
+                    Some(b.backup_id.to_string()),
+                );
+                continue;
+            }
+            for id in &b.snapshot_ids {
+                match e.dest.delete_snapshot(id).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            "policy {}: deleted copy {id} of {} in account {} ({})",
+                            p.policy,
+                            t.target_id,
+                            ac.account,
+                            ac.region
+                        );
+                        out.report.deleted.push(AccountDeleted {
+                            policy: p.policy.clone(),
+                            target_id: t.target_id.clone(),
+                            account: ac.account.clone(),
+                            region: ac.region.clone(),
+                            snapshot_id: id.to_string(),
+                        })
                     }
-                    for b in doomed {
-                        for id in &b.snapshot_ids {
-                            match dest.delete_snapshot(id).await {
-                                Ok(()) => {
-                                    tracing::info!(
-                                        "policy {}: deleted copy {id} of {} in account {} ({})",
-                                        p.policy,
-                                        t.target_id,
-                                        ac.account,
-                                        ac.region
-                                    );
-                                    report.deleted.push(AccountDeleted {
-                                        policy: p.policy.clone(),
-                                        target_id: t.target_id.clone(),
-                                        account: ac.account.clone(),
-                                        region: ac.region.clone(),
-                                        snapshot_id: id.to_string(),
-                                    })
-                                }
-                                Err(e) => fail(&mut failures, "delete", e.to_string()),
-                            }
-                        }
-                    }
+                    Err(err) => out.fail(e.key(), "delete", err.to_string()),
                 }
             }
         }
     }
-    (report, failures)
+    out
 }
 
-/// Shares `source` with `account`, copies it there (CopySnapshot by the backup account, with
-/// its key) and, once the copy is complete, removes the share. Returns the copy's id and
-/// whether the share was removed (not when the copy did not complete in time: the next run
-/// removes it).
+/// How one copy into a backup account ended.
+enum CopyEnd {
+    /// The time limit passed before it started (its source may stay shared: the next run
+    /// copies it).
+    NotStarted,
+    /// The copy, owned by the backup account; `unshared` is false when the time limit stopped
+    /// the wait for it (the next run removes the share once it is complete).
+    Made { id: String, unshared: bool },
+}
+
+/// What one copy into a backup account works with.
+struct CopyStep<'a> {
+    src: &'a Ec2,
+    dest: &'a Ec2,
+    /// The source account's ModifySnapshotAttribute pacing in the source Region.
+    share_bucket: &'a TokenBucket,
+    /// The destination's concurrent-copy slots and CopySnapshot pacing.
+    slot: &'a CopySlot,
+    source_account: &'a str,
+    account: &'a str,
+    kms_key: &'a str,
+}
+
+/// Shares `source` with the backup account, copies it there (CopySnapshot by the backup
+/// account, with its key) and, once the copy is complete, removes the share. Holds one of the
+/// destination's copy slots from the copy until it completes (or the wait stops at the limit).
 async fn copy_into(
-    src: &Ec2,
-    dest: &Ec2,
-    source_account: &str,
-    account: &str,
-    kms_key: &str,
+    step: &CopyStep<'_>,
     source: &Snapshot,
     opts: &RunOptions,
-) -> Result<(String, bool), String> {
+) -> Result<CopyEnd, String> {
+    let CopyStep {
+        src,
+        dest,
+        share_bucket,
+        slot,
+        source_account,
+        account,
+        kms_key,
+    } = *step;
+    let _slot = slot.copies.acquire().await.expect("semaphore never closed");
+    if opts.out_of_time() {
+        return Ok(CopyEnd::NotStarted);
+    }
+    share_bucket.acquire().await;
     share(src, &source.snapshot_id, account)
         .await
         .map_err(|e| format!("cannot share {} with {account}: {e}", source.snapshot_id))?;
@@ -493,37 +751,63 @@ async fn copy_into(
     t.insert(tags::SOURCE_SNAPSHOT.into(), source.snapshot_id.clone());
     t.insert(tags::SOURCE_REGION.into(), src.region().to_owned());
     t.insert(SOURCE_ACCOUNT.into(), source_account.to_owned());
-    let id = dest
-        .copy_snapshot_from(
-            src.region(),
-            &source.snapshot_id,
-            &format!(
-                "autosnap copy of {} from {source_account} {}",
-                source.snapshot_id,
-                src.region()
-            ),
-            true,
-            Some(kms_key),
-            &t,
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "account {account} could not copy {}: {e} (the source stays shared with it; \
-                 the next run tries again)",
-                source.snapshot_id
-            )
-        })?;
-    if let Err(e) = dest
-        .wait_snapshots_completed(std::slice::from_ref(&id), opts.wait_timeout, &NoProgress)
-        .await
-    {
-        return Err(format!(
-            "copy {id} of {} in account {account} is not complete: {e}; the next run removes \
-             the share once it is",
-            source.snapshot_id
-        ));
+    if opts.out_of_time() {
+        // Shared (and tagged so) but not copied: the next run copies it and removes the share.
+        return Ok(CopyEnd::NotStarted);
     }
+    let description = format!(
+        "autosnap copy of {} from {source_account} {}",
+        source.snapshot_id,
+        src.region()
+    );
+    let id = paced(
+        &slot.copy_snapshot,
+        "CopySnapshot",
+        &source.snapshot_id,
+        || {
+            dest.copy_snapshot_from(
+                src.region(),
+                &source.snapshot_id,
+                &description,
+                true,
+                Some(kms_key),
+                &t,
+            )
+        },
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "account {account} could not copy {}: {e} (the source stays shared with it; \
+             the next run tries again)",
+            source.snapshot_id
+        )
+    })?;
+    let wait =
+        dest.wait_snapshots_completed(std::slice::from_ref(&id), opts.wait_timeout, &Unobserved);
+    match until_limit(opts, wait).await {
+        None => {
+            return Ok(CopyEnd::Made {
+                id,
+                unshared: false,
+            })
+        }
+        Some(Err(e)) => {
+            return Err(format!(
+                "copy {id} of {} in account {account} is not complete: {e}; the next run \
+                 removes the share once it is",
+                source.snapshot_id
+            ))
+        }
+        Some(Ok(_)) => {}
+    }
+    if opts.out_of_time() {
+        return Ok(CopyEnd::Made {
+            id,
+            unshared: false,
+        });
+    }
+    share_bucket.acquire().await;
     unshare(src, &source.snapshot_id, account)
         .await
         .map_err(|e| {
@@ -532,7 +816,7 @@ async fn copy_into(
                 source.snapshot_id
             )
         })?;
-    Ok((id, true))
+    Ok(CopyEnd::Made { id, unshared: true })
 }
 
 /// ModifySnapshotAttribute createVolumePermission add `account`, and the `autosnap:shared-with`

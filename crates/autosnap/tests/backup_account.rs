@@ -553,3 +553,219 @@ fn a_later_run_removes_the_share_of_a_copy_that_completed_after_its_run() {
     let there = &again["policies"][0]["targets"][0]["account_copies"][0];
     assert!(there["unshare"].is_null(), "{there}");
 }
+
+// ---- --time-limit ----------------------------------------------------------------------------
+
+/// `(action, target_id, region, account)` of each step a run left, sorted.
+fn left(doc: &serde_json::Value) -> Vec<(String, String, String, Option<String>)> {
+    let mut l: Vec<_> = doc["report"]["left"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no report.left in {doc}"))
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap().to_string(),
+                l["target_id"].as_str().unwrap().to_string(),
+                l["region"].as_str().unwrap().to_string(),
+                l["account"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    l.sort();
+    l
+}
+
+/// `args` with `-o json`: its exit code and report.
+fn run_json(bed: &TestBed, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = bed.cmd().args(args).args(["-o", "json"]).output().unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+#[test]
+fn a_limit_of_zero_shares_and_copies_nothing_and_leaves_the_account_copy() {
+    // An existing backup with no copy there: no create is due, only the copy into the account.
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let source = bed.policy_backup("daily", &vol, 0, &[]);
+
+    let (code, run) = run_json(&bed, &["run", "--time-limit", "0s"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "stopped by the limit is not a failure: {run}"
+    );
+    assert!(run["report"]["backup_accounts"].is_null(), "{run}");
+    assert_eq!(
+        left(&run),
+        vec![(
+            "account_copy".into(),
+            vol.clone(),
+            TO.into(),
+            Some(BACKUP.into())
+        )]
+    );
+    assert_eq!(run["report"]["left"][0]["backup_id"], source.as_str());
+    // Nothing started in either account: no share, no tag, no copy.
+    assert!(
+        shared_with(&bed, &source).is_empty(),
+        "shared after the limit"
+    );
+    let sources = snapshots_in(&bed, ACCOUNT, REGION);
+    assert_eq!(tag(&sources[0], "autosnap:shared-with"), None);
+    assert!(
+        snapshots_in(&bed, BACKUP, TO).is_empty(),
+        "copied after the limit"
+    );
+    // The text report names the account.
+    let out = bed
+        .cmd()
+        .args(["run", "--time-limit", "0s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "not started: policy daily account copy {vol} ({source}) in {TO} (account {BACKUP})"
+        )),
+        "{text}"
+    );
+
+    // Without the limit the next run copies it and removes the share.
+    let (code, run) = run_json(&bed, &["run"]);
+    assert_eq!(code, Some(0), "{run}");
+    let copied = &run["report"]["backup_accounts"]["copied"];
+    assert_eq!(copied.as_array().map(Vec::len), Some(1), "{run}");
+    assert_eq!(copied[0]["source_snapshot_id"], source.as_str());
+    assert_eq!(copied[0]["unshared"], true);
+    assert!(run["report"].get("left").is_none(), "{run}");
+    assert!(shared_with(&bed, &source).is_empty());
+    assert_eq!(snapshots_in(&bed, BACKUP, TO).len(), 1);
+}
+
+#[test]
+fn a_limit_of_zero_leaves_the_copy_of_the_backup_the_create_would_make() {
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let (code, run) = run_json(&bed, &["run", "--time-limit", "0s"]);
+    assert_eq!(code, Some(0), "{run}");
+    assert_eq!(
+        left(&run),
+        vec![
+            (
+                "account_copy".into(),
+                vol.clone(),
+                TO.into(),
+                Some(BACKUP.into())
+            ),
+            ("create".into(), vol.clone(), REGION.into(), None),
+        ]
+    );
+    assert!(snapshots_in(&bed, ACCOUNT, REGION).is_empty());
+    assert!(snapshots_in(&bed, BACKUP, TO).is_empty());
+}
+
+#[test]
+fn prune_with_a_limit_of_zero_deletes_nothing_in_the_backup_account() {
+    let bed = backup_bed(3, 1);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let older = bed.policy_backup("daily", &vol, 3, &[]);
+    let newer = bed.policy_backup("daily", &vol, 2, &[]);
+    let expired = seeded_copy(&bed, &vol, &older, 3);
+    let kept = seeded_copy(&bed, &vol, &newer, 2);
+
+    let (code, out) = run_json(&bed, &["prune", "--yes", "--time-limit", "0s"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out["report"]["backup_accounts"].is_null(), "{out}");
+    assert_eq!(
+        left(&out),
+        vec![(
+            "account_delete".into(),
+            vol.clone(),
+            TO.into(),
+            Some(BACKUP.into())
+        )]
+    );
+    assert_eq!(out["report"]["left"][0]["backup_id"], expired.as_str());
+    let mut both = vec![expired.clone(), kept.clone()];
+    both.sort();
+    assert_eq!(
+        ids(&snapshots_in(&bed, BACKUP, TO)),
+        both,
+        "deleted after the limit"
+    );
+
+    let (code, out) = run_json(&bed, &["prune", "--yes"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(ids(&snapshots_in(&bed, BACKUP, TO)), [kept]);
+}
+
+/// The test bed holds the new backup `pending` (the policy's tags put its
+/// `autosnap-testbed:state` on it), so the wait before its copy into the backup account can
+/// only end at the limit: the copy is left, nothing is shared. The limit (20 s) only has to be
+/// longer than the run takes to reach its create. Once the backup completes, the next run copies
+/// it and removes the share.
+#[test]
+fn a_run_stopped_waiting_for_its_new_backup_leaves_the_account_copy_to_the_next_run() {
+    let bed = TestBed::start();
+    create_role(&bed, BACKUP, "autosnap-backup");
+    let config = policy(3, 3).replace(
+        "schedule = \"1d\"",
+        "schedule = \"1d\"\ntags = { \"autosnap-testbed:state\" = \"pending\" }",
+    );
+    bed.write_config("autosnap.toml", &config, 0o644);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+
+    // A run that ignored its limit would fail its wait (2 min) instead of leaving the copy.
+    let (code, first) = run_json(
+        &bed,
+        &["run", "--time-limit", "20s", "--wait-timeout", "2min"],
+    );
+    assert_eq!(code, Some(0), "{first}");
+    let created = first["report"]["created"].as_array().unwrap();
+    assert_eq!(created.len(), 1, "{first}");
+    let backup = created[0]["snapshot_ids"][0].as_str().unwrap().to_string();
+    assert_eq!(
+        left(&first),
+        vec![(
+            "account_copy".into(),
+            vol.clone(),
+            TO.into(),
+            Some(BACKUP.into())
+        )]
+    );
+    assert_eq!(first["report"]["left"][0]["backup_id"], backup.as_str());
+    assert!(
+        first["report"]["failures"].as_array().unwrap().is_empty(),
+        "{first}"
+    );
+    assert!(shared_with(&bed, &backup).is_empty());
+
+    let ec2 = bed.ec2(REGION);
+    bed.block(async {
+        ec2.create_tags()
+            .resources(&backup)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("autosnap-testbed:state")
+                    .value("completed")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("complete the backup")
+    });
+    let (code, second) = run_json(&bed, &["run"]);
+    assert_eq!(code, Some(0), "{second}");
+    assert_eq!(second["report"]["created"].as_array().unwrap().len(), 0);
+    let copied = &second["report"]["backup_accounts"]["copied"];
+    assert_eq!(copied[0]["source_snapshot_id"], backup.as_str(), "{second}");
+    assert_eq!(copied[0]["unshared"], true);
+    assert!(shared_with(&bed, &backup).is_empty());
+}

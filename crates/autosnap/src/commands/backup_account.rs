@@ -72,10 +72,10 @@ pub(super) async fn execute(
         Some(a) => a.to_owned(),
         None => ctx.account_id().await?,
     };
-    let (done, failures) =
-        aws_backup::execute(ctx, &source, accounts, plan, &report.created, opts).await;
-    report.backup_accounts.merge(done);
-    report.failures.extend(failures);
+    let done = aws_backup::execute(ctx, &source, accounts, plan, report, opts).await;
+    report.backup_accounts.merge(done.report);
+    report.failures.extend(done.failures);
+    report.left.extend(done.left);
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub(super) fn restore_tests_left(plan: &Plan) -> Vec<NotStarted> {
                     region: t.region.clone(),
                     action: "restore_test",
                     backup_id: None,
+                    account: None,
                 })
         })
         .collect()
@@ -49,9 +50,14 @@ pub(super) fn left_text(left: &[NotStarted]) -> String {
             .as_deref()
             .map(|b| format!(" ({b})"))
             .unwrap_or_default();
+        let account = l
+            .account
+            .as_deref()
+            .map(|a| format!(" (account {a})"))
+            .unwrap_or_default();
         let _ = write!(
             s,
-            "\n  not started: policy {} {} {}{backup} in {}",
+            "\n  not started: policy {} {} {}{backup} in {}{account}",
             l.policy,
             l.action.replace('_', " "),
             l.target_id,
