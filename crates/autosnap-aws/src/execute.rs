@@ -240,7 +240,6 @@ pub trait LocalSnapshotter: Send + Sync {
 /// Why a [`LocalSnapshotter`] took no set: its own typed error, made text only in the report.
 pub type LocalSnapshotError = Box<dyn std::error::Error + Send + Sync>;
 
-
 struct Regions {
     clients: HashMap<String, Ec2>,
     limits: HashMap<String, Ec2RateLimits>,
@@ -822,11 +821,8 @@ async fn copy_one(
             &t,
         )
         .await?;
-    let wait = dest.wait_snapshots_completed(
-        std::slice::from_ref(&id),
-        opts.wait_timeout,
-        &Unobserved,
-    );
+    let wait =
+        dest.wait_snapshots_completed(std::slice::from_ref(&id), opts.wait_timeout, &Unobserved);
     // Cut by the time limit, the copy goes on in AWS and counts as made.
     until_stop(opts, wait).await.transpose()?;
     Ok(id)
@@ -1098,12 +1094,8 @@ async fn copy_ami(
             snapshot_tags: t,
         })
         .await?;
-    let available = dest.wait_image_available(
-        &id,
-        opts.wait_timeout,
-        PollSchedule::IMAGES,
-        &Unobserved,
-    );
+    let available =
+        dest.wait_image_available(&id, opts.wait_timeout, PollSchedule::IMAGES, &Unobserved);
     // Cut by the time limit, the copy goes on in AWS and counts as made.
     if let Some(Err(e)) = until_stop(opts, available).await {
         let c = remove_image(dest, &id).await;

@@ -418,7 +418,11 @@ async fn volume_step(
     check.volume.volume_id = Some(volume.volume_id.clone());
     check.volume.state = volume.state.clone();
     match ec2
-        .wait_volume_available(&volume.volume_id, opts.wait_timeout, &crate::ec2::Unobserved)
+        .wait_volume_available(
+            &volume.volume_id,
+            opts.wait_timeout,
+            &crate::ec2::Unobserved,
+        )
         .await
     {
         Ok(v) => check.volume.state = v.state,
@@ -436,7 +440,6 @@ async fn volume_step(
         )),
     }
 }
-
 
 /// The newest archive in `repo` holding a volume of `snapshot_id`, with that volume's index.
 fn archive_of(
@@ -546,32 +549,32 @@ async fn blocks_step(
     let ebs = ebs.with_concurrency(opts.concurrency.max(1));
     let read: Result<Vec<ReadBlock>, autosnap_ports::RemoteError> =
         autosnap_ports::block_stream(&ebs, id, first)
-        .map_ok(|entry| {
-            let (ebs, repo, start) = (&ebs, repo.clone(), &start);
-            async move {
-                let data = ebs
-                    .get_block_bytes(id, &entry)
-                    .await
-                    .map_err(crate::engine_ports::remote_ebs)?;
-                if entry.index == 0 {
-                    let n = data.len().min(core_rt::SUPERBLOCK_BYTES);
-                    *start.lock().expect("not poisoned") = data[..n].to_vec();
+            .map_ok(|entry| {
+                let (ebs, repo, start) = (&ebs, repo.clone(), &start);
+                async move {
+                    let data = ebs
+                        .get_block_bytes(id, &entry)
+                        .await
+                        .map_err(crate::engine_ports::remote_ebs)?;
+                    if entry.index == 0 {
+                        let n = data.len().min(core_rt::SUPERBLOCK_BYTES);
+                        *start.lock().expect("not poisoned") = data[..n].to_vec();
+                    }
+                    let zero = autosnap_repo::writer::is_zero_block(&data);
+                    let chunk = match (&repo, zero) {
+                        (Some(r), false) => Some(r.chunk_id(&data)),
+                        _ => None,
+                    };
+                    Ok(ReadBlock {
+                        index: entry.index,
+                        zero,
+                        chunk,
+                    })
                 }
-                let zero = autosnap_repo::writer::is_zero_block(&data);
-                let chunk = match (&repo, zero) {
-                    (Some(r), false) => Some(r.chunk_id(&data)),
-                    _ => None,
-                };
-                Ok(ReadBlock {
-                    index: entry.index,
-                    zero,
-                    chunk,
-                })
-            }
-        })
-        .try_buffer_unordered(opts.concurrency.max(1))
-        .try_collect()
-        .await;
+            })
+            .try_buffer_unordered(opts.concurrency.max(1))
+            .try_collect()
+            .await;
     let blocks = match read {
         Ok(b) => b,
         Err(e) => {

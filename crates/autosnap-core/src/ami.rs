@@ -1299,7 +1299,9 @@ mod tests {
         assert_eq!(plan[0].keep_snapshots.len(), 1);
         assert_eq!(plan[0].keep_snapshots[0].snapshot_id, "snap-b");
         assert!(
-            plan[0].keep_snapshots[0].reason.starts_with("locked (governance)")
+            plan[0].keep_snapshots[0]
+                .reason
+                .starts_with("locked (governance)")
                 && plan[0].keep_snapshots[0].reason.contains("snapshot unlock"),
             "{:?}",
             plan[0].keep_snapshots

@@ -401,8 +401,7 @@ impl Shot {
             .map(|(_, v)| v.clone())
             .filter(|v| !self.volume_ids.contains(v) && Some(v) != root_volume.as_ref())
             .collect();
-        Ok(self
-            .ec2
+        self.ec2
             .create_snapshot_set(
                 &self.instance_id,
                 exclude_boot,
@@ -411,7 +410,7 @@ impl Shot {
                 &self.description,
                 &t,
             )
-            .await?)
+            .await
     }
 }
 
