@@ -396,4 +396,47 @@ mod tests {
             assert!(Pacing::share(bad).is_err(), "{bad}");
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_off_calls_are_paced_retried_after_a_throttle_and_keep_their_order() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        // b refuses twice with a throttle, then succeeds; c fails for good.
+        let throttles = AtomicU32::new(0);
+        let calls = AtomicU32::new(0);
+        let bucket = TokenBucket::new(2, 1.0);
+        let start = Instant::now();
+        let ids = ["a", "b", "c", "d"].map(String::from);
+        let results = paced_each(&bucket, "DeleteSnapshot", ids, |id| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let throttled = id == "b" && throttles.fetch_add(1, Ordering::SeqCst) < 2;
+            async move {
+                if throttled {
+                    Err(crate::AwsError::Throttled {
+                        operation: "DeleteSnapshot",
+                        code: "RequestLimitExceeded".into(),
+                    })
+                } else if id == "c" {
+                    Err(crate::AwsError::Failed {
+                        what: id,
+                        detail: "refused".into(),
+                    })
+                } else {
+                    Ok(id)
+                }
+            }
+        })
+        .await;
+        let got: Vec<(&str, bool)> = results
+            .iter()
+            .map(|(id, r)| (id.as_str(), r.is_ok()))
+            .collect();
+        assert_eq!(got, [("a", true), ("b", true), ("c", false), ("d", true)]);
+        // Six calls (b three times), each one token: never faster than the bucket allows.
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert!(
+            Instant::now() - start >= Duration::from_secs(4),
+            "{:?}",
+            Instant::now() - start
+        );
+    }
 }
