@@ -28,7 +28,12 @@ CORRECTIONS = {
     "400 InvalidSnapshot.NotFound",
     "snapshot-keeps-volume-key": "CreateSnapshot of an encrypted volume gives the snapshot the "
     "volume's KmsKeyId (moto leaves it empty), so the key a snapshot is encrypted with can be read",
+    "snapshot-copy-state": "TEST-BED ONLY: autosnap-testbed:copy-state=<state> on a snapshot "
+    "holds the snapshots CopySnapshot makes of it (in any account) in that state (e.g. pending), "
+    "as the same tag on an AMI does for CopyImage; autosnap-testbed:state on the copy releases it",
 }
+
+COPY_STATE_TAG = "autosnap-testbed:copy-state"
 
 _applied = False
 
@@ -75,8 +80,9 @@ def apply() -> None:
                       **kwargs: Any) -> Any:
         own = ec2_backends[self.account_id][source_region]
         if source_snapshot_id in own.snapshots:
-            return original(self, source_snapshot_id, source_region, description, kms_key_id,
+            copy = original(self, source_snapshot_id, source_region, description, kms_key_id,
                             *args, **kwargs)
+            return _held(copy, own.snapshots[source_snapshot_id])
         source = find_foreign(source_region, source_snapshot_id, self.account_id)
         if source is None or not shared_with(source, self.account_id):
             raise InvalidSnapshotIdError()
@@ -86,6 +92,13 @@ def apply() -> None:
                         kms_key_id=kms_key_id)
         copy.autosnap_copied_from = (source_region, source_snapshot_id)
         self.snapshots[copy.id] = copy
+        return _held(copy, source)
+
+    def _held(copy: Any, source: Any) -> Any:
+        # [snapshot-copy-state] The source's copy-state tag holds its copies in that state.
+        state = source.ec2_backend.tags.get(source.id, {}).get(COPY_STATE_TAG)
+        if state is not None:
+            copy.status = state
         return copy
 
     EBSBackend.copy_snapshot = copy_snapshot

@@ -95,3 +95,29 @@ def test_a_snapshot_of_an_encrypted_volume_names_its_key(server):  # noqa: F811
     plain = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
     snap = ec2.create_snapshot(VolumeId=plain)["SnapshotId"]
     assert "KmsKeyId" not in ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+
+
+def test_the_copy_state_tag_holds_the_copies_of_a_snapshot(server):  # noqa: F811
+    """snapshot-copy-state: a source tagged autosnap-testbed:copy-state=pending gives pending
+    copies, in another account and in its own; the state tag on a copy releases it."""
+    snap = snapshot_in(server, SOURCE)
+    src = client("ec2", server, SOURCE)
+    src.create_tags(
+        Resources=[snap], Tags=[{"Key": "autosnap-testbed:copy-state", "Value": "pending"}]
+    )
+    share(server, snap, UserIds=[BACKUP])
+    backup = client("ec2", server, BACKUP)
+    copy = copy_as(server, BACKUP, snap)["SnapshotId"]
+    state = lambda ec2, i: ec2.describe_snapshots(SnapshotIds=[i])["Snapshots"][0]["State"]  # noqa: E731
+    assert state(backup, copy) == "pending"
+    own = copy_as(server, SOURCE, snap)["SnapshotId"]
+    assert state(src, own) == "pending"
+    assert state(src, snap) == "completed", "the source itself is not held"
+    backup.create_tags(
+        Resources=[copy], Tags=[{"Key": "autosnap-testbed:state", "Value": "completed"}]
+    )
+    assert state(backup, copy) == "completed"
+    # Without the tag a copy completes as before.
+    plain = snapshot_in(server, SOURCE)
+    share(server, plain, UserIds=[BACKUP])
+    assert state(backup, copy_as(server, BACKUP, plain)["SnapshotId"]) == "completed"

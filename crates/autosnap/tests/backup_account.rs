@@ -769,3 +769,133 @@ fn a_run_stopped_waiting_for_its_new_backup_leaves_the_account_copy_to_the_next_
     assert_eq!(copied[0]["unshared"], true);
     assert!(shared_with(&bed, &backup).is_empty());
 }
+
+/// `n` volumes tagged `Backup=daily`, each with a backup of today that has no copy in the backup
+/// account yet; the test bed holds every copy made of them `pending`
+/// (`autosnap-testbed:copy-state`, testbed/cross_account_copy.py). Returns the backups, sorted.
+fn backups_with_held_copies(bed: &TestBed, n: usize) -> Vec<String> {
+    let mut sources: Vec<String> = (0..n)
+        .map(|_| {
+            let vol = bed.volume(1, &[("Backup", "daily")]);
+            bed.policy_backup(
+                "daily",
+                &vol,
+                0,
+                &[("autosnap-testbed:copy-state", "pending")],
+            )
+        })
+        .collect();
+    sources.sort();
+    sources
+}
+
+/// Tags `autosnap-testbed:state=completed` on the copies in the backup account: they complete.
+fn complete_copies(bed: &TestBed) {
+    let copies = ids(&snapshots_in(bed, BACKUP, TO));
+    let ec2 = bed.ec2(TO);
+    bed.block(async move {
+        ec2.create_tags()
+            .set_resources(Some(copies))
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("autosnap-testbed:state")
+                    .value("completed")
+                    .build(),
+            )
+            .customize()
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-moto-account-id", BACKUP);
+            })
+            .send()
+            .await
+            .expect("complete the copies")
+    });
+}
+
+/// The copy stays pending, so the run's wait for it can only end at the limit: the copy counts
+/// as made, the share stays (its unshare is left), and once the copy completes the next run
+/// removes the share. The limit (20 s) only has to be longer than the run takes to start the
+/// copy.
+#[test]
+fn a_run_stopped_waiting_for_its_copy_keeps_the_share_for_the_next_run() {
+    let bed = backup_bed(3, 3);
+    let source = backups_with_held_copies(&bed, 1).remove(0);
+
+    // A run that ignored its limit would fail its wait (2 min) instead.
+    let (code, first) = run_json(
+        &bed,
+        &["run", "--time-limit", "20s", "--wait-timeout", "2min"],
+    );
+    assert_eq!(code, Some(0), "{first}");
+    let copied = &first["report"]["backup_accounts"]["copied"];
+    assert_eq!(copied.as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(copied[0]["source_snapshot_id"], source.as_str());
+    assert_eq!(copied[0]["unshared"], false, "{first}");
+    let l = &first["report"]["left"];
+    assert_eq!(l.as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(l[0]["action"], "account_unshare");
+    assert_eq!(l[0]["backup_id"], source.as_str());
+    assert_eq!(l[0]["region"], REGION, "the share is in the source Region");
+    assert_eq!(l[0]["account"], BACKUP);
+    assert!(first["report"]["failures"].as_array().unwrap().is_empty());
+    assert_eq!(shared_with(&bed, &source), [BACKUP], "the share stays");
+    assert_eq!(snapshots_in(&bed, BACKUP, TO).len(), 1);
+
+    complete_copies(&bed);
+    let (code, second) = run_json(&bed, &["run"]);
+    assert_eq!(code, Some(0), "{second}");
+    assert_eq!(
+        second["report"]["backup_accounts"]["unshared"][0],
+        source.as_str(),
+        "{second}"
+    );
+    assert!(
+        second["report"]["backup_accounts"]["copied"].is_null(),
+        "no second copy: {second}"
+    );
+    assert!(shared_with(&bed, &source).is_empty());
+}
+
+/// Three copies held pending: one at a time, the first wait would last until the limit and
+/// the other two would not start. Started together, all three are made before the limit and
+/// waited for together; the report lists them in the plan's order.
+#[test]
+fn the_copies_into_the_backup_account_start_together() {
+    let bed = backup_bed(3, 3);
+    let sources = backups_with_held_copies(&bed, 3);
+
+    let (code, run) = run_json(
+        &bed,
+        &["run", "--time-limit", "20s", "--wait-timeout", "2min"],
+    );
+    assert_eq!(code, Some(0), "{run}");
+    let copied = run["report"]["backup_accounts"]["copied"]
+        .as_array()
+        .unwrap_or_else(|| panic!("nothing copied: {run}"));
+    let mut made: Vec<String> = copied
+        .iter()
+        .map(|c| c["source_snapshot_id"].as_str().unwrap().to_string())
+        .collect();
+    // The plan's order: its targets, in the order the plan lists them.
+    let plan_order: Vec<String> = run["plan"]["policies"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target_id"].as_str().unwrap().to_string())
+        .collect();
+    let report_order: Vec<String> = copied
+        .iter()
+        .map(|c| c["target_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(report_order, plan_order, "{run}");
+    made.sort();
+    assert_eq!(made, sources, "every copy started: {run}");
+    assert_eq!(snapshots_in(&bed, BACKUP, TO).len(), 3);
+    let left: Vec<&str> = run["report"]["left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["account_unshare"; 3], "{run}");
+}
