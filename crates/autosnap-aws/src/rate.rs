@@ -176,6 +176,11 @@ pub struct Ec2RateLimits {
     pub copy_image: TokenBucket,
     /// ModifySnapshotTier, for `archive_after` (the mutating default bucket).
     pub modify_snapshot_tier: TokenBucket,
+    /// LockSnapshot, UnlockSnapshot and RestoreSnapshotTier of one-off commands (each the
+    /// mutating default bucket).
+    pub lock_snapshot: TokenBucket,
+    pub unlock_snapshot: TokenBucket,
+    pub restore_snapshot_tier: TokenBucket,
     /// CreateTags, for the per-snapshot tags of instance sets: shared with the region's
     /// [`crate::ec2::Ec2`] client (see [`crate::ec2::Ec2::with_tag_pacing`]).
     pub create_tags: std::sync::Arc<TokenBucket>,
@@ -191,6 +196,9 @@ impl Ec2RateLimits {
             deregister_image: pacing.bucket(budgets::DEREGISTER_IMAGE),
             copy_image: pacing.bucket(budgets::COPY_IMAGE),
             modify_snapshot_tier: pacing.bucket(budgets::MUTATING),
+            lock_snapshot: pacing.bucket(budgets::MUTATING),
+            unlock_snapshot: pacing.bucket(budgets::MUTATING),
+            restore_snapshot_tier: pacing.bucket(budgets::MUTATING),
             create_tags: std::sync::Arc::new(pacing.bucket(budgets::CREATE_TAGS)),
         }
     }

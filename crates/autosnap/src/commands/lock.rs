@@ -1,6 +1,7 @@
 //! `autosnap snapshot lock | unlock`: EBS snapshot lock, planned and printed before anything
 //! is changed.
 
+use autosnap_aws::rate::{self, Ec2RateLimits};
 use autosnap_aws::{Ec2, SnapshotQuery};
 use autosnap_core::lock::{LockMode, LockRequest, LockState, SnapshotLock};
 use chrono::{DateTime, Utc};
@@ -158,6 +159,8 @@ pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
         return Ok(confirm::DECLINED);
     }
 
+    // Paced by the same buckets as policy runs (autosnap_aws::rate).
+    let limits = Ec2RateLimits::default();
     let mut results = Vec::new();
     for id in &requested {
         let before = current(id);
@@ -179,7 +182,11 @@ pub async fn lock(env: &Env, args: &SnapshotLockArgs) -> anyhow::Result<Exit> {
                 reason: request.describe(),
             }
         } else {
-            match ec2.lock_snapshot(id, &request).await {
+            match rate::paced(&limits.lock_snapshot, "LockSnapshot", id, || {
+                ec2.lock_snapshot(id, &request)
+            })
+            .await
+            {
                 Ok(after) => {
                     tracing::info!("locked {id}: {}", after.reason());
                     LockResult {
@@ -212,6 +219,8 @@ pub async fn unlock(env: &Env, args: &SnapshotUnlockArgs) -> anyhow::Result<Exit
     let requested = super::unique_snapshot_ids(&args.ids);
     let (found, locks) = existing(&ec2, &requested).await?;
 
+    // Paced by the same buckets as policy runs (autosnap_aws::rate).
+    let limits = Ec2RateLimits::default();
     let mut results = Vec::new();
     for id in &requested {
         let lock = locks.iter().find(|l| &l.snapshot_id == id);
@@ -245,7 +254,11 @@ pub async fn unlock(env: &Env, args: &SnapshotUnlockArgs) -> anyhow::Result<Exit
                 ),
             ),
             Some(l) if args.dry_run => row("would_unlock", l.reason()),
-            Some(l) => match ec2.unlock_snapshot(id).await {
+            Some(l) => match rate::paced(&limits.unlock_snapshot, "UnlockSnapshot", id, || {
+                ec2.unlock_snapshot(id)
+            })
+            .await
+            {
                 Ok(()) => {
                     tracing::info!("unlocked {id} (was {})", l.reason());
                     LockResult {

@@ -201,6 +201,7 @@ pub async fn restore_tier(env: &Env, args: &SnapshotRestoreTierArgs) -> anyhow::
         ),
     };
 
+    let limits = autosnap_aws::rate::Ec2RateLimits::default();
     let mut results = Vec::new();
     for id in &requested {
         let snap = snaps.iter().find(|s| &s.snapshot_id == id);
@@ -268,7 +269,14 @@ pub async fn restore_tier(env: &Env, args: &SnapshotRestoreTierArgs) -> anyhow::
                 if args.dry_run {
                     row("would_restore", reason)
                 } else {
-                    match ec2.restore_snapshot_tier(id, how).await {
+                    match autosnap_aws::rate::paced(
+                        &limits.restore_snapshot_tier,
+                        "RestoreSnapshotTier",
+                        id,
+                        || ec2.restore_snapshot_tier(id, how),
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             tracing::info!("restoring {id}");
                             row(
