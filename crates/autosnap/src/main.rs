@@ -264,7 +264,9 @@ fn default_filter(verbose: u8, quiet: bool) -> String {
         "autosnap",
         "autosnap_aws",
         "autosnap_core",
+        "autosnap_engine",
         "autosnap_freeze",
+        "autosnap_ports",
         "autosnap_repo",
     ];
     let (own, rest) = match verbose {
@@ -316,7 +318,13 @@ mod tests {
     #[test]
     fn every_workspace_crate_follows_verbosity() {
         let f = default_filter(1, false);
-        for c in ["autosnap_freeze", "autosnap_repo", "autosnap_aws"] {
+        for c in [
+            "autosnap_freeze",
+            "autosnap_repo",
+            "autosnap_aws",
+            "autosnap_engine",
+            "autosnap_ports",
+        ] {
             assert!(f.contains(&format!("{c}=debug")), "{f}");
         }
         assert!(f.starts_with("warn,"), "others stay at warn: {f}");
