@@ -899,3 +899,44 @@ fn the_copies_into_the_backup_account_start_together() {
         .collect();
     assert_eq!(left, ["account_unshare"; 3], "{run}");
 }
+
+// ---- status -o prometheus --------------------------------------------------------------------
+
+#[test]
+fn status_prometheus_has_the_newest_copy_in_each_backup_account() {
+    let bed = backup_bed(3, 3);
+    let vol = bed.volume(1, &[("Backup", "daily")]);
+    let older = bed.policy_backup("daily", &vol, 2, &[]);
+    let newer = bed.policy_backup("daily", &vol, 1, &[]);
+    seeded_copy(&bed, &vol, &older, 2);
+    seeded_copy(&bed, &vol, &newer, 1);
+
+    let status = bed.json(&["status"]);
+    let there = &status["policies"][0]["targets"][0]["account_copies"][0];
+    let newest = chrono::DateTime::parse_from_rfc3339(there["newest_copy"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {there}"))
+        .timestamp();
+    let out = bed
+        .cmd()
+        .args(["status", "-o", "prometheus"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let labels = format!(
+        "{{policy=\"daily\",target=\"{vol}\",region=\"{REGION}\",backup_account=\"{BACKUP}\",copy_region=\"{TO}\"}}"
+    );
+    assert!(
+        text.contains("# TYPE autosnap_account_copy_newest_timestamp_seconds gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "autosnap_account_copy_newest_timestamp_seconds{labels} {newest}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("autosnap_account_copies{labels} 2\n")),
+        "{text}"
+    );
+}

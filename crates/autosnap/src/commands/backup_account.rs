@@ -226,6 +226,70 @@ pub(super) fn status_of(t: &TargetPlan) -> Vec<AccountCopyStatus> {
         .collect()
 }
 
+/// The `status -o prometheus` families of the copies in backup accounts: per policy target
+/// (`region` its own) and backup account (`backup_account`, `copy_region`), how many copies are
+/// there and when the newest was taken. `rows` are (policy, target, region, copies); `esc`
+/// escapes a label value.
+pub(super) fn prometheus<'a>(
+    s: &mut String,
+    rows: impl Iterator<
+        Item = (
+            &'a String,
+            &'a String,
+            &'a String,
+            &'a Vec<AccountCopyStatus>,
+        ),
+    >,
+    esc: fn(&str) -> String,
+) {
+    let rows: Vec<_> = rows.filter(|r| !r.3.is_empty()).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let labels = |policy: &str, target: &str, region: &str, c: &AccountCopyStatus| {
+        format!(
+            "{{policy=\"{}\",target=\"{}\",region=\"{}\",backup_account=\"{}\",copy_region=\"{}\"}}",
+            esc(policy),
+            esc(target),
+            esc(region),
+            esc(&c.account),
+            esc(&c.region)
+        )
+    };
+    s.push_str(
+        "# HELP autosnap_account_copies Copies of a policy target in a backup account and Region.\n",
+    );
+    s.push_str("# TYPE autosnap_account_copies gauge\n");
+    for (policy, target, region, copies) in &rows {
+        // A backup account that could not be read has no count to give.
+        for c in copies.iter().filter(|c| c.error.is_none()) {
+            let _ = writeln!(
+                s,
+                "autosnap_account_copies{} {}",
+                labels(policy, target, region, c),
+                c.copies
+            );
+        }
+    }
+    s.push_str(
+        "# HELP autosnap_account_copy_newest_timestamp_seconds When the newest copy of a policy \
+         target in a backup account and Region was taken.\n",
+    );
+    s.push_str("# TYPE autosnap_account_copy_newest_timestamp_seconds gauge\n");
+    for (policy, target, region, copies) in &rows {
+        for c in copies.iter() {
+            if let Some(at) = c.newest_copy {
+                let _ = writeln!(
+                    s,
+                    "autosnap_account_copy_newest_timestamp_seconds{} {}",
+                    labels(policy, target, region, c),
+                    at.timestamp()
+                );
+            }
+        }
+    }
+}
+
 /// The table of copies in backup accounts under `status`'s (nothing without such copies).
 pub(super) fn print_status<'a>(
     rows: impl Iterator<Item = (&'a String, &'a String, &'a Vec<AccountCopyStatus>)>,

@@ -1117,6 +1117,15 @@ pub(super) fn prometheus(r: &StatusReport) -> String {
             }
         }
     }
+    super::backup_account::prometheus(
+        &mut s,
+        r.policies.iter().flat_map(|p| {
+            p.targets
+                .iter()
+                .map(move |t| (&p.policy, &t.target_id, &t.region, &t.account_copies))
+        }),
+        esc,
+    );
     s.push_str("# HELP autosnap_unprotected Volumes and instances no policy covers.\n");
     s.push_str("# TYPE autosnap_unprotected gauge\n");
     for u in &r.unprotected {
