@@ -7,9 +7,9 @@
 
 pub mod accounts;
 pub mod adaptive;
-pub mod backup_account;
 pub mod ami;
 pub mod ami_flow;
+pub mod backup_account;
 pub mod config_source;
 pub mod context;
 pub mod ebs;

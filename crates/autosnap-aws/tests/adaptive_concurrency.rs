@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autosnap_engine::{download_snapshot, NoProgress};
 use autosnap_aws::ebs::{block_checksum, Ebs, BLOCK_SIZE};
 use autosnap_aws::CallSite;
+use autosnap_engine::{download_snapshot, NoProgress};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -997,7 +997,11 @@ mod tests {
         let share = actions(&[Feature::Share]);
         assert_eq!(
             share.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["ec2:CreateTags", "ec2:DeleteTags", "ec2:ModifySnapshotAttribute"]
+            [
+                "ec2:CreateTags",
+                "ec2:DeleteTags",
+                "ec2:ModifySnapshotAttribute"
+            ]
         );
         let p = iam_policy(&[Feature::Share], &PolicyScope::default()).to_value();
         assert_eq!(

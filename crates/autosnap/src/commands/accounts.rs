@@ -21,8 +21,8 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::policy::{
-    log_report, not_done, render_plan, report_text, status_report, summarize,
-    PlanSummary, RecordingProgress, Shutdown,
+    log_report, not_done, render_plan, report_text, status_report, summarize, PlanSummary,
+    RecordingProgress, Shutdown,
 };
 use crate::cli::{DaemonArgs, OutputFormat, PolicyArgs, PruneArgs, RunArgs, StatusArgs};
 use crate::commands::confirm::{self, Consent};
@@ -152,9 +152,8 @@ pub(super) async fn plan(
     let results = aws_accounts::across(&base, &chosen, |account, ctx| async move {
         let policies = policies_of(&account, selected);
         let id = Some(account.id.as_str());
-        let (plan, _) =
-            super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
-                .instrument(tracing::info_span!("account", id = %account.id))
+        let (plan, _) = super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
+            .instrument(tracing::info_span!("account", id = %account.id))
             .await?;
         Ok::<_, anyhow::Error>(plan)
     })
@@ -341,10 +340,9 @@ pub(super) async fn run(
         let span = tracing::info_span!("account", id = %account.id);
         let policies = policies_of(&account, selected);
         let id = Some(account.id.as_str());
-        let (plan, _) =
-            super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
-                .instrument(span.clone())
-                .await?;
+        let (plan, _) = super::backup_account::plan(env, &ctx, id, backups, &policies, false, true)
+            .instrument(span.clone())
+            .await?;
         if dry_run {
             return Ok(AccountRun { plan, report: None });
         }
@@ -414,7 +412,7 @@ pub(super) async fn prune(
         let (plan, _) =
             super::backup_account::plan(env, &ctx, id, backups, &policies, false, false)
                 .instrument(tracing::info_span!("account", id = %account.id))
-            .await?;
+                .await?;
         Ok::<_, anyhow::Error>((ctx, plan))
     })
     .await;

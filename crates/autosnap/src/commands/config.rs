@@ -319,7 +319,8 @@ pub async fn check(env: &Env) -> anyhow::Result<Exit> {
                     }
                     // One account: copies into backup accounts from the credentials' own.
                     if !s.config.file.has_accounts() {
-                        let own = super::config_accounts::unshareable(&ctx, &s.config.file.policies);
+                        let own =
+                            super::config_accounts::unshareable(&ctx, &s.config.file.policies);
                         if let Some(found) = own.await {
                             let check = shareable_check(found, None);
                             if !check.ok && exit == Exit::Success {
