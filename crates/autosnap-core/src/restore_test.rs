@@ -181,7 +181,12 @@ impl TargetRestoreTests {
                 if r.passed {
                     out.last_success = out.last_success.max(Some(r.at));
                 }
-                if out.last_result.as_ref().is_none_or(|l| r.at > l.at) {
+                // Tags keep whole seconds: in a tie the failure is the newer result (see `due`).
+                if out
+                    .last_result
+                    .as_ref()
+                    .is_none_or(|l| r.at > l.at || (r.at == l.at && !r.passed))
+                {
                     out.last_result = Some(r);
                 }
             }
@@ -214,12 +219,13 @@ fn ago(d: TimeDelta) -> String {
 }
 
 /// A test is due when no test of the target passed within `every` (so a failed test is tried
-/// again at the next run).
+/// again at the next run). A failure recorded in the same second as the last pass counts as
+/// after it: a result tag holds a backup's newest result, and a test takes longer than a second.
 pub fn due(every: TimeDelta, tests: &TargetRestoreTests, now: DateTime<Utc>) -> RestoreTestDue {
     let failed_since = tests
         .last_result
         .as_ref()
-        .filter(|r| !r.passed && tests.last_success.is_none_or(|s| r.at > s));
+        .filter(|r| !r.passed && tests.last_success.is_none_or(|s| r.at >= s));
     let due_now = |reason: String| RestoreTestDue {
         due: true,
         next_due: now,
@@ -813,6 +819,38 @@ mod tests {
             "{}",
             d.reason
         );
+    }
+
+    /// Tags keep whole seconds: a failure recorded in the same second as the last pass is the
+    /// newer result (it overwrote the pass's result tag), so the next run tests again, as
+    /// `health` already says failed.
+    #[test]
+    fn a_failure_in_the_same_second_as_the_last_pass_is_due_again() {
+        let at = t("2026-12-02T00:00:00Z");
+        let pass = tags(&[
+            (RESULT_TAG, "passed 2026-12-02T00:00:00Z"),
+            (PASSED_TAG, "2026-12-02T00:00:00Z"),
+        ]);
+        let fail = tags(&[(
+            RESULT_TAG,
+            "failed 2026-12-02T00:00:00Z: ext4 superblock damaged",
+        )]);
+        for order in [[&pass, &fail], [&fail, &pass]] {
+            let tests = TargetRestoreTests::from_tags(order);
+            assert_eq!(tests.last_success, Some(at));
+            assert!(!tests.last_result.as_ref().unwrap().passed, "{tests:?}");
+            let d = due(TimeDelta::days(7), &tests, t("2026-12-02T00:00:01Z"));
+            assert!(d.due, "{d:?}");
+            assert_eq!(
+                health(
+                    Some(TimeDelta::days(7)),
+                    &tests,
+                    None,
+                    t("2026-12-02T00:00:01Z")
+                ),
+                RestoreTestHealth::Failed
+            );
+        }
     }
 
     #[test]
