@@ -202,44 +202,169 @@ impl<'de> Deserialize<'de> for Count {
 /// Every field is optional; counts accept integers or `"unlimited"`, durations the grammar of
 /// [`crate::duration`] (`2d`, `1y2mo3d4h`; months are `mo`, what restic writes `m`). A count
 /// of 0 and a zero duration turn their rule off. Unknown fields are rejected.
+///
+/// With the `clap` feature it is also the `--keep-…` flags of the CLI (`--keep-last`,
+/// `--keep-within-daily`, `--keep-tag a,b`, …): one definition for config file and command line.
+/// A count flag left out is off, as a count left out of the config file is.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct KeepPolicy {
     /// Keep the newest N backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_last",
+            long = "keep-last",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the N newest backups (a count or `unlimited`)"
+        )
+    )]
     pub last: Count,
     /// Keep the newest backup of each of the newest N hours that have backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_hourly",
+            long = "keep-hourly",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the newest backup of each of the N newest hours that have backups"
+        )
+    )]
     pub hourly: Count,
     /// Keep the newest backup of each of the newest N days that have backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_daily",
+            long = "keep-daily",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the newest backup of each of the N newest days that have backups"
+        )
+    )]
     pub daily: Count,
     /// Keep the newest backup of each of the newest N ISO weeks (Monday–Sunday) with backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_weekly",
+            long = "keep-weekly",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the newest backup of each of the N newest ISO weeks that have backups"
+        )
+    )]
     pub weekly: Count,
     /// Keep the newest backup of each of the newest N months that have backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_monthly",
+            long = "keep-monthly",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the newest backup of each of the N newest months that have backups"
+        )
+    )]
     pub monthly: Count,
     /// Keep the newest backup of each of the newest N years that have backups.
     #[serde(default, skip_serializing_if = "Count::is_off")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_yearly",
+            long = "keep-yearly",
+            value_name = "N",
+            default_value = "0",
+            hide_default_value = true,
+            help = "Keep the newest backup of each of the N newest years that have backups"
+        )
+    )]
     pub yearly: Count,
     /// Keep every backup newer than `latest − within`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within",
+            long = "keep-within",
+            value_name = "DURATION",
+            help = "Keep every backup newer than the newest backup minus DURATION (e.g. 2d, 1y2mo3d4h; mo = months)"
+        )
+    )]
     pub within: Option<CalendarDuration>,
     /// Keep the newest backup of every hour newer than `latest − within_hourly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within_hourly",
+            long = "keep-within-hourly",
+            value_name = "DURATION",
+            help = "Keep one backup per hour within DURATION of the newest"
+        )
+    )]
     pub within_hourly: Option<CalendarDuration>,
     /// Keep the newest backup of every day newer than `latest − within_daily`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within_daily",
+            long = "keep-within-daily",
+            value_name = "DURATION",
+            help = "Keep one backup per day within DURATION of the newest"
+        )
+    )]
     pub within_daily: Option<CalendarDuration>,
     /// Keep the newest backup of every ISO week newer than `latest − within_weekly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within_weekly",
+            long = "keep-within-weekly",
+            value_name = "DURATION",
+            help = "Keep one backup per ISO week within DURATION of the newest"
+        )
+    )]
     pub within_weekly: Option<CalendarDuration>,
     /// Keep the newest backup of every month newer than `latest − within_monthly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within_monthly",
+            long = "keep-within-monthly",
+            value_name = "DURATION",
+            help = "Keep one backup per month within DURATION of the newest"
+        )
+    )]
     pub within_monthly: Option<CalendarDuration>,
     /// Keep the newest backup of every year newer than `latest − within_yearly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            id = "keep_within_yearly",
+            long = "keep-within-yearly",
+            value_name = "DURATION",
+            help = "Keep one backup per year within DURATION of the newest"
+        )
+    )]
     pub within_yearly: Option<CalendarDuration>,
     /// Keep every backup that carries all tags of at least one of these lists.
     #[serde(
@@ -248,8 +373,27 @@ pub struct KeepPolicy {
         alias = "keep_tags",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "clap", arg(id = "keep_tag", long = "keep-tag", value_name = "TAG[,TAG]",
+        value_parser = parse_tag_list,
+        help = "Keep backups carrying all of these tags (comma-separated); repeatable"))]
     pub keep_tags: Vec<Vec<String>>,
 }
+
+/// One `--keep-tag` value: comma-separated tags, trimmed, empty names dropped (`a, b,` is
+/// `[a, b]`; `,` is an empty list, which [`KeepPolicy::validate`] refuses).
+pub fn parse_tag_list(list: &str) -> Result<Vec<String>, std::convert::Infallible> {
+    Ok(list
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect())
+}
+
+/// A policy given as `--keep-…` flags that is not usable: the [`PolicyError`] and which flags
+/// to give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: give at least one --keep-… rule (for example --keep-daily 7)")]
+pub struct KeepFlagsError(pub PolicyError);
 
 /// Why a policy is not usable. Messages name the field; the caller adds which policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -344,6 +488,12 @@ impl KeepPolicy {
             && !active(&self.within)
             && self.within_rules().iter().all(|(_, d)| !active(d))
             && self.keep_tags.is_empty()
+    }
+
+    /// [`Self::validate`] for a policy read from the `--keep-…` flags: the error says which
+    /// flags to give.
+    pub fn validate_flags(&self) -> Result<(), KeepFlagsError> {
+        self.validate().map_err(KeepFlagsError)
     }
 
     /// Checks the policy can be used: not empty, and no empty tag list or tag name.

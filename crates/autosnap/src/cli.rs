@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use autosnap_core::duration::{parse_timeout, CalendarDuration};
 use autosnap_core::ids::{SnapshotId, SnapshotTarget};
-use autosnap_core::retention::Count;
+use autosnap_core::retention::KeepPolicy;
 use autosnap_core::tags::TagArg;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -805,55 +805,12 @@ pub struct RetentionSimulateArgs {
     /// JSON file with the backups, or - for standard input
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
+    // The `--keep-…` rules are core's policy type, so flags and config file read alike.
     #[command(flatten)]
-    pub keep: KeepArgs,
+    pub keep: KeepPolicy,
     /// Evaluate as of this time (RFC 3339; default: now)
     #[arg(long, value_name = "TIME")]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The `--keep-…` retention rules (shared by `retention simulate` and `repo forget`).
-#[derive(Debug, Args)]
-pub struct KeepArgs {
-    /// Keep the N newest backups (a count or `unlimited`)
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<Count>,
-    /// Keep the newest backup of each of the N newest hours that have backups
-    #[arg(long, value_name = "N")]
-    pub keep_hourly: Option<Count>,
-    /// Keep the newest backup of each of the N newest days that have backups
-    #[arg(long, value_name = "N")]
-    pub keep_daily: Option<Count>,
-    /// Keep the newest backup of each of the N newest ISO weeks that have backups
-    #[arg(long, value_name = "N")]
-    pub keep_weekly: Option<Count>,
-    /// Keep the newest backup of each of the N newest months that have backups
-    #[arg(long, value_name = "N")]
-    pub keep_monthly: Option<Count>,
-    /// Keep the newest backup of each of the N newest years that have backups
-    #[arg(long, value_name = "N")]
-    pub keep_yearly: Option<Count>,
-    /// Keep every backup newer than the newest backup minus DURATION (e.g. 2d, 1y2mo3d4h; mo = months)
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<CalendarDuration>,
-    /// Keep one backup per hour within DURATION of the newest
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_hourly: Option<CalendarDuration>,
-    /// Keep one backup per day within DURATION of the newest
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_daily: Option<CalendarDuration>,
-    /// Keep one backup per ISO week within DURATION of the newest
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_weekly: Option<CalendarDuration>,
-    /// Keep one backup per month within DURATION of the newest
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_monthly: Option<CalendarDuration>,
-    /// Keep one backup per year within DURATION of the newest
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_yearly: Option<CalendarDuration>,
-    /// Keep backups carrying all of these tags (comma-separated); repeatable
-    #[arg(long, value_name = "TAG[,TAG]")]
-    pub keep_tag: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1417,8 +1374,9 @@ pub struct RepoVerifyArgs {
 pub struct RepoForgetArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
+    // The `--keep-…` rules are core's policy type, so flags and config file read alike.
     #[command(flatten)]
-    pub keep: KeepArgs,
+    pub keep: KeepPolicy,
     /// Show what would be forgotten, and why, without deleting anything
     #[arg(long)]
     pub dry_run: bool,

@@ -414,7 +414,10 @@ async fn verify(env: &Env, args: &RepoVerifyArgs) -> anyhow::Result<Exit> {
 }
 
 async fn forget(env: &Env, args: &RepoForgetArgs) -> anyhow::Result<Exit> {
-    let policy = crate::commands::retention::policy_from_args(&args.keep)?;
+    args.keep
+        .validate_flags()
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    let policy = args.keep.clone();
     let repo = Arc::new(open(env, &args.repo).await?);
     let now = args.now.unwrap_or_else(Utc::now);
     let dry_run = args.dry_run;

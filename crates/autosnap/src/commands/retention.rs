@@ -3,11 +3,11 @@
 use std::io::Read;
 
 use anyhow::Context;
-use autosnap_core::retention::{self, KeepPolicy, RetentionItem};
+use autosnap_core::retention::{self, RetentionItem};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::cli::{KeepArgs, OutputFormat, RetentionSimulateArgs};
+use crate::cli::{OutputFormat, RetentionSimulateArgs};
 use crate::exit::{Exit, UsageError};
 use crate::output;
 
@@ -29,7 +29,10 @@ struct Simulation {
 }
 
 pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::Result<Exit> {
-    let policy = policy_from_args(&args.keep)?;
+    let policy = &args.keep;
+    policy
+        .validate_flags()
+        .map_err(|e| UsageError(e.to_string()))?;
     let text = if args.input.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -47,7 +50,7 @@ pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::R
         ))
     })?;
     let now = args.now.unwrap_or_else(Utc::now);
-    let decisions = retention::apply(&policy, &items, now);
+    let decisions = retention::apply(policy, &items, now);
 
     let result = Simulation {
         keep: decisions
@@ -86,43 +89,4 @@ pub fn simulate(format: OutputFormat, args: &RetentionSimulateArgs) -> anyhow::R
         }
     }
     Ok(Exit::Success)
-}
-
-pub(crate) fn policy_from_args(args: &KeepArgs) -> anyhow::Result<KeepPolicy> {
-    let mut p = KeepPolicy::default();
-    let counts = [
-        (&mut p.last, &args.keep_last),
-        (&mut p.hourly, &args.keep_hourly),
-        (&mut p.daily, &args.keep_daily),
-        (&mut p.weekly, &args.keep_weekly),
-        (&mut p.monthly, &args.keep_monthly),
-        (&mut p.yearly, &args.keep_yearly),
-    ];
-    for (slot, arg) in counts {
-        if let Some(c) = arg {
-            *slot = *c;
-        }
-    }
-    p.within = args.keep_within;
-    p.within_hourly = args.keep_within_hourly;
-    p.within_daily = args.keep_within_daily;
-    p.within_weekly = args.keep_within_weekly;
-    p.within_monthly = args.keep_within_monthly;
-    p.within_yearly = args.keep_within_yearly;
-    p.keep_tags = args
-        .keep_tag
-        .iter()
-        .map(|list| {
-            list.split(',')
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect()
-        })
-        .collect();
-    p.validate().map_err(|e| {
-        UsageError(format!(
-            "{e}: give at least one --keep-… rule (for example --keep-daily 7)"
-        ))
-    })?;
-    Ok(p)
 }
