@@ -15,7 +15,7 @@ set -euo pipefail
 # Pinned versions: change them here only (the stamp file makes a version change reinstall).
 MOTO_VERSION="5.2.5"
 PYTEST_VERSION="8.4.2"
-# Lints the Lambda deployment templates (contrib/lambda/, crates/autosnap/tests/lambda_templates.rs).
+# Lints the Lambda deployment templates (contrib/lambda/, crates/autosnap/tests/e2e/lambda_templates.rs).
 CFN_LINT_VERSION="1.58.0"
 STAMP_CONTENT="moto[server]==${MOTO_VERSION} pytest==${PYTEST_VERSION} cfn-lint==${CFN_LINT_VERSION} v1"
 

@@ -7,7 +7,7 @@ member-role.yaml), between lines such as
 
 each block with the features its BEGIN line names, so the roles the templates deploy are the
 least-privilege policy autosnap documents, not a copy that drifts.
-crates/autosnap/tests/lambda_templates.rs fails when they differ.
+crates/autosnap/tests/e2e/lambda_templates.rs fails when they differ.
 
     contrib/lambda/sync_iam_policy.py [--autosnap PATH]   # default: autosnap on PATH
 
