@@ -243,39 +243,9 @@ fn ssm(bed: &TestBed) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(conf)
 }
 
-/// IAM CreateRole `autosnap` in `account`, trusting the base account (as in tests/accounts.rs).
+/// IAM CreateRole `autosnap` in `account`, trusting the base account.
 fn create_role(bed: &TestBed, account: &str) {
-    let trust = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
-    );
-    let encoded: String = trust
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let body = format!(
-        "Action=CreateRole&Version=2010-05-08&RoleName=autosnap&AssumeRolePolicyDocument={encoded}"
-    );
-    let mut tcp = TcpStream::connect(("127.0.0.1", bed.port)).unwrap();
-    write!(
-        tcp,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         x-moto-account-id: {account}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        bed.port,
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.contains(" 200 "),
-        "CreateRole in {account}: {answer}"
-    );
+    bed.create_role_trusting(account, "autosnap", ACCOUNT);
 }
 
 #[test]
