@@ -70,30 +70,11 @@ fn volume_in(bed: &TestBed, account: &str) -> String {
 
 /// The source volumes of the snapshots autosnap's policy made in `account`.
 fn backed_up_volumes(bed: &TestBed, account: &str) -> Vec<String> {
-    let ec2 = bed.ec2(REGION);
-    let header = account.to_string();
-    let owner = account.to_string();
-    let mut vols: Vec<String> = bed.block(async move {
-        ec2.describe_snapshots()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:autosnap:policy")
-                    .values("daily")
-                    .build(),
-            )
-            .customize()
-            .mutate_request(move |r| {
-                r.headers_mut().insert("x-moto-account-id", header.clone());
-            })
-            .send()
-            .await
-            .expect("describe snapshots")
-            .snapshots()
-            .iter()
-            .filter(|s| s.owner_id() == Some(owner.as_str()))
-            .filter_map(|s| s.volume_id().map(str::to_owned))
-            .collect()
-    });
+    let mut vols: Vec<String> = bed
+        .daily_snapshots_in(account, REGION)
+        .iter()
+        .filter_map(|s| s.volume_id().map(str::to_owned))
+        .collect();
     vols.sort();
     vols
 }

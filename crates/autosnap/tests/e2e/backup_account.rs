@@ -7,7 +7,7 @@
 //! (testbed/cross_account_copy.py).
 
 use crate::support::{TestBed, ACCOUNT, REGION};
-use aws_sdk_ec2::types::{Filter, ResourceType, Snapshot};
+use aws_sdk_ec2::types::{ResourceType, Snapshot};
 
 /// The backup account and the Region its copies go to.
 const BACKUP: &str = "222222222222";
@@ -41,30 +41,7 @@ fn create_role(bed: &TestBed, account: &str, name: &str) {
 
 /// The snapshots `account` owns in `region` that carry `autosnap:policy=daily`.
 fn snapshots_in(bed: &TestBed, account: &str, region: &str) -> Vec<Snapshot> {
-    let ec2 = bed.ec2(region);
-    let header = account.to_string();
-    let owner = account.to_string();
-    bed.block(async move {
-        ec2.describe_snapshots()
-            .filters(
-                Filter::builder()
-                    .name("tag:autosnap:policy")
-                    .values("daily")
-                    .build(),
-            )
-            .customize()
-            .mutate_request(move |r| {
-                r.headers_mut().insert("x-moto-account-id", header.clone());
-            })
-            .send()
-            .await
-            .expect("describe snapshots")
-            .snapshots()
-            .iter()
-            .filter(|s| s.owner_id() == Some(owner.as_str()))
-            .cloned()
-            .collect()
-    })
+    bed.daily_snapshots_in(account, region)
 }
 
 fn tag<'a>(s: &'a Snapshot, key: &str) -> Option<&'a str> {

@@ -385,6 +385,39 @@ impl Drop for TestBed {
 }
 
 impl TestBed {
+    /// The snapshots `account` owns in `region` that carry `autosnap:policy=daily` (the test
+    /// bed's `x-moto-account-id` header picks the account).
+    pub fn daily_snapshots_in(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Vec<aws_sdk_ec2::types::Snapshot> {
+        let ec2 = self.ec2(region);
+        let header = account.to_string();
+        let owner = account.to_string();
+        self.block(async move {
+            ec2.describe_snapshots()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:autosnap:policy")
+                        .values("daily")
+                        .build(),
+                )
+                .customize()
+                .mutate_request(move |r| {
+                    r.headers_mut().insert("x-moto-account-id", header.clone());
+                })
+                .send()
+                .await
+                .expect("describe snapshots")
+                .snapshots()
+                .iter()
+                .filter(|s| s.owner_id() == Some(owner.as_str()))
+                .cloned()
+                .collect()
+        })
+    }
+
     /// An IAM role `name` in `account` whose trust policy lets `trusted` (an account id) assume
     /// it, as an administrator of that account would make it. A raw query-API request: the
     /// test bed does not check signatures, only reads the service from the scope.
